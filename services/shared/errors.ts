@@ -1,0 +1,71 @@
+import { Status } from 'nice-grpc-common';
+
+/** The gRPC status names a domain error can map to. */
+export type ErrorKind =
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'FAILED_PRECONDITION'
+  | 'RESOURCE_EXHAUSTED'
+  | 'OUT_OF_RANGE'
+  | 'PERMISSION_DENIED'
+  | 'UNAUTHENTICATED'
+  | 'UNAVAILABLE'
+  | 'ABORTED'
+  | 'DEADLINE_EXCEEDED'
+  | 'CANCELLED'
+  | 'INTERNAL';
+
+export interface DsatErrorOptions {
+  /** Key/value facts for the ErrorInfo detail, e.g. `{ field: 'pipeline' }`. */
+  metadata?: Record<string, string>;
+  /** The field that is wrong, reported as a BadRequest field violation. */
+  field?: string;
+  cause?: unknown;
+}
+
+/**
+ * The one error type of dsat's domain code. `reason` is UPPER_SNAKE_CASE and stable, so callers in
+ * any language can branch on it (it travels as `google.rpc.ErrorInfo.reason`).
+ */
+export class DsatError extends Error {
+  readonly kind: ErrorKind;
+  readonly reason: string;
+  readonly metadata: Record<string, string>;
+  readonly field: string | undefined;
+
+  constructor(kind: ErrorKind, reason: string, message: string, options: DsatErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DsatError';
+    this.kind = kind;
+    this.reason = reason;
+    this.field = options.field;
+    this.metadata = { ...(options.metadata ?? {}) };
+    if (options.field !== undefined) this.metadata.field = options.field;
+  }
+
+  get status(): Status {
+    return Status[this.kind];
+  }
+}
+
+/** An INVALID_ARGUMENT error that names the bad field. */
+export function invalidArgument(field: string, message: string, reason = 'INVALID_FIELD') {
+  return new DsatError('INVALID_ARGUMENT', reason, `${field}: ${message}`, { field });
+}
+
+export function notFound(what: string, id: string, field?: string) {
+  const reason = `${what.toUpperCase().replace(/[^A-Z0-9]+/g, '_')}_NOT_FOUND`;
+  return new DsatError('NOT_FOUND', reason, `${what} ${JSON.stringify(id)} not found`, {
+    ...(field === undefined ? {} : { field }),
+    metadata: { id },
+  });
+}
+
+export function failedPrecondition(reason: string, message: string, metadata?: Record<string, string>) {
+  return new DsatError('FAILED_PRECONDITION', reason, message, metadata ? { metadata } : {});
+}
+
+export function isDsatError(err: unknown): err is DsatError {
+  return err instanceof DsatError;
+}
