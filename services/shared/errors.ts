@@ -62,7 +62,11 @@ export function notFound(what: string, id: string, field?: string) {
   });
 }
 
-export function failedPrecondition(reason: string, message: string, metadata?: Record<string, string>) {
+export function failedPrecondition(
+  reason: string,
+  message: string,
+  metadata?: Record<string, string>,
+) {
   return new DsatError('FAILED_PRECONDITION', reason, message, metadata ? { metadata } : {});
 }
 

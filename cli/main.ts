@@ -1,0 +1,52 @@
+import { Command } from 'commander';
+import {
+  routerConfigSpec,
+  statusConfigSpec,
+  trackerConfigSpec,
+  workerConfigSpec,
+} from '../services/shared/config';
+import { exitWithError, serviceCommand } from '../services/shared/run-service';
+import { startRouterServer } from '../services/router/server';
+import { startStatusServer } from '../services/status/server';
+import { startTrackerServer } from '../services/tracker/server';
+import { startWorkerServer } from '../services/worker/server';
+import { upCommand } from './commands/up';
+
+const program = new Command('dsat')
+  .description('dsat runs multi-stage task pipelines on a mesh of gRPC services.')
+  .showHelpAfterError()
+  .addCommand(upCommand())
+  .addCommand(
+    serviceCommand(
+      'status',
+      statusConfigSpec,
+      startStatusServer,
+      'Run the status service alone: the LevelDB task store, transitions and watches.',
+    ),
+  )
+  .addCommand(
+    serviceCommand(
+      'router',
+      routerConfigSpec,
+      startRouterServer,
+      'Run a router alone: submits, ready queues, worker streams.',
+    ),
+  )
+  .addCommand(
+    serviceCommand(
+      'tracker',
+      trackerConfigSpec,
+      startTrackerServer,
+      'Run the tracker alone: timers, retries, dead letters, pipelines, membership.',
+    ),
+  )
+  .addCommand(
+    serviceCommand(
+      'worker',
+      workerConfigSpec,
+      startWorkerServer,
+      'Run a worker process: stage handlers for assigned tasks.',
+    ),
+  );
+
+program.parseAsync(process.argv).catch(exitWithError);

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one command CI runs: checks, then every test suite. Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+results=.test-results
+rm -rf "$results" && mkdir -p "$results"
+check_pass=0
+check_fail=0
+failed_checks=()
+
+check() {
+  local name=$1
+  shift
+  echo "== $name"
+  if "$@"; then
+    check_pass=$((check_pass + 1))
+  else
+    check_fail=$((check_fail + 1))
+    failed_checks+=("$name")
+  fi
+}
+
+check "test set-up" bash scripts/test-setup.sh
+check "buf lint" buf lint
+check "generated code drift" bash scripts/check-gen.sh
+check "buf breaking (report)" bash scripts/check-breaking.sh
+check "tsc" tsc --noEmit -p .
+check "eslint" eslint . --max-warnings 0
+check "prettier" prettier --check . --log-level warn
+
+echo "== jest"
+jest --ci --json --outputFile="$results/jest.json" "$@"
+jest_rc=$?
+
+summary=$(node -e '
+  const fs = require("fs");
+  let r = { numPassedTests: 0, numFailedTests: 0, numRuntimeErrorTestSuites: 0 };
+  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { r.numRuntimeErrorTestSuites = 1; }
+  const failed = r.numFailedTests + r.numRuntimeErrorTestSuites;
+  console.log(`${r.numPassedTests} ${failed}`);
+' "$results/jest.json")
+read -r jest_pass jest_fail <<<"$summary"
+if [ "$jest_rc" -ne 0 ] && [ "$jest_fail" -eq 0 ]; then jest_fail=1; fi
+
+((${#failed_checks[@]})) && echo "failed checks: ${failed_checks[*]}"
+passed=$((jest_pass + check_pass))
+failed=$((jest_fail + check_fail))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

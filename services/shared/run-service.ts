@@ -1,0 +1,64 @@
+import { Command } from 'commander';
+import { addConfigOptions, flagValues } from './cli-options';
+import type { ConfigOf, ConfigSpec } from './config';
+import { ConfigError, loadConfig } from './config';
+import type { LogLevel } from './logger';
+import { createLogger } from './logger';
+import type { ServiceDeps, ServiceHandle } from './service-host';
+import { createShutdown, exitOnSignals } from './shutdown';
+
+export type StartService<S extends ConfigSpec> = (
+  config: ConfigOf<S>,
+  deps: ServiceDeps,
+) => Promise<ServiceHandle>;
+
+/** Prints a configuration or start-up failure as one clear message and exits non-zero. */
+export function exitWithError(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`dsat: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`dsat: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+/** The command that runs one service in this process: `dsat status`, `dsat router`, … */
+export function serviceCommand<S extends ConfigSpec>(
+  name: string,
+  spec: S,
+  start: StartService<S>,
+  description: string,
+): Command {
+  const command = new Command(name).description(description);
+  addConfigOptions(command, spec);
+  command.action(async (opts: Record<string, unknown>) => {
+    let config: ConfigOf<S>;
+    try {
+      config = loadConfig(spec, flagValues(spec, opts));
+    } catch (err) {
+      exitWithError(err);
+    }
+    const level = (config as { logLevel?: LogLevel }).logLevel ?? 'info';
+    const logger = createLogger(name, level);
+    const shutdown = createShutdown(logger);
+    exitOnSignals(shutdown, logger);
+    try {
+      const handle = await start(config, { logger, shutdown });
+      process.stdout.write(`${name} listening on ${handle.address}\n`);
+    } catch (err) {
+      await shutdown.run('start-up failed');
+      exitWithError(err);
+    }
+  });
+  return command;
+}
+
+/** Entry of `services/<name>/main.ts`: the service alone as its own process. */
+export function runServiceMain<S extends ConfigSpec>(
+  name: string,
+  spec: S,
+  start: StartService<S>,
+  description: string,
+): void {
+  serviceCommand(name, spec, start, description).parseAsync(process.argv).catch(exitWithError);
+}

@@ -1,0 +1,77 @@
+import type { Logger } from './logger';
+
+/** The order every dsat process shuts down in (DESIGN.md, "Streaming handoff"). */
+export const SHUTDOWN_PHASES = [
+  'not-serving',
+  'stop-work',
+  'terminate-streams',
+  'server',
+  'close-store',
+  'flush-telemetry',
+] as const;
+export type ShutdownPhase = (typeof SHUTDOWN_PHASES)[number];
+
+export interface Shutdown {
+  on(phase: ShutdownPhase, name: string, step: () => Promise<void> | void): void;
+  /** Runs every step once, phase by phase; later calls return the same promise. */
+  run(reason: string): Promise<void>;
+  readonly started: boolean;
+}
+
+export function createShutdown(logger: Logger): Shutdown {
+  const steps: { phase: ShutdownPhase; name: string; step: () => Promise<void> | void }[] = [];
+  let running: Promise<void> | undefined;
+  return {
+    on(phase, name, step) {
+      steps.push({ phase, name, step });
+    },
+    get started() {
+      return running !== undefined;
+    },
+    run(reason) {
+      running ??= (async () => {
+        logger.info({ reason }, 'shutting down');
+        for (const phase of SHUTDOWN_PHASES) {
+          // Steps of one phase run together: the four servers of `dsat up` stop side by side.
+          await Promise.all(
+            steps
+              .filter((s) => s.phase === phase)
+              .map(async (s) => {
+                try {
+                  await s.step();
+                } catch (err) {
+                  logger.error({ err, phase, step: s.name }, 'shutdown step failed');
+                }
+              }),
+          );
+        }
+        logger.info('stopped');
+      })();
+      return running;
+    },
+  };
+}
+
+/**
+ * SIGINT/SIGTERM run the shutdown and exit 0 (1 if a step threw past its handler); a second
+ * signal exits at once.
+ */
+export function exitOnSignals(shutdown: Shutdown, logger: Logger): void {
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    shutdown.run(signal).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}

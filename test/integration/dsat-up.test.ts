@@ -1,0 +1,52 @@
+import { healthCheck, listServices } from '../helpers/plain-grpc';
+import { spawnDsat, within } from '../helpers/processes';
+import { tempDir } from '../helpers/temp-dir';
+
+jest.setTimeout(60_000);
+
+const SERVICES = {
+  status: 'dsat.status.v1.StatusService',
+  router: 'dsat.router.v1.RouterService',
+  tracker: 'dsat.tracker.v1.TrackerService',
+  worker: 'dsat.worker.v1.WorkerService',
+} as const;
+
+describe('dsat up', () => {
+  const data = tempDir();
+  afterAll(() => data.cleanup());
+
+  it('starts four servers that answer health and reflection, and stops on Ctrl-C with exit 0', async () => {
+    const up = spawnDsat([
+      'up',
+      '--data-dir',
+      data.path,
+      '--status-port',
+      '0',
+      '--router-port',
+      '0',
+      '--tracker-port',
+      '0',
+      '--worker-port',
+      '0',
+    ]);
+    try {
+      await up.waitForLine(/^dsat is up/);
+      for (const [name, fullName] of Object.entries(SERVICES)) {
+        const line = up.stdout.find((l) => l.trim().startsWith(name + ' '));
+        const address = line?.trim().split(/\s+/)[1];
+        expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+        await expect(healthCheck(address!)).resolves.toBe('SERVING');
+        await expect(healthCheck(address!, fullName)).resolves.toBe('SERVING');
+        const listed = await listServices(address!);
+        expect(listed).toContain(fullName);
+      }
+      const started = Date.now();
+      up.kill('SIGINT');
+      const code = await within(up.exited, 5_000, 'shutdown after SIGINT');
+      expect(code).toBe(0);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      up.kill('SIGKILL');
+    }
+  });
+});
