@@ -273,7 +273,10 @@ export function decodeSegment(key: string, value: string): FeedEntry[] {
 
 export interface TaskRecord {
   readonly task: Task;
+  /** The embedded prefix of the log: all of it for a terminal record. */
   readonly log: readonly LogEntry[];
+  /** The revision of the first entry not embedded (it is in the feed), 0 when all are. */
+  readonly tailFrom: number;
 }
 
 interface LogExtras {
@@ -283,36 +286,59 @@ interface LogExtras {
   o?: 1;
 }
 
+/** The JSON of a log's first `count` entries, kept so that each entry is encoded only once. */
+export interface EncodedLog {
+  readonly count: number;
+  readonly text: string;
+}
+
+export const EMPTY_LOG: EncodedLog = { count: 0, text: '' };
+
 /**
- * A record is the task's fields plus its whole log (without progress, which the history does not
- * carry), so the history outlives the feed window and every transition id stays known.
+ * A record is the fold of the task's log at its last milestone plus the first `embedded` entries
+ * of that log (without progress, which the history does not carry). A live record embeds only what
+ * an earlier terminal record or sweep checkpoint embedded: its newer entries are in the feed
+ * segments from `tailFrom` on, so a milestone put does not rewrite the log. A terminal record
+ * embeds the whole log, so the history and every transition id outlive the feed window.
  */
-export function encodeRecord(task: Task, log: readonly LogEntry[]): string {
-  const rows: unknown[] = new Array(log.length);
-  for (let i = 0; i < log.length; i++) {
-    const e = log[i] as LogEntry;
-    const row: unknown[] = [
-      e.revision,
-      e.to,
-      e.stage,
-      e.attempt,
-      e.workerId,
-      e.reason,
-      e.atMs,
-      e.transitionId,
-    ];
-    if (e.error !== undefined || e.payload !== undefined) {
-      const x: LogExtras = {};
-      if (e.error !== undefined) x.e = errorJson(e.error);
-      if (e.payload !== undefined) {
-        if (e.payload === task.output) x.o = 1;
-        else x.p = payloadJson(e.payload) as PayloadJson;
+export function encodeRecord(
+  task: Task,
+  log: readonly LogEntry[],
+  embedded: number,
+  prefix: EncodedLog,
+): { value: string; encoded: EncodedLog } {
+  let text = prefix.text;
+  if (embedded > prefix.count) {
+    const rows: unknown[] = [];
+    for (let i = prefix.count; i < embedded; i++) {
+      const e = log[i] as LogEntry;
+      const row: unknown[] = [
+        e.revision,
+        e.to,
+        e.stage,
+        e.attempt,
+        e.workerId,
+        e.reason,
+        e.atMs,
+        e.transitionId,
+      ];
+      if (e.error !== undefined || e.payload !== undefined) {
+        const x: LogExtras = {};
+        if (e.error !== undefined) x.e = errorJson(e.error);
+        if (e.payload !== undefined) {
+          if (e.payload === task.output) x.o = 1;
+          else x.p = payloadJson(e.payload) as PayloadJson;
+        }
+        row.push(x);
       }
-      row.push(x);
+      rows.push(row);
     }
-    rows[i] = row;
+    // One stringify for the new rows: a flat string. Values built from many small pieces are
+    // ropes that cost ~7 µs each to flatten when LevelDB copies them (measured).
+    const fresh = JSON.stringify(rows).slice(1, -1);
+    text = text === '' ? fresh : `${text},${fresh}`;
   }
-  return JSON.stringify([
+  const fields = JSON.stringify([
     FORMAT,
     task.taskId,
     task.pipeline,
@@ -334,14 +360,18 @@ export function encodeRecord(task: Task, log: readonly LogEntry[]): string {
     progressJson(task.progress),
     task.asyncToken,
     task.workerId,
-    rows,
+    embedded < log.length ? (log[embedded] as LogEntry).revision : 0,
   ]);
+  return {
+    value: `${fields.slice(0, -1)},[${text}]]`,
+    encoded: embedded === prefix.count ? prefix : { count: embedded, text },
+  };
 }
 
 export function decodeRecord(key: string, value: string): TaskRecord {
   try {
     const r = JSON.parse(value) as unknown[];
-    if (!Array.isArray(r) || r[0] !== FORMAT || r.length !== 22)
+    if (!Array.isArray(r) || r[0] !== FORMAT || r.length !== 23)
       throw new Error('not a format 1 record');
     const [
       ,
@@ -365,6 +395,7 @@ export function decodeRecord(key: string, value: string): TaskRecord {
       progress,
       asyncToken,
       workerId,
+      tailFrom,
       rows,
     ] = r as [
       number,
@@ -388,6 +419,7 @@ export function decodeRecord(key: string, value: string): TaskRecord {
       unknown,
       string,
       string,
+      number,
       unknown[][],
     ];
     const task: Task = {
@@ -447,8 +479,10 @@ export function decodeRecord(key: string, value: string): TaskRecord {
       from = to;
       return entry;
     });
-    if (log.length !== seq) throw new Error(`log has ${log.length} entries, record seq is ${seq}`);
-    return { task, log };
+    if (log.length > seq || (tailFrom === 0) !== (log.length === seq)) {
+      throw new Error(`${log.length} embedded entries, seq ${seq}, tail from ${tailFrom}`);
+    }
+    return { task, log, tailFrom };
   } catch (err) {
     throw new CorruptValueError(key, 'undecodable task record', { cause: err });
   }

@@ -83,8 +83,11 @@ export function startTask(
 export function foldEntry(task: Task, e: LogEntry): Task {
   const stageDone = e.stage !== task.stage;
   const finished = e.to === TaskState.TASK_STATE_SUCCEEDED;
+  // Every field spelled out: V8 copies a literal much faster than a spread with overrides.
   return {
-    ...task,
+    taskId: task.taskId,
+    pipeline: task.pipeline,
+    pipelineVersion: task.pipelineVersion,
     stage: e.stage,
     state: e.to,
     attempt: e.attempt,
@@ -92,9 +95,15 @@ export function foldEntry(task: Task, e: LogEntry): Task {
     revision: e.revision,
     input: stageDone ? e.input : task.input,
     output: finished ? e.payload : task.output,
+    traceId: task.traceId,
+    traceparent: task.traceparent,
     lastError: e.error ?? (stageDone ? undefined : task.lastError),
+    createdAt: task.createdAt,
     updatedAt: new Date(e.atMs),
+    priority: task.priority,
+    idempotencyKey: task.idempotencyKey,
     hops: stageDone || finished ? task.hops + 1 : task.hops,
+    branches: task.branches,
     progress: e.progress ?? (stageDone ? undefined : task.progress),
     asyncToken: e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '',
     workerId: e.workerId === '' ? task.workerId : e.workerId,

@@ -149,9 +149,12 @@ export function checkTransition(from: TaskState, to: TaskState): TransitionRule 
 
 /** `QUEUED` for TASK_STATE_QUEUED; the number for values outside the enum. */
 export function stateName(state: TaskState): string {
-  const name = TaskState[state] as string | undefined;
-  return name === undefined ? String(state) : name.replace(/^TASK_STATE_/, '');
+  return STATE_NAMES[state] ?? String(state);
 }
+
+const STATE_NAMES: readonly string[] = ALL_TASK_STATES.map((s) =>
+  (TaskState[s] as string).replace(/^TASK_STATE_/, ''),
+);
 
 export function isTaskState(value: number): value is TaskState {
   return Number.isInteger(value) && value >= NONE && value <= CANCELLED;
