@@ -23,7 +23,6 @@ import { FeedHub, type EventBatch } from './feed-hub';
 import {
   CorruptValueError,
   DONE,
-  ENDED,
   FEED,
   FORMAT,
   HEAD_KEY,
