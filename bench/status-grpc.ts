@@ -232,11 +232,8 @@ async function main() {
     const dataBytes = fs
       .readdirSync(path.join(dir, 'data'))
       .reduce((a, f) => a + fs.statSync(path.join(dir, 'data', f)).size, 0);
-    const rawSeconds = await rawLevel(
-      puts,
-      commits,
-      Math.max(64, Math.round(dataBytes / Math.max(1, puts))),
-    );
+    const rawValueBytes = Math.max(64, Math.round(dataBytes / Math.max(1, puts)));
+    const rawSeconds = await rawLevel(puts, commits, rawValueBytes);
     const tps = transitions / seconds;
     const raw = transitions / rawSeconds;
     console.log(
