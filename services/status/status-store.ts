@@ -58,7 +58,14 @@ import {
   type OpenedLevel,
   type StatusLevel,
 } from './store-open';
-import { foldEntry, isTraceparent, startTask, toTransition, type LogEntry } from './task-log';
+import {
+  foldEntry,
+  foldEntryInto,
+  isTraceparent,
+  startTask,
+  toTransition,
+  type LogEntry,
+} from './task-log';
 import {
   TERMINAL_STATES,
   checkTransition,
@@ -163,6 +170,8 @@ interface Waiter {
 /** A task touched by the commit being built. */
 interface Staged {
   slot: TaskSlot;
+  /** `slot.log`, which this commit owns and appends to. */
+  readonly log: LogEntry[];
   /** The state before this commit (published or read from disk); undefined for a create. */
   readonly before: TaskSlot | undefined;
   readonly wasLive: boolean;
@@ -194,12 +203,16 @@ class CommitBuild {
   duplicates = 0;
   created = 0;
 
+  /** Every transition of a commit is recorded at the commit's time: one Date for all. */
+  readonly at: Date;
+
   constructor(
     first: number,
     readonly atMs: number,
   ) {
     this.first = first;
     this.next = first;
+    this.at = new Date(atMs);
   }
 }
 
@@ -514,6 +527,7 @@ export class StatusStore {
     };
     build.staged.set(w.taskId, {
       slot,
+      log: slot.log as LogEntry[],
       before: undefined,
       wasLive: false,
       milestone: true,
@@ -606,26 +620,29 @@ export class StatusStore {
           : undefined,
       input: move === 'advance' ? (w.payload ?? (publishing ? task.input : undefined)) : undefined,
     });
-    const next = foldEntry(task, e);
     const milestone = move === 'advance' || move === 'redrive' || isTerminalState(w.toState);
-    const slot: TaskSlot = {
-      task: next,
-      log: [...cur.log, e],
-      embedded: cur.embedded,
-      liveRev: move === 'redrive' ? e.revision : cur.liveRev,
-      encoded: cur.encoded,
-    };
+    const liveRev = move === 'redrive' ? e.revision : cur.liveRev;
     const staged = build.staged.get(w.taskId);
+    let next: Task;
     if (staged === undefined) {
+      // First write to the task in this commit: copy what is published, once.
+      next = foldEntry(task, e, build.at);
+      const log = cur.log.slice();
+      log.push(e);
+      const slot = { task: next, log, embedded: cur.embedded, liveRev, encoded: cur.encoded };
       build.staged.set(w.taskId, {
         slot,
+        log,
         before: cur,
         wasLive: this.live.has(w.taskId),
         milestone,
         idempotencyKey: '',
       });
     } else {
-      staged.slot = slot;
+      // The staged copies are this commit's own until it is published.
+      next = foldEntryInto(staged.slot.task, e, build.at);
+      staged.log.push(e);
+      if (liveRev !== staged.slot.liveRev) staged.slot = { ...staged.slot, liveRev };
       staged.milestone ||= milestone;
     }
     build.entries.push(feedEntry(next, e));

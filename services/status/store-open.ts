@@ -118,6 +118,7 @@ async function openWithLockWait(
       keyEncoding: 'utf8',
       valueEncoding: 'utf8',
       createIfMissing: created,
+      writeBufferSize: Number(process.env.WBS ?? 4) * 1024 * 1024,
       errorIfExists: false,
     });
     try {
