@@ -95,6 +95,8 @@ export interface StatusStoreOptions {
   readonly watchBufferSize?: number;
   /** An event watcher whose filter matches nothing is told its revision every this many revisions. */
   readonly watchProgressEvery?: number;
+  /** LevelDB's write buffer (default 16 MiB; LevelDB's own 4 MiB flushes several times a second under load). */
+  readonly writeBufferSize?: number;
   /** Retry the open this long while another process holds the lock (default 0: fail fast). */
   readonly lockWaitMs?: number;
   readonly signal?: AbortSignal;
@@ -139,6 +141,7 @@ export async function openStatusStore(options: StatusStoreOptions): Promise<Stat
   const opened = await openLevel(options.dir, {
     repair: options.repair ?? false,
     lockWaitMs: options.lockWaitMs ?? 0,
+    writeBufferSize: options.writeBufferSize ?? 16 * 1024 * 1024,
     signal: options.signal,
   });
   const store = new StatusStore(opened, options);

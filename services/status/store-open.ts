@@ -44,6 +44,8 @@ export interface OpenLevelOptions {
   readonly repair: boolean;
   /** How long to retry while another process holds the lock (rolling restarts); 0 = fail fast. */
   readonly lockWaitMs: number;
+  /** LevelDB's memtable size: larger means fewer level-0 flushes under load, longer recovery. */
+  readonly writeBufferSize: number;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -118,7 +120,7 @@ async function openWithLockWait(
       keyEncoding: 'utf8',
       valueEncoding: 'utf8',
       createIfMissing: created,
-      writeBufferSize: Number(process.env.WBS ?? 4) * 1024 * 1024,
+      writeBufferSize: options.writeBufferSize,
       errorIfExists: false,
     });
     try {
