@@ -979,7 +979,7 @@ export class StatusStore {
     this.checkResume(fromRevision);
     const match = (fe: FeedEntry): boolean =>
       this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage);
-    const sub = this.hub.subscribeEvents(match, this.watchBufferSize);
+    const sub = this.hub.subscribeEvents(match, this.watchBufferSize, this.watchProgressEvery);
     const inbox = sub.inbox;
     let cursor = fromRevision === 0 ? this.revision : fromRevision;
     let told = cursor;
