@@ -833,6 +833,14 @@ export class StatusStore {
       cursor[0] === 'T'
         ? [Number(cursor[1]), String(cursor[2])]
         : [Number.MAX_SAFE_INTEGER, '\uffff'];
+    if (tasks.length === size) {
+      // The live tasks filled this page: the next one starts with the ended tasks, if any.
+      const { found } = await this.scanEnded(f, 1, endedBefore);
+      return {
+        tasks,
+        nextPageToken: found.length === 0 ? '' : encodePageToken('tasks', ['T', ...endedBefore]),
+      };
+    }
     const { found, more } = await this.scanEnded(f, size - tasks.length, endedBefore);
     const records =
       found.length === 0 ? [] : await this.db.getMany(found.map((x) => DONE + x.taskId));
@@ -857,9 +865,6 @@ export class StatusStore {
     before: [number, string],
   ): Promise<{ found: { endedAtMs: number; taskId: string }[]; more: boolean }> {
     const states = TERMINAL_STATES.filter((s) => f.states === undefined || f.states.has(s));
-    if (limit <= 0) {
-      return { found: [], more: states.length > 0 };
-    }
     const candidates: { endedAtMs: number; taskId: string }[] = [];
     for (const state of states) {
       const prefix = endedPrefix(state);
