@@ -233,6 +233,7 @@ const HOUR = 3_600_000;
 const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const STAGE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const SWEEP_CHUNK = 2_000;
 
 export class StatusStore {
@@ -1637,8 +1638,13 @@ function validateCreate(w: TransitionWrite): void {
     throw invalidArgument('expected_state', 'a create expects no state');
   }
   if (w.attempt > 1) throw invalidArgument('attempt', 'a create starts at attempt 1');
-  if (create.idempotencyKey.length > 256)
-    throw invalidArgument('create.idempotency_key', 'is longer than 256');
+  if (create.idempotencyKey.length > 256 || LONE_SURROGATE.test(create.idempotencyKey)) {
+    // It becomes part of a LevelDB key, where a lone surrogate would turn into U+FFFD.
+    throw invalidArgument(
+      'create.idempotency_key',
+      'must be well-formed text of at most 256 characters',
+    );
+  }
   if (create.traceparent !== '' && !isTraceparent(create.traceparent)) {
     throw invalidArgument('create.traceparent', 'is not a W3C traceparent');
   }

@@ -320,6 +320,7 @@ describe('malformed writes', () => {
     ['to_state', { toState: S.TASK_STATE_DISPATCHED }],
     ['create.pipeline', { pipeline: 'Bad Name' }],
     ['attempt', { attempt: 2 }],
+    ['create.idempotency_key', { idempotencyKey: 'half \ud800 a pair' }],
     [
       'create.traceparent',
       {
