@@ -21,7 +21,8 @@ check() {
   fi
 }
 
-check "test set-up" bash scripts/test-setup.sh
+# kubectl renders deploy/k8s (test/integration/deploy-manifests.test.ts).
+check "test set-up" bash scripts/test-setup.sh --if-missing kubectl kubernetes-client
 check "buf lint" buf lint
 check "generated code drift" bash scripts/check-gen.sh
 check "buf breaking (report)" bash scripts/check-breaking.sh
