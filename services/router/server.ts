@@ -32,6 +32,8 @@ export interface RouterHandle extends ServiceHandle {
   readonly dispatcher: Dispatcher;
   /** Resolves once the ready queues were rebuilt from the store and the feed is followed. */
   readonly ready: Promise<void>;
+  /** Writes to the status service queued or in flight. */
+  readonly pendingWrites: number;
 }
 
 export async function startRouterServer(
@@ -230,6 +232,9 @@ export async function startRouterServer(
     routerId,
     dispatcher,
     ready,
+    get pendingWrites() {
+      return writer.pending;
+    },
     shutdown: () => shutdown.run('stop'),
   };
 }

@@ -131,6 +131,9 @@ export class WorkerSession implements WorkerLink {
 
   flush(): void {
     if (this.assignBuf.length === 0) return;
+    // Acks first: an Ack for (task, attempt 1) at one stage must reach the worker before the
+    // Assign of (task, attempt 1) at the next stage, since reports do not name the stage.
+    if (this.ackBuf.length > 0 || this.cancelBuf.size > 0) this.flushReplies();
     const tasks = this.assignBuf;
     this.assignBuf = [];
     if (!this.closed) this.outbox.push({ kind: { $case: 'assign', value: { tasks } } });

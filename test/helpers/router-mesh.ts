@@ -1,12 +1,18 @@
 import type { Pipeline, Stage } from '../../gen/dsat/pipeline/v1/pipeline';
+import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { startStatusServer } from '../../services/status/server';
+import type { DsatClient } from '../../services/shared/grpc-client';
+import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { RouterHandle } from '../../services/router/server';
 import { startRouterServer } from '../../services/router/server';
 import type { FlagValues } from '../../services/shared/config';
-import { loadConfig, routerConfigSpec } from '../../services/shared/config';
+import { loadConfig, routerConfigSpec, statusConfigSpec } from '../../services/shared/config';
 import { createLogger } from '../../services/shared/logger';
 import type { FakeStatus } from './fake-status';
 import { startFakeStatus } from './fake-status';
+import { tempDir } from './temp-dir';
 
 export const silent = createLogger(
   'test',
@@ -67,16 +73,52 @@ export function linear(name: string, names: string[], extra: Partial<StageSpec> 
 }
 
 export interface RouterMesh {
+  /** The fake status service, when the mesh runs on one. */
   readonly fake: FakeStatus;
   readonly statusAddress: string;
+  readonly status: DsatClient<typeof StatusServiceDefinition>;
   readonly router: RouterHandle;
+  savePipeline(p: Pipeline): Promise<Pipeline>;
+  task(taskId: string): Promise<Task>;
   startRouter(flags?: FlagValues): Promise<RouterHandle>;
   stop(): Promise<void>;
 }
 
-/** A fake status service and one router (more with startRouter), all in this process. */
-export async function startRouterMesh(flags: FlagValues = {}): Promise<RouterMesh> {
-  const { fake, server } = await startFakeStatus();
+export interface MeshOptions {
+  /** 'real' runs the LevelDB status service in this process (default), 'fake' the in-memory one. */
+  readonly status?: 'real' | 'fake';
+  readonly router?: FlagValues;
+}
+
+/** A status service and one router (more with startRouter), all in this process. */
+export async function startRouterMesh(options: MeshOptions = {}): Promise<RouterMesh> {
+  const flags = options.router ?? {};
+  let fake: FakeStatus | undefined;
+  let server: { address: string; stop(): Promise<void> };
+  if ((options.status ?? 'real') === 'fake') {
+    const started = await startFakeStatus();
+    fake = started.fake;
+    server = started.server;
+  } else {
+    const dir = tempDir('dsat-router-test-');
+    const handle = await startStatusServer(
+      loadConfig(
+        statusConfigSpec,
+        { port: '0', dataDir: dir.path, shutdownGrace: '1000', sync: false },
+        {},
+      ),
+      { logger: silent },
+    );
+    server = {
+      address: handle.address,
+      async stop() {
+        await handle.shutdown();
+        dir.cleanup();
+      },
+    };
+  }
+  const channel = createDsatChannel(server.address);
+  const status = createDsatClient(StatusServiceDefinition, channel);
   const routers: RouterHandle[] = [];
   const startRouter = async (more: FlagValues = {}) => {
     const r = await startRouterServer(
@@ -100,12 +142,24 @@ export async function startRouterMesh(flags: FlagValues = {}): Promise<RouterMes
   };
   const router = await startRouter();
   return {
-    fake,
+    get fake(): FakeStatus {
+      if (!fake) throw new Error('this mesh runs the real status service');
+      return fake;
+    },
     statusAddress: server.address,
+    status,
     router,
+    async savePipeline(p) {
+      const res = await status.savePipeline({ pipeline: p });
+      return res.pipeline!;
+    },
+    async task(taskId) {
+      return (await status.getTask({ taskId })).task!;
+    },
     startRouter,
     async stop() {
       await Promise.all(routers.map((r) => r.shutdown()));
+      channel.close();
       await server.stop();
     },
   };
