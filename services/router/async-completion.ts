@@ -86,24 +86,20 @@ export async function completeAsync(
       retryable: false,
       details: req.error.details,
     };
-    plan = {
-      kind: 'failed',
-      writes: [
-        transitionWrite({
-          transitionId: ids(),
-          taskId: parts.taskId,
-          branchId: parts.branchId,
-          expectedState: TaskState.TASK_STATE_WAITING,
-          expectedAttempt: parts.attempt,
-          toState: TaskState.TASK_STATE_FAILED,
-          attempt: parts.attempt,
-          reason: REASONS.asyncFailed,
-          error,
-        }),
-      ],
-      next: [],
-      error,
-    };
+    const w = transitionWrite(
+      ids(),
+      parts.taskId,
+      parts.branchId,
+      TaskState.TASK_STATE_WAITING,
+      parts.attempt,
+      TaskState.TASK_STATE_FAILED,
+      parts.attempt,
+      '',
+      '',
+      REASONS.asyncFailed,
+    );
+    w.error = error;
+    plan = { kind: 'failed', writes: [w], next: [], error };
   } else {
     plan = planStageDone(
       {
@@ -113,11 +109,11 @@ export async function completeAsync(
         stage,
         attempt: parts.attempt,
         hops: task.hops,
-        from: TaskState.TASK_STATE_WAITING,
-        workerId: '',
       },
+      TaskState.TASK_STATE_WAITING,
       { data: req.output, contentType },
       [],
+      '',
       ids,
     );
   }

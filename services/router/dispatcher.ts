@@ -1,5 +1,5 @@
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
-import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v1/status';
+import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
 import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { knownContentType } from '../shared/content-types';
@@ -67,6 +67,7 @@ interface ReportWrite {
 }
 
 const RECENT_REPORTS = 100_000;
+const EMPTY_INPUT: Payload = { data: Buffer.alloc(0), contentType: '' };
 const MAX_CREDIT = 100_000;
 
 export const CANCEL_REASONS = {
@@ -321,30 +322,35 @@ export class Dispatcher {
     link.holding.set(t.attemptKey, t);
     s.stats.inFlight++;
     link.assign(t.toAssignment());
-    const base = {
-      taskId: t.taskId,
-      expectedAttempt: t.attempt,
-      attempt: t.attempt,
-      workerId: link.workerId,
-      branchId: t.branchId,
-    };
+    const w = link.workerId;
+    const ids = this.ids;
     this.writer.write(
-      transitionWrite({
-        ...base,
-        transitionId: this.ids.next(),
-        expectedState: TaskState.TASK_STATE_QUEUED,
-        toState: TaskState.TASK_STATE_DISPATCHED,
-      }),
+      transitionWrite(
+        ids.next(),
+        t.taskId,
+        t.branchId,
+        TaskState.TASK_STATE_QUEUED,
+        t.attempt,
+        TaskState.TASK_STATE_DISPATCHED,
+        t.attempt,
+        '',
+        w,
+      ),
       this.onDispatchOutcome,
       t,
     );
     this.writer.write(
-      transitionWrite({
-        ...base,
-        transitionId: this.ids.next(),
-        expectedState: TaskState.TASK_STATE_DISPATCHED,
-        toState: TaskState.TASK_STATE_RUNNING,
-      }),
+      transitionWrite(
+        ids.next(),
+        t.taskId,
+        t.branchId,
+        TaskState.TASK_STATE_DISPATCHED,
+        t.attempt,
+        TaskState.TASK_STATE_RUNNING,
+        t.attempt,
+        '',
+        w,
+      ),
       this.onDispatchOutcome,
       t,
     );
@@ -377,14 +383,13 @@ export class Dispatcher {
   ) {
     if (this.held.get(t.key) === t) this.held.delete(t.key);
     this.remember(t, false, 'STALE_ATTEMPT');
-    const workerId = t.link?.workerId ?? '';
-    const plan = planRequeue({ ...this.ended(t), workerId }, from, reason, this.ids.next);
+    const plan = planRequeue(t, from, reason, t.link?.workerId ?? '', this.ids.next);
     if (plan.kind !== 'requeued') {
       this.stage(t.stage.name).stats.finished(false);
       for (const w of plan.writes) this.writer.write(w);
       return;
     }
-    const next = new HeldTask({ ...t, attempt: t.attempt + 1 });
+    const next = t.nextAttempt();
     if (!this.held.has(next.key) && !this.stopped) {
       this.held.set(next.key, next);
       this.stage(next.stage.name).queue.push(next);
@@ -398,25 +403,11 @@ export class Dispatcher {
     if (this.held.get(t.key) === t) this.drop(t.key, CANCEL_REASONS.dispatchRefused);
   };
 
-  private ended(t: HeldTask) {
-    return {
-      taskId: t.taskId,
-      branchId: t.branchId,
-      stage: t.stage,
-      attempt: t.attempt,
-      workerId: t.link?.workerId ?? '',
-      progress: t.progress,
-    };
-  }
-
   // ---- PUBLISH --------------------------------------------------------------------------------
 
   private publish(t: HeldTask) {
     t.phase = 'reporting';
-    const plan = planPublish(
-      { ...t, input: t.input ?? { data: Buffer.alloc(0), contentType: '' } },
-      this.ids.next,
-    );
+    const plan = planPublish(t, t.input ?? EMPTY_INPUT, this.ids.next);
     this.writeReport({ task: t, link: undefined, plan, outcomes: [], left: 0, kind: 'result' });
   }
 
@@ -459,20 +450,13 @@ export class Dispatcher {
       const output: Payload = { data: r.output, contentType: r.contentType };
       const problem = this.checkOutput(output);
       const plan: StagePlan | FailurePlan = problem
-        ? planFailure({ ...this.ended(t), workerId: link.workerId }, problem, this.ids.next)
+        ? planFailure(t, problem, link.workerId, this.ids.next)
         : planStageDone(
-            {
-              taskId: t.taskId,
-              branchId: t.branchId,
-              pipeline: t.pipeline,
-              stage: t.stage,
-              attempt: t.attempt,
-              hops: t.hops,
-              from: TaskState.TASK_STATE_RUNNING,
-              workerId: link.workerId,
-            },
+            t,
+            TaskState.TASK_STATE_RUNNING,
             output,
             r.nextStages,
+            link.workerId,
             this.ids.next,
           );
       this.writeReport({ task: t, link, plan, outcomes: [], left: 0, kind: 'result' });
@@ -504,7 +488,7 @@ export class Dispatcher {
             retryable: true,
             details: {},
           };
-      const plan = planFailure({ ...this.ended(t), workerId: link.workerId }, error, this.ids.next);
+      const plan = planFailure(t, error, link.workerId, this.ids.next);
       this.writeReport({ task: t, link, plan, outcomes: [], left: 0, kind: 'failure' });
     }
   }
@@ -572,22 +556,21 @@ export class Dispatcher {
         retryable: false,
         details: {},
       };
-      report.plan = {
-        kind: 'failed',
-        writes: [
-          transitionWrite({
-            ...plan.writes[0]!,
-            toState: TaskState.TASK_STATE_FAILED,
-            transitionId: this.ids.next(),
-            stage: '',
-            attempt: t.attempt,
-            reason: 'FAN_OUT_UNSUPPORTED',
-            error,
-            payload: undefined,
-            fanOutStages: [],
-          }),
-        ],
-      };
+      const refused = plan.writes[0]!;
+      const w = transitionWrite(
+        this.ids.next(),
+        t.taskId,
+        t.branchId,
+        refused.expectedState,
+        t.attempt,
+        TaskState.TASK_STATE_FAILED,
+        t.attempt,
+        '',
+        refused.workerId,
+        'FAN_OUT_UNSUPPORTED',
+      );
+      w.error = error;
+      report.plan = { kind: 'failed', writes: [w] };
       this.writeReport(report);
       return;
     }
@@ -705,7 +688,7 @@ export class Dispatcher {
   private leaseLost(t: HeldTask) {
     const link = t.link!;
     this.leaseLosses++;
-    const plan = planLeaseLost(this.ended(t), this.ids.next);
+    const plan = planLeaseLost(t, link.workerId, this.ids.next);
     for (const w of plan.writes) this.writer.write(w);
     this.held.delete(t.key);
     this.release(t);
@@ -721,18 +704,19 @@ export class Dispatcher {
   private checkpoint(t: HeldTask, now: number) {
     t.progressDirty = false;
     t.progressStoredAt = now;
-    const w: TransitionWrite = transitionWrite({
-      transitionId: this.ids.next(),
-      taskId: t.taskId,
-      branchId: t.branchId,
-      expectedState: TaskState.TASK_STATE_RUNNING,
-      expectedAttempt: t.attempt,
-      toState: TaskState.TASK_STATE_RUNNING,
-      attempt: t.attempt,
-      workerId: t.link?.workerId ?? '',
-      reason: 'PROGRESS',
-      progress: t.progress,
-    });
+    const w = transitionWrite(
+      this.ids.next(),
+      t.taskId,
+      t.branchId,
+      TaskState.TASK_STATE_RUNNING,
+      t.attempt,
+      TaskState.TASK_STATE_RUNNING,
+      t.attempt,
+      '',
+      t.link?.workerId ?? '',
+      'PROGRESS',
+    );
+    w.progress = t.progress;
     this.writer.write(w);
   }
 

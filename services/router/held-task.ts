@@ -92,6 +92,22 @@ export class HeldTask implements Queueable {
     this.progress = init.progress;
   }
 
+  /** The same task at its next attempt, queued afresh (no spread: see transition-write.ts). */
+  nextAttempt(): HeldTask {
+    return new HeldTask({
+      taskId: this.taskId,
+      branchId: this.branchId,
+      pipeline: this.pipeline,
+      stage: this.stage,
+      attempt: this.attempt + 1,
+      priority: this.priority,
+      hops: this.hops,
+      traceparent: this.traceparent,
+      input: this.input,
+      progress: this.progress,
+    });
+  }
+
   toAssignment(): Assignment {
     return {
       taskId: this.taskId,

@@ -2,7 +2,7 @@ import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { TaskError, TaskProgress } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { CompiledStage } from './pipeline-registry';
-import { transitionWrite } from './transition-write';
+import { transitionWrite, withError } from './transition-write';
 
 /** An attempt that ended without a result. */
 export interface EndedAttempt {
@@ -10,7 +10,6 @@ export interface EndedAttempt {
   readonly branchId: string;
   readonly stage: CompiledStage;
   readonly attempt: number;
-  readonly workerId: string;
   readonly progress: TaskProgress | undefined;
 }
 
@@ -36,6 +35,29 @@ export function isNonRetryable(stage: CompiledStage, error: TaskError): boolean 
   return !error.retryable || stage.nonRetryable.has(error.code);
 }
 
+function move(
+  a: EndedAttempt,
+  from: TaskState,
+  to: TaskState,
+  attempt: number,
+  workerId: string,
+  reason: string,
+  transitionId: () => string,
+): TransitionWrite {
+  return transitionWrite(
+    transitionId(),
+    a.taskId,
+    a.branchId,
+    from,
+    a.attempt,
+    to,
+    attempt,
+    '',
+    workerId,
+    reason,
+  );
+}
+
 /**
  * A Failure report: FAILED when not retryable, DEAD_LETTERED when the stage's attempts are
  * spent, else RETRY_WAIT (the tracker queues the next attempt after the backoff).
@@ -43,55 +65,16 @@ export function isNonRetryable(stage: CompiledStage, error: TaskError): boolean 
 export function planFailure(
   a: EndedAttempt,
   error: TaskError,
+  workerId: string,
   transitionId: () => string,
 ): FailurePlan {
-  const base = {
-    taskId: a.taskId,
-    expectedState: TaskState.TASK_STATE_RUNNING,
-    expectedAttempt: a.attempt,
-    attempt: a.attempt,
-    workerId: a.workerId,
-    branchId: a.branchId,
-    error,
-    progress: a.progress,
-  };
-  if (isNonRetryable(a.stage, error)) {
-    return {
-      kind: 'failed',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_FAILED,
-          reason: FAILURE_REASONS.nonRetryable,
-        }),
-      ],
-    };
-  }
-  if (a.attempt >= a.stage.maxAttempts) {
-    return {
-      kind: 'dead-lettered',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_DEAD_LETTERED,
-          reason: FAILURE_REASONS.exhausted,
-        }),
-      ],
-    };
-  }
-  return {
-    kind: 'retry-wait',
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_RETRY_WAIT,
-        reason: FAILURE_REASONS.retryable,
-      }),
-    ],
-  };
+  const [kind, to, reason] = isNonRetryable(a.stage, error)
+    ? (['failed', TaskState.TASK_STATE_FAILED, FAILURE_REASONS.nonRetryable] as const)
+    : a.attempt >= a.stage.maxAttempts
+      ? (['dead-lettered', TaskState.TASK_STATE_DEAD_LETTERED, FAILURE_REASONS.exhausted] as const)
+      : (['retry-wait', TaskState.TASK_STATE_RETRY_WAIT, FAILURE_REASONS.retryable] as const);
+  const w = move(a, TaskState.TASK_STATE_RUNNING, to, a.attempt, workerId, reason, transitionId);
+  return { kind, writes: [withError(w, error, a.progress)] };
 }
 
 /**
@@ -104,29 +87,21 @@ export function planRequeue(
   a: EndedAttempt,
   from: TaskState.TASK_STATE_RUNNING | TaskState.TASK_STATE_DISPATCHED,
   reason: string,
+  workerId: string,
   transitionId: () => string,
 ): FailurePlan {
-  const base = {
-    taskId: a.taskId,
-    expectedState: from,
-    expectedAttempt: a.attempt,
-    workerId: a.workerId,
-    branchId: a.branchId,
-    reason,
-    progress: a.progress,
-  };
   if (a.attempt < a.stage.maxAttempts) {
-    return {
-      kind: 'requeued',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_QUEUED,
-          attempt: a.attempt + 1,
-        }),
-      ],
-    };
+    const w = move(
+      a,
+      from,
+      TaskState.TASK_STATE_QUEUED,
+      a.attempt + 1,
+      workerId,
+      reason,
+      transitionId,
+    );
+    w.progress = a.progress;
+    return { kind: 'requeued', writes: [w] };
   }
   const error: TaskError = {
     code: reason,
@@ -135,39 +110,38 @@ export function planRequeue(
     details: {},
   };
   if (from === TaskState.TASK_STATE_RUNNING) {
-    return {
-      kind: 'dead-lettered',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_DEAD_LETTERED,
-          attempt: a.attempt,
-          error,
-        }),
-      ],
-    };
+    const w = move(
+      a,
+      from,
+      TaskState.TASK_STATE_DEAD_LETTERED,
+      a.attempt,
+      workerId,
+      reason,
+      transitionId,
+    );
+    return { kind: 'dead-lettered', writes: [withError(w, error, a.progress)] };
   }
+  const timedOut = move(
+    a,
+    from,
+    TaskState.TASK_STATE_TIMED_OUT,
+    a.attempt,
+    workerId,
+    reason,
+    transitionId,
+  );
+  const dead = move(
+    a,
+    TaskState.TASK_STATE_TIMED_OUT,
+    TaskState.TASK_STATE_DEAD_LETTERED,
+    a.attempt,
+    workerId,
+    FAILURE_REASONS.exhausted,
+    transitionId,
+  );
   return {
     kind: 'dead-lettered',
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_TIMED_OUT,
-        attempt: a.attempt,
-        error,
-      }),
-      transitionWrite({
-        ...base,
-        expectedState: TaskState.TASK_STATE_TIMED_OUT,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_DEAD_LETTERED,
-        attempt: a.attempt,
-        reason: FAILURE_REASONS.exhausted,
-        error,
-      }),
-    ],
+    writes: [withError(timedOut, error, a.progress), withError(dead, error)],
   };
 }
 
@@ -177,56 +151,43 @@ export function planRequeue(
  * DEAD_LETTERED when attempts are spent, or FAILED when the stage lists HEARTBEAT_TIMEOUT as
  * non-retryable.
  */
-export function planLeaseLost(a: EndedAttempt, transitionId: () => string): FailurePlan {
+export function planLeaseLost(
+  a: EndedAttempt,
+  workerId: string,
+  transitionId: () => string,
+): FailurePlan {
   const error: TaskError = {
     code: FAILURE_REASONS.heartbeatTimeout,
     message: `no heartbeat for ${a.stage.heartbeatTimeoutMs} ms (heartbeat_timeout of stage ${a.stage.name})`,
     retryable: true,
     details: {},
   };
-  const base = {
-    taskId: a.taskId,
-    expectedAttempt: a.attempt,
-    attempt: a.attempt,
-    workerId: a.workerId,
-    branchId: a.branchId,
-    error,
-    progress: a.progress,
-  };
-  const then = isNonRetryable(a.stage, error)
-    ? {
-        kind: 'failed' as const,
-        to: TaskState.TASK_STATE_FAILED,
-        reason: FAILURE_REASONS.nonRetryable,
-      }
+  const [kind, to, reason] = isNonRetryable(a.stage, error)
+    ? (['failed', TaskState.TASK_STATE_FAILED, FAILURE_REASONS.nonRetryable] as const)
     : a.attempt >= a.stage.maxAttempts
-      ? {
-          kind: 'dead-lettered' as const,
-          to: TaskState.TASK_STATE_DEAD_LETTERED,
-          reason: FAILURE_REASONS.exhausted,
-        }
-      : {
-          kind: 'retry-wait' as const,
-          to: TaskState.TASK_STATE_RETRY_WAIT,
-          reason: FAILURE_REASONS.heartbeatTimeout,
-        };
-  return {
-    kind: then.kind,
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        expectedState: TaskState.TASK_STATE_RUNNING,
-        toState: TaskState.TASK_STATE_TIMED_OUT,
-        reason: FAILURE_REASONS.heartbeatTimeout,
-      }),
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        expectedState: TaskState.TASK_STATE_TIMED_OUT,
-        toState: then.to,
-        reason: then.reason,
-      }),
-    ],
-  };
+      ? (['dead-lettered', TaskState.TASK_STATE_DEAD_LETTERED, FAILURE_REASONS.exhausted] as const)
+      : ([
+          'retry-wait',
+          TaskState.TASK_STATE_RETRY_WAIT,
+          FAILURE_REASONS.heartbeatTimeout,
+        ] as const);
+  const timedOut = move(
+    a,
+    TaskState.TASK_STATE_RUNNING,
+    TaskState.TASK_STATE_TIMED_OUT,
+    a.attempt,
+    workerId,
+    FAILURE_REASONS.heartbeatTimeout,
+    transitionId,
+  );
+  const then = move(
+    a,
+    TaskState.TASK_STATE_TIMED_OUT,
+    to,
+    a.attempt,
+    workerId,
+    reason,
+    transitionId,
+  );
+  return { kind, writes: [withError(timedOut, error, a.progress), withError(then, error)] };
 }

@@ -13,9 +13,6 @@ export interface FinishedAttempt {
   readonly stage: CompiledStage;
   readonly attempt: number;
   readonly hops: number;
-  /** RUNNING for a worker's result, WAITING for CompleteAsync. */
-  readonly from: TaskState.TASK_STATE_RUNNING | TaskState.TASK_STATE_WAITING;
-  readonly workerId: string;
 }
 
 /** A task queued at its next stage by a plan, once the plan is committed. */
@@ -48,84 +45,87 @@ export const REASONS = {
   hopLimit: 'HOP_LIMIT',
 } as const;
 
+const NO_NEXT: NextStageTask[] = [];
+
 /**
- * Where a finished stage sends its task. An ASYNC stage's worker result parks the task WAITING
- * for its token; otherwise the result's `next_stages` choose among the declared edges (none: all
- * of them). No edge left: SUCCEEDED with the output. One: QUEUED there with the output as input.
+ * How a finished stage moves its task, from `from` (RUNNING for a worker's result, WAITING for
+ * CompleteAsync, QUEUED for a PUBLISH stage). An ASYNC stage's worker result parks the task
+ * WAITING for its token; otherwise `nextStages` choose among the declared edges (none: all of
+ * them). No edge left: SUCCEEDED with the output. One: QUEUED there with the output as input.
  * Several: fan-out, the first in the write and the others as `fan_out_stages`. An undeclared
  * edge fails the task with UNDECLARED_NEXT_STAGE, and so does a next stage past the pipeline's
  * max_hops (HOP_LIMIT): a task runs at most max_hops stages.
  */
 export function planStageDone(
   done: FinishedAttempt,
+  from: TaskState,
   output: Payload,
   nextStages: readonly string[],
+  workerId: string,
   transitionId: () => string,
 ): StagePlan {
-  const { stage } = done;
-  const base = {
-    taskId: done.taskId,
-    expectedState: done.from,
-    expectedAttempt: done.attempt,
-    workerId: done.workerId,
-    branchId: done.branchId,
-  };
-  if (stage.async && done.from === TaskState.TASK_STATE_RUNNING) {
-    const token = asyncToken({
-      taskId: done.taskId,
-      stage: stage.name,
-      attempt: done.attempt,
-      branchId: done.branchId,
-    });
-    return {
-      kind: 'waiting',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_WAITING,
-          attempt: done.attempt,
-          reason: REASONS.asyncWait,
-          asyncToken: token,
-        }),
-      ],
-      next: [],
-    };
-  }
-
-  const undeclared = nextStages.filter((n) => !stage.nextSet.has(n));
-  if (undeclared.length > 0) {
-    const declared = stage.next.length > 0 ? stage.next.join(', ') : 'none';
-    return failPlan(
-      done,
-      base,
-      transitionId,
-      REASONS.undeclaredNext,
-      `stage ${stage.name} has no edge to ${undeclared.join(', ')} (declared: ${declared})`,
+  const { stage, taskId, branchId, attempt } = done;
+  if (stage.async && from === TaskState.TASK_STATE_RUNNING) {
+    const w = transitionWrite(
+      transitionId(),
+      taskId,
+      branchId,
+      from,
+      attempt,
+      TaskState.TASK_STATE_WAITING,
+      attempt,
+      '',
+      workerId,
+      REASONS.asyncWait,
     );
+    w.asyncToken = asyncToken({ taskId, stage: stage.name, attempt, branchId });
+    return { kind: 'waiting', writes: [w], next: NO_NEXT };
   }
-  const chosen = nextStages.length > 0 ? [...new Set(nextStages)] : stage.next;
+  const moved =
+    from === TaskState.TASK_STATE_WAITING
+      ? REASONS.asyncCompleted
+      : from === TaskState.TASK_STATE_QUEUED
+        ? REASONS.published
+        : REASONS.stageDone;
+  let chosen = stage.next;
+  if (nextStages.length > 0) {
+    for (const n of nextStages) {
+      if (!stage.nextSet.has(n)) {
+        const declared = stage.next.length > 0 ? stage.next.join(', ') : 'none';
+        return failPlan(
+          done,
+          from,
+          workerId,
+          transitionId,
+          REASONS.undeclaredNext,
+          `stage ${stage.name} has no edge to ${n} (declared: ${declared})`,
+        );
+      }
+    }
+    chosen = nextStages.length === 1 ? nextStages : [...new Set(nextStages)];
+  }
   if (chosen.length === 0) {
-    return {
-      kind: 'succeeded',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_SUCCEEDED,
-          attempt: done.attempt,
-          reason:
-            done.from === TaskState.TASK_STATE_WAITING ? REASONS.asyncCompleted : REASONS.completed,
-          payload: output,
-        }),
-      ],
-      next: [],
-    };
+    const w = transitionWrite(
+      transitionId(),
+      taskId,
+      branchId,
+      from,
+      attempt,
+      TaskState.TASK_STATE_SUCCEEDED,
+      attempt,
+      '',
+      workerId,
+      from === TaskState.TASK_STATE_RUNNING ? REASONS.completed : moved,
+    );
+    // A PUBLISH last stage ends with its input, which the store publishes as the output.
+    if (from !== TaskState.TASK_STATE_QUEUED) w.payload = output;
+    return { kind: 'succeeded', writes: [w], next: NO_NEXT };
   }
   if (done.hops + 1 >= done.pipeline.maxHops) {
     return failPlan(
       done,
-      base,
+      from,
+      workerId,
       transitionId,
       REASONS.hopLimit,
       `the task ran ${done.hops + 1} stages, the most pipeline ${done.pipeline.name} allows (max_hops ${done.pipeline.maxHops})`,
@@ -137,7 +137,8 @@ export function planStageDone(
     if (s === undefined) {
       return failPlan(
         done,
-        base,
+        from,
+        workerId,
         transitionId,
         REASONS.undeclaredNext,
         `stage ${name} is not a stage of pipeline ${done.pipeline.name} v${done.pipeline.version}`,
@@ -145,54 +146,47 @@ export function planStageDone(
     }
     next.push({ stage: s, input: output, hops: done.hops + 1 });
   }
-  return {
-    kind: next.length > 1 ? 'fanned-out' : 'advanced',
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_QUEUED,
-        stage: chosen[0],
-        attempt: 1,
-        reason:
-          done.from === TaskState.TASK_STATE_WAITING ? REASONS.asyncCompleted : REASONS.stageDone,
-        payload: output,
-        fanOutStages: chosen.slice(1),
-      }),
-    ],
-    next,
-  };
+  const w = transitionWrite(
+    transitionId(),
+    taskId,
+    branchId,
+    from,
+    attempt,
+    TaskState.TASK_STATE_QUEUED,
+    1,
+    chosen[0],
+    workerId,
+    moved,
+  );
+  // A PUBLISH stage passes its input on: the store reuses it, so it is not sent again.
+  if (from !== TaskState.TASK_STATE_QUEUED) w.payload = output;
+  if (chosen.length > 1) w.fanOutStages = chosen.slice(1);
+  return { kind: next.length > 1 ? 'fanned-out' : 'advanced', writes: [w], next };
 }
 
 function failPlan(
   done: FinishedAttempt,
-  base: {
-    taskId: string;
-    expectedState: TaskState;
-    expectedAttempt: number;
-    workerId: string;
-    branchId: string;
-  },
+  from: TaskState,
+  workerId: string,
   transitionId: () => string,
   code: string,
   message: string,
 ): StagePlan {
   const error: TaskError = { code, message, retryable: false, details: {} };
-  return {
-    kind: 'failed',
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_FAILED,
-        attempt: done.attempt,
-        reason: code,
-        error,
-      }),
-    ],
-    next: [],
-    error,
-  };
+  const w = transitionWrite(
+    transitionId(),
+    done.taskId,
+    done.branchId,
+    from,
+    done.attempt,
+    TaskState.TASK_STATE_FAILED,
+    done.attempt,
+    '',
+    workerId,
+    code,
+  );
+  w.error = error;
+  return { kind: 'failed', writes: [w], next: NO_NEXT, error };
 }
 
 /**
@@ -201,84 +195,9 @@ function failPlan(
  * or QUEUED → SUCCEEDED at a last stage. Several next stages fan out.
  */
 export function planPublish(
-  task: {
-    readonly taskId: string;
-    readonly branchId: string;
-    readonly pipeline: CompiledPipeline;
-    readonly stage: CompiledStage;
-    readonly attempt: number;
-    readonly hops: number;
-    readonly input: Payload;
-  },
+  task: FinishedAttempt,
+  input: Payload,
   transitionId: () => string,
 ): StagePlan {
-  const base = {
-    taskId: task.taskId,
-    expectedState: TaskState.TASK_STATE_QUEUED,
-    expectedAttempt: task.attempt,
-    branchId: task.branchId,
-  };
-  const { stage } = task;
-  if (stage.next.length === 0) {
-    return {
-      kind: 'succeeded',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_SUCCEEDED,
-          attempt: task.attempt,
-          reason: REASONS.published,
-        }),
-      ],
-      next: [],
-    };
-  }
-  const fail = (code: string, message: string): StagePlan => {
-    const error: TaskError = { code, message, retryable: false, details: {} };
-    return {
-      kind: 'failed',
-      writes: [
-        transitionWrite({
-          ...base,
-          transitionId: transitionId(),
-          toState: TaskState.TASK_STATE_FAILED,
-          attempt: task.attempt,
-          reason: code,
-          error,
-        }),
-      ],
-      next: [],
-      error,
-    };
-  };
-  if (task.hops + 1 >= task.pipeline.maxHops) {
-    return fail(
-      REASONS.hopLimit,
-      `the task ran ${task.hops + 1} stages, the most pipeline ${task.pipeline.name} allows (max_hops ${task.pipeline.maxHops})`,
-    );
-  }
-  const next: NextStageTask[] = [];
-  for (const name of stage.next) {
-    const s = task.pipeline.stages.get(name);
-    if (s === undefined) {
-      return fail(REASONS.undeclaredNext, `stage ${name} is not a stage of ${task.pipeline.name}`);
-    }
-    next.push({ stage: s, input: task.input, hops: task.hops + 1 });
-  }
-  return {
-    kind: next.length > 1 ? 'fanned-out' : 'advanced',
-    writes: [
-      transitionWrite({
-        ...base,
-        transitionId: transitionId(),
-        toState: TaskState.TASK_STATE_QUEUED,
-        stage: stage.next[0],
-        attempt: 1,
-        reason: REASONS.published,
-        fanOutStages: stage.next.slice(1),
-      }),
-    ],
-    next,
-  };
+  return planStageDone(task, TaskState.TASK_STATE_QUEUED, input, [], '', transitionId);
 }

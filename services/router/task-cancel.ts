@@ -45,18 +45,20 @@ export async function cancelTask(
         },
       );
     }
-    const [o] = await options.writer.commit([
-      transitionWrite({
-        transitionId: options.ids.next(),
-        taskId,
-        expectedState: task.state,
-        expectedAttempt: task.attempt,
-        toState: TaskState.TASK_STATE_CANCELLED,
-        attempt: task.attempt,
-        reason: CANCEL_REASONS.requested,
-        error: { code: 'CANCELLED', message: why, retryable: false, details: {} },
-      }),
-    ]);
+    const w = transitionWrite(
+      options.ids.next(),
+      taskId,
+      '',
+      task.state,
+      task.attempt,
+      TaskState.TASK_STATE_CANCELLED,
+      task.attempt,
+      '',
+      '',
+      CANCEL_REASONS.requested,
+    );
+    w.error = { code: 'CANCELLED', message: why, retryable: false, details: {} };
+    const [o] = await options.writer.commit([w]);
     if (o!.code === 0) {
       options.dispatcher.drop(taskKey(taskId, ''), CANCEL_REASONS.requested);
       return (await options.readTask(taskId)) ?? { ...task, state: TaskState.TASK_STATE_CANCELLED };
