@@ -17,8 +17,12 @@ export interface RunningProcess {
 }
 
 /** Spawns `dsat ARGS...` as a real child process. */
-export function spawnDsat(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
-  const child = spawn(process.execPath, [DSAT_BIN, ...args], {
+export function spawnDsat(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  nodeArgs: string[] = [],
+): RunningProcess {
+  const child = spawn(process.execPath, [...nodeArgs, DSAT_BIN, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
