@@ -10,6 +10,9 @@ import { startRouterServer } from '../services/router/server';
 import { startStatusServer } from '../services/status/server';
 import { startTrackerServer } from '../services/tracker/server';
 import { startWorkerServer } from '../services/worker/server';
+import { addMeshOptions } from './command-context';
+import { taskCommands } from './commands/task-commands';
+import { trackerCommands } from './commands/tracker-commands';
 import { upCommand } from './commands/up';
 
 const program = new Command('dsat')
@@ -48,5 +51,19 @@ const program = new Command('dsat')
       'Run a worker process: stage handlers for assigned tasks.',
     ),
   );
+
+addMeshOptions(program);
+for (const c of [...taskCommands(), ...trackerCommands()]) program.addCommand(c);
+program.addHelpText(
+  'after',
+  `
+Examples:
+  $ dsat up                                  # the embedded mesh with a demo pipeline
+  $ dsat submit demo '{"text":"hi"}' --follow
+  $ dsat tasks --state running
+  $ dsat get TASK_ID --history
+  $ dsat trace TASK_ID
+  $ dsat mesh --watch`,
+);
 
 program.parseAsync(process.argv).catch(exitWithError);

@@ -30,7 +30,8 @@ check "eslint" eslint . --max-warnings 0
 check "prettier" prettier --check . --log-level warn
 
 echo "== jest"
-jest --ci --json --outputFile="$results/jest.json" "$@"
+# The OTLP exporters load http with a dynamic import(), which jest runs only with VM modules.
+NODE_OPTIONS="--experimental-vm-modules --no-warnings=ExperimentalWarning ${NODE_OPTIONS:-}" jest --ci --json --outputFile="$results/jest.json" "$@"
 jest_rc=$?
 
 summary=$(node -e '

@@ -351,3 +351,29 @@ export type StatusConfig = ConfigOf<typeof statusConfigSpec>;
 export type RouterConfig = ConfigOf<typeof routerConfigSpec>;
 export type TrackerConfig = ConfigOf<typeof trackerConfigSpec>;
 export type WorkerConfig = ConfigOf<typeof workerConfigSpec>;
+
+/** Where the `dsat` client commands find the mesh. */
+export const cliConfigSpec = {
+  router: opt.address(
+    'DSAT_ROUTER_ADDRESS',
+    'Address of a router.',
+    `127.0.0.1:${DEFAULT_PORTS.router}`,
+  ),
+  status: opt.address(
+    'DSAT_STATUS_ADDRESS',
+    'Address of the status service.',
+    `127.0.0.1:${DEFAULT_PORTS.status}`,
+  ),
+  tracker: opt.address(
+    'DSAT_TRACKER_ADDRESS',
+    'Address of the tracker.',
+    `127.0.0.1:${DEFAULT_PORTS.tracker}`,
+  ),
+  traces: opt.string(
+    'DSAT_TRACES_URL',
+    'URL of the span receiver of `dsat up`, for `dsat trace`.',
+    'http://127.0.0.1:7418',
+  ),
+  timeout: opt.duration('DSAT_TIMEOUT', 'Deadline of each call.', 10_000),
+} as const;
+export type CliConfig = ConfigOf<typeof cliConfigSpec>;

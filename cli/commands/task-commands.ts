@@ -1,0 +1,317 @@
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import type { Task, Transition } from '../../gen/dsat/task/v1/task';
+import { TaskState } from '../../gen/dsat/task/v1/task';
+import type { StoredSpan } from '../../services/shared/span-store';
+import type { CommandContext } from '../command-context';
+import { meshAction } from '../command-context';
+import {
+  printJson,
+  showPayload,
+  stateName,
+  table,
+  taskJson,
+  transitionJson,
+  transitionLine,
+} from '../output';
+import { renderWaterfall } from '../waterfall';
+
+const TERMINAL = new Set([
+  TaskState.TASK_STATE_SUCCEEDED,
+  TaskState.TASK_STATE_FAILED,
+  TaskState.TASK_STATE_DEAD_LETTERED,
+  TaskState.TASK_STATE_CANCELLED,
+]);
+
+/** A payload given as text, `@file`, or `-` for stdin. */
+export function readPayload(arg: string): Buffer {
+  if (arg === '-') return fs.readFileSync(0);
+  if (arg.startsWith('@')) return fs.readFileSync(arg.slice(1));
+  return Buffer.from(arg, 'utf8');
+}
+
+export function guessContentType(data: Buffer): string {
+  try {
+    JSON.parse(data.toString('utf8'));
+    return 'application/json';
+  } catch {
+    return data.every((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b !== 127))
+      ? 'text/plain'
+      : 'application/octet-stream';
+  }
+}
+
+function parseState(s: string): TaskState {
+  const key = `TASK_STATE_${s.toUpperCase()}` as keyof typeof TaskState;
+  const v = TaskState[key];
+  if (typeof v !== 'number' || v === TaskState.TASK_STATE_UNSPECIFIED) {
+    throw new Error(
+      `unknown state ${JSON.stringify(s)}: use one of ${Object.keys(TaskState)
+        .filter((k) => k.startsWith('TASK_STATE_') && !k.endsWith('UNSPECIFIED'))
+        .map((k) => k.slice(11).toLowerCase())
+        .join(', ')}`,
+    );
+  }
+  return v;
+}
+
+/** Follows a task until its terminal state, printing each transition; returns the final record. */
+async function follow(ctx: CommandContext, taskId: string): Promise<Task | undefined> {
+  let last: Task | undefined;
+  let fromRevision = 0;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      for await (const event of ctx.clients.status.watchTask({ taskId, fromRevision })) {
+        if (event.event?.$case === 'snapshot') {
+          last = event.event.value;
+          fromRevision = last.revision;
+          if (!ctx.json)
+            process.stdout.write(`task ${taskId} is ${stateName(last.state)} at ${last.stage}\n`);
+          else printJson({ snapshot: taskJson(last) });
+        } else if (event.event?.$case === 'transition') {
+          const t: Transition = event.event.value;
+          fromRevision = t.revision;
+          if (ctx.json) printJson(transitionJson(t));
+          else process.stdout.write(transitionLine(t) + '\n');
+          if (TERMINAL.has(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
+        }
+      }
+      return last;
+    } catch (err) {
+      // A broken watch resumes where it left off; give up after a few tries in a row.
+      if (attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+    }
+  }
+}
+
+function printTask(ctx: CommandContext, t: Task): void {
+  if (ctx.json) return printJson(taskJson(t));
+  const rows: [string, string][] = [
+    ['task', t.taskId],
+    ['pipeline', `${t.pipeline} v${t.pipelineVersion}`],
+    ['state', stateName(t.state)],
+    ['stage', t.stage],
+    ['attempt', String(t.attempt)],
+    ['trace id', t.traceId],
+    ['created', t.createdAt?.toISOString() ?? ''],
+    ['updated', t.updatedAt?.toISOString() ?? ''],
+  ];
+  if (t.lastError?.message)
+    rows.push(['last error', `${t.lastError.code}: ${t.lastError.message}`]);
+  if (t.output?.data.length) rows.push(['output', showPayload(t.output)]);
+  else if (t.input?.data.length) rows.push(['input', showPayload(t.input)]);
+  process.stdout.write(rows.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n') + '\n');
+}
+
+export function taskCommands(): Command[] {
+  const submit = new Command('submit')
+    .description(
+      'Submit a task to a pipeline; with --follow, print every transition until it ends.',
+    )
+    .argument('<pipeline>', 'pipeline name')
+    .argument('<payload>', 'payload: text, @file, or - for stdin')
+    .option(
+      '--content-type <type>',
+      'payload media type (default: application/json when it parses)',
+    )
+    .option('--idempotency-key <key>', 'submit at most once with this key')
+    .option('--priority <n>', 'higher runs first within a stage', '0')
+    .option('-f, --follow', 'follow the task until it ends and print its output')
+    .addHelpText(
+      'after',
+      `\nExamples:\n  $ dsat submit demo '{"text":"hi"}' --follow\n  $ dsat submit demo @task.json\n  $ echo hello | dsat submit demo - --content-type text/plain`,
+    )
+    .action(
+      meshAction(
+        async (
+          ctx,
+          pipeline: string,
+          payloadArg: string,
+          opts: Record<string, string | boolean | undefined>,
+        ) => {
+          const payload = readPayload(payloadArg);
+          const res = await ctx.clients.router.submitTask({
+            pipeline,
+            payload,
+            contentType: (opts.contentType as string | undefined) ?? guessContentType(payload),
+            idempotencyKey: (opts.idempotencyKey as string | undefined) ?? '',
+            priority: Number(opts.priority ?? 0),
+          });
+          if (ctx.json) printJson(res);
+          else
+            process.stdout.write(
+              `submitted ${res.taskId}${res.duplicate ? ' (already submitted with this key)' : ''}  trace ${res.traceId}\n`,
+            );
+          if (!opts.follow) return;
+          const final = await follow(ctx, res.taskId);
+          if (final && !ctx.json) {
+            process.stdout.write(`${stateName(final.state)}`);
+            if (final.output?.data.length) process.stdout.write(`: ${showPayload(final.output)}`);
+            if (final.lastError?.message)
+              process.stdout.write(`: ${final.lastError.code} ${final.lastError.message}`);
+            process.stdout.write('\n');
+          }
+          if (final && final.state !== TaskState.TASK_STATE_SUCCEEDED) process.exitCode = 3;
+        },
+      ),
+    );
+
+  const get = new Command('get')
+    .description('Show one task: state, stage, attempt, trace id, error, output.')
+    .argument('<task-id>')
+    .option('--history', 'also print the transition log')
+    .action(
+      meshAction(async (ctx, taskId: string, opts: { history?: boolean }) => {
+        const { task } = await ctx.clients.status.getTask({ taskId });
+        if (!task) throw new Error(`task ${taskId} not found`);
+        if (!opts.history) return printTask(ctx, task);
+        const { transitions } = await ctx.clients.status.getTaskHistory({ taskId });
+        if (ctx.json)
+          return printJson({ task: taskJson(task), history: transitions.map(transitionJson) });
+        printTask(ctx, task);
+        process.stdout.write('\n' + transitions.map(transitionLine).join('\n') + '\n');
+      }),
+    );
+
+  const tasks = new Command('tasks')
+    .description('List tasks, newest first, filtered by state, pipeline or stage.')
+    .addOption(
+      new Option('--state <state...>', 'only tasks in these states (e.g. running dead_lettered)'),
+    )
+    .option('--pipeline <name>', 'only tasks of this pipeline')
+    .option('--stage <name>', 'only tasks at this stage')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--page-token <token>', 'continue a previous listing')
+    .action(
+      meshAction(
+        async (
+          ctx,
+          opts: {
+            state?: string[];
+            pipeline?: string;
+            stage?: string;
+            limit: string;
+            pageToken?: string;
+          },
+        ) => {
+          const res = await ctx.clients.status.listTasks({
+            filter: {
+              states: (opts.state ?? []).map(parseState),
+              pipeline: opts.pipeline ?? '',
+              stage: opts.stage ?? '',
+              actionKey: '',
+            },
+            pageSize: Number(opts.limit),
+            pageToken: opts.pageToken ?? '',
+          });
+          if (ctx.json)
+            return printJson({ tasks: res.tasks.map(taskJson), nextPageToken: res.nextPageToken });
+          process.stdout.write(
+            table(
+              ['task', 'pipeline', 'stage', 'state', 'attempt', 'updated'],
+              res.tasks.map((t) => [
+                t.taskId,
+                t.pipeline,
+                t.stage,
+                stateName(t.state),
+                t.attempt,
+                t.updatedAt?.toISOString() ?? '',
+              ]),
+            ) + '\n',
+          );
+          if (res.nextPageToken) process.stdout.write(`more: --page-token ${res.nextPageToken}\n`);
+        },
+      ),
+    );
+
+  const watch = new Command('watch')
+    .description('Print transitions live: of one task until it ends, or of the whole feed.')
+    .argument('[task-id]', 'the task to follow; without it, the global feed')
+    .option('--pipeline <name>', 'feed: only this pipeline')
+    .option('--stage <name>', 'feed: only this stage')
+    .addOption(new Option('--state <state...>', 'feed: only transitions into these states'))
+    .option(
+      '--action-key <key>',
+      'feed: DigitalPy action key client?pipeline@decorator?stage, * wildcards',
+    )
+    .option('--from-revision <n>', 'feed: resume after this revision', '0')
+    .action(
+      meshAction(
+        async (
+          ctx,
+          taskId: string | undefined,
+          opts: {
+            pipeline?: string;
+            stage?: string;
+            state?: string[];
+            actionKey?: string;
+            fromRevision: string;
+          },
+        ) => {
+          if (taskId) {
+            await follow(ctx, taskId);
+            return;
+          }
+          const stream = ctx.clients.status.watchEvents({
+            filter: {
+              pipeline: opts.pipeline ?? '',
+              stage: opts.stage ?? '',
+              states: (opts.state ?? []).map(parseState),
+              actionKey: opts.actionKey ?? '',
+            },
+            fromRevision: Number(opts.fromRevision),
+          });
+          for await (const batch of stream) {
+            for (const t of batch.transitions) {
+              if (ctx.json) printJson(transitionJson(t));
+              else process.stdout.write(`${t.taskId}  ${transitionLine(t)}\n`);
+            }
+          }
+        },
+      ),
+    );
+
+  const cancel = new Command('cancel')
+    .description('Cancel an unfinished task; a running handler sees its signal aborted.')
+    .argument('<task-id>')
+    .option('--reason <text>', 'why, for the log', 'cancelled from the CLI')
+    .action(
+      meshAction(async (ctx, taskId: string, opts: { reason: string }) => {
+        const { task } = await ctx.clients.router.cancelTask({ taskId, reason: opts.reason });
+        if (ctx.json) return printJson(task ? taskJson(task) : {});
+        process.stdout.write(`task ${taskId} is ${task ? stateName(task.state) : 'cancelled'}\n`);
+      }),
+    );
+
+  const trace = new Command('trace')
+    .description(
+      "Draw a task's trace as a waterfall: every span, its process, offset and duration.",
+    )
+    .argument('<task-id>')
+    .option('--width <n>', 'bar width', '40')
+    .action(
+      meshAction(async (ctx, taskId: string, opts: { width: string }) => {
+        const { task } = await ctx.clients.status.getTask({ taskId });
+        if (!task?.traceId) throw new Error(`task ${taskId} has no trace id`);
+        const res = await fetch(
+          `${ctx.config.traces.replace(/\/$/, '')}/dsat/traces/${task.traceId}`,
+        ).catch((err: unknown) => {
+          throw new Error(
+            `cannot reach the span receiver at ${ctx.config.traces} (${String(err)}); is dsat up running with tracing on?`,
+          );
+        });
+        const { spans } = (await res.json()) as { spans: StoredSpan[] };
+        if (ctx.json) return printJson({ traceId: task.traceId, spans });
+        if (spans.length === 0) {
+          process.stdout.write(
+            `trace ${task.traceId}: no spans received yet (spans are exported in batches; try again in a few seconds)\n`,
+          );
+          return;
+        }
+        process.stdout.write(renderWaterfall(spans, Number(opts.width)) + '\n');
+      }),
+    );
+
+  return [submit, get, tasks, watch, cancel, trace];
+}

@@ -1,0 +1,253 @@
+import { Command } from 'commander';
+import type { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
+import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
+import type { GetMeshResponse } from '../../gen/dsat/tracker/v1/tracker';
+import { MemberKind, ScalingAction } from '../../gen/dsat/tracker/v1/tracker';
+import type { Duration } from '../../gen/google/protobuf/duration';
+import type { CommandContext } from '../command-context';
+import { meshAction } from '../command-context';
+import { printJson, table, taskJson } from '../output';
+
+function duration(d: Duration | undefined): string {
+  if (!d || (d.seconds === 0 && d.nanos === 0)) return '';
+  const ms = d.seconds * 1000 + d.nanos / 1e6;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+export function pipelineJson(p: Pipeline) {
+  return {
+    name: p.name,
+    version: p.version,
+    description: p.description,
+    entry_stage: p.entryStage || undefined,
+    max_hops: p.maxHops || undefined,
+    created_at: p.createdAt?.toISOString(),
+    stages: p.stages.map((s) => ({
+      name: s.name,
+      next: s.next,
+      queue_timeout: duration(s.queueTimeout) || undefined,
+      run_timeout: duration(s.runTimeout) || undefined,
+      heartbeat_timeout: duration(s.heartbeatTimeout) || undefined,
+      async_timeout: duration(s.asyncTimeout) || undefined,
+      max_attempts: s.maxAttempts || undefined,
+      non_retryable_errors: s.nonRetryableErrors.length ? s.nonRetryableErrors : undefined,
+      concurrency: s.concurrency || undefined,
+      decorators: s.decorators.length
+        ? s.decorators.map((d) => Decorator[d]?.replace('DECORATOR_', '') ?? String(d))
+        : undefined,
+    })),
+  };
+}
+
+function printPipeline(ctx: CommandContext, p: Pipeline): void {
+  if (ctx.json) return printJson(pipelineJson(p));
+  process.stdout.write(
+    `pipeline ${p.name} v${p.version}${p.description ? ` — ${p.description}` : ''}\n`,
+  );
+  process.stdout.write(
+    table(
+      ['stage', 'next', 'run timeout', 'heartbeat', 'attempts', 'decorators'],
+      pipelineJson(p).stages.map((s) => [
+        s.name,
+        s.next.join(', '),
+        s.run_timeout ?? '',
+        s.heartbeat_timeout ?? '',
+        s.max_attempts ?? 3,
+        (s.decorators ?? []).join(', '),
+      ]),
+    ) + '\n',
+  );
+}
+
+function meshRows(mesh: GetMeshResponse) {
+  return mesh.stages.map((s) => [
+    s.stage,
+    s.workers,
+    s.freeCredit,
+    s.inFlight,
+    s.queueDepth,
+    s.throughputPerS.toFixed(1),
+    `${(s.errorRate * 100).toFixed(1)}%`,
+    s.advice
+      ? `${ScalingAction[s.advice.action]?.replace('SCALING_ACTION_', '') ?? ''} ${s.advice.desiredWorkers || ''}`.trim()
+      : '',
+  ]);
+}
+
+function renderMesh(mesh: GetMeshResponse): string {
+  const members = table(
+    ['member', 'kind', 'address', 'stages', 'last seen'],
+    mesh.members.map((m) => [
+      m.memberId,
+      MemberKind[m.kind]?.replace('MEMBER_KIND_', '').toLowerCase() ?? '',
+      m.address,
+      m.stages.join(', ') || '*',
+      m.lastSeenAt?.toISOString().slice(11, 19) ?? '',
+    ]),
+  );
+  const stages = table(
+    ['stage', 'workers', 'free credit', 'in flight', 'queued', 'tasks/s', 'errors', 'advice'],
+    meshRows(mesh),
+  );
+  return `${members}\n${stages}\n`;
+}
+
+export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline): Command[] {
+  const pipelines = new Command('pipelines').description('Apply, list and show pipelines.');
+  pipelines
+    .command('list')
+    .description('List pipelines (latest versions).')
+    .action(
+      meshAction(async (ctx) => {
+        const { pipelines: list } = await ctx.clients.tracker.listPipelines({ pageSize: 1000 });
+        if (ctx.json) return printJson(list.map(pipelineJson));
+        process.stdout.write(
+          table(
+            ['pipeline', 'version', 'stages', 'created'],
+            list.map((p) => [
+              p.name,
+              p.version,
+              p.stages.map((s) => s.name).join(' → '),
+              p.createdAt?.toISOString() ?? '',
+            ]),
+          ) + '\n',
+        );
+      }),
+    );
+  pipelines
+    .command('get')
+    .description('Show one pipeline.')
+    .argument('<name>')
+    .option('--version <n>', 'a given version (default: latest)', '0')
+    .action(
+      meshAction(async (ctx, name: string, opts: { version: string }) => {
+        const { pipeline } = await ctx.clients.tracker.getPipeline({
+          name,
+          version: Number(opts.version),
+        });
+        if (!pipeline) throw new Error(`pipeline ${name} not found`);
+        printPipeline(ctx, pipeline);
+      }),
+    );
+  if (applyPipelineFile) {
+    pipelines
+      .command('apply')
+      .description('Validate a pipeline file (YAML or JSON) and store it as a new version.')
+      .argument('<file>')
+      .option('--dry-run', 'validate only')
+      .addHelpText('after', '\nExample:\n  $ dsat pipelines apply pipelines/demo.yaml')
+      .action(
+        meshAction(async (ctx, file: string, opts: { dryRun?: boolean }) => {
+          const res = await ctx.clients.tracker.applyPipeline({
+            pipeline: applyPipelineFile(file),
+            validateOnly: opts.dryRun === true,
+          });
+          if (ctx.json)
+            return printJson({
+              changed: res.changed,
+              pipeline: res.pipeline && pipelineJson(res.pipeline),
+            });
+          const p = res.pipeline;
+          process.stdout.write(
+            opts.dryRun
+              ? `${file} is valid\n`
+              : res.changed
+                ? `applied ${p?.name} v${p?.version}\n`
+                : `${p?.name} v${p?.version} is unchanged\n`,
+          );
+        }),
+      );
+  }
+
+  const deadLetters = new Command('dead-letters').description(
+    'List, redrive and purge dead-lettered tasks.',
+  );
+  deadLetters
+    .command('list')
+    .description('List dead-lettered tasks with their last error.')
+    .option('--pipeline <name>')
+    .option('--stage <name>')
+    .option('--limit <n>', 'at most this many', '50')
+    .action(
+      meshAction(async (ctx, opts: { pipeline?: string; stage?: string; limit: string }) => {
+        const res = await ctx.clients.tracker.listDeadLettered({
+          pipeline: opts.pipeline ?? '',
+          stage: opts.stage ?? '',
+          pageSize: Number(opts.limit),
+        });
+        if (ctx.json)
+          return printJson({ tasks: res.tasks.map(taskJson), nextPageToken: res.nextPageToken });
+        process.stdout.write(
+          table(
+            ['task', 'pipeline', 'stage', 'attempts', 'last error'],
+            res.tasks.map((t) => [
+              t.taskId,
+              t.pipeline,
+              t.stage,
+              t.attempt,
+              `${t.lastError?.code ?? ''} ${t.lastError?.message ?? ''}`.trim(),
+            ]),
+          ) + '\n',
+        );
+      }),
+    );
+  deadLetters
+    .command('redrive')
+    .description('Queue dead-lettered tasks again with a fresh attempt budget.')
+    .argument('[task-ids...]')
+    .option('--pipeline <name>', 'every dead-lettered task of this pipeline')
+    .option('--stage <name>', 'every dead-lettered task at this stage')
+    .action(
+      meshAction(async (ctx, taskIds: string[], opts: { pipeline?: string; stage?: string }) => {
+        const res = await ctx.clients.tracker.redriveTasks({
+          taskIds,
+          filter: {
+            pipeline: opts.pipeline ?? '',
+            stage: opts.stage ?? '',
+            states: [],
+            actionKey: '',
+          },
+        });
+        if (ctx.json) return printJson(res);
+        process.stdout.write(`redriven ${res.taskIds.length} task(s)\n`);
+      }),
+    );
+  deadLetters
+    .command('purge')
+    .description('Delete dead-lettered (or other terminal) tasks.')
+    .argument('[task-ids...]')
+    .option('--pipeline <name>', 'every dead-lettered task of this pipeline')
+    .action(
+      meshAction(async (ctx, taskIds: string[], opts: { pipeline?: string }) => {
+        const res = await ctx.clients.tracker.purgeTasks({
+          taskIds,
+          filter: opts.pipeline
+            ? { pipeline: opts.pipeline, stage: '', states: [10], actionKey: '' }
+            : undefined,
+        });
+        if (ctx.json) return printJson(res);
+        process.stdout.write(`purged ${res.purgedCount} task(s)\n`);
+      }),
+    );
+
+  const mesh = new Command('mesh')
+    .alias('top')
+    .description('Members of the mesh and the load of every stage, with scaling advice.')
+    .option('-w, --watch', 'refresh every second, like top')
+    .option('--interval <ms>', 'refresh interval with --watch', '1000')
+    .action(
+      meshAction(async (ctx, opts: { watch?: boolean; interval: string }) => {
+        for (;;) {
+          const res = await ctx.clients.tracker.getMesh({});
+          if (ctx.json) printJson(res);
+          else {
+            if (opts.watch) process.stdout.write('\x1b[2J\x1b[H');
+            process.stdout.write(renderMesh(res));
+          }
+          if (!opts.watch) return;
+          await new Promise((r) => setTimeout(r, Number(opts.interval)));
+        }
+      }),
+    );
+  return [pipelines, deadLetters, mesh];
+}

@@ -1,0 +1,101 @@
+import Table from 'cli-table3';
+import { ClientError, Status } from 'nice-grpc-common';
+import { ErrorInfo, RichClientError } from 'nice-grpc-error-details';
+import type { Task, Transition } from '../gen/dsat/task/v1/task';
+import type { Payload } from '../gen/dsat/task/v1/task';
+import { TaskState } from '../gen/dsat/task/v1/task';
+
+/** Human output by default; `--json` prints one JSON document (or line per event) for scripts. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, jsonReplacer) + '\n');
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
+  return value;
+}
+
+export function table(head: string[], rows: (string | number)[][]): string {
+  const t = new Table({ head, style: { head: [], border: [] } });
+  for (const r of rows) t.push(r.map(String));
+  return t.toString();
+}
+
+export function stateName(state: TaskState): string {
+  return TaskState[state]?.replace(/^TASK_STATE_/, '') ?? String(state);
+}
+
+/** A payload as text when its content type is textual, else its size. */
+export function showPayload(p: Payload | undefined): string {
+  if (!p || p.data.length === 0) return '';
+  const textual = /json|text|xml|yaml/.test(p.contentType) || p.contentType === '';
+  return textual
+    ? Buffer.from(p.data).toString('utf8')
+    : `<${p.data.length} bytes ${p.contentType}>`;
+}
+
+export function taskJson(t: Task) {
+  return {
+    taskId: t.taskId,
+    pipeline: t.pipeline,
+    pipelineVersion: t.pipelineVersion,
+    stage: t.stage,
+    state: stateName(t.state),
+    attempt: t.attempt,
+    seq: t.seq,
+    revision: t.revision,
+    traceId: t.traceId,
+    input: payloadJson(t.input),
+    output: payloadJson(t.output),
+    lastError: t.lastError,
+    createdAt: t.createdAt?.toISOString(),
+    updatedAt: t.updatedAt?.toISOString(),
+    workerId: t.workerId,
+    hops: t.hops,
+    progress: t.progress,
+  };
+}
+
+function payloadJson(p: Payload | undefined) {
+  if (!p) return undefined;
+  const textual = /json|text/.test(p.contentType);
+  return textual
+    ? { contentType: p.contentType, text: Buffer.from(p.data).toString('utf8') }
+    : { contentType: p.contentType, base64: Buffer.from(p.data).toString('base64') };
+}
+
+export function transitionJson(t: Transition) {
+  return {
+    revision: t.revision,
+    taskId: t.taskId,
+    seq: t.seq,
+    from: stateName(t.fromState),
+    to: stateName(t.toState),
+    stage: t.stage,
+    attempt: t.attempt,
+    workerId: t.workerId,
+    reason: t.reason,
+    at: t.at?.toISOString(),
+    error: t.error,
+  };
+}
+
+export function transitionLine(t: Transition): string {
+  const at = t.at ? t.at.toISOString().slice(11, 23) : '';
+  const err = t.error?.message ? `  error: ${t.error.code} ${t.error.message}` : '';
+  return `${at}  ${stateName(t.toState).padEnd(13)} ${t.stage.padEnd(12)} attempt ${t.attempt}  ${t.reason}${t.workerId ? `  worker ${t.workerId}` : ''}${err}`;
+}
+
+/** One clear line for a failed call: status, message, and the field when the server named one. */
+export function describeError(err: unknown): string {
+  if (err instanceof ClientError) {
+    const info =
+      err instanceof RichClientError
+        ? (err.extra.find((d) => d.$type === ErrorInfo.$type) as ErrorInfo | undefined)
+        : undefined;
+    const where = err.code === Status.UNAVAILABLE ? ` (is the mesh running? ${err.path})` : '';
+    const reason = info?.reason ? ` [${info.reason}]` : '';
+    return `${Status[err.code]}: ${err.details}${reason}${where}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}

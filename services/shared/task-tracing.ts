@@ -1,0 +1,94 @@
+import type { Attributes, Context, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+
+/**
+ * The spans of a task. Each is parented by the task's stored traceparent, never by the call or
+ * stream that happens to carry the task, so one trace follows a task across every stage and
+ * process, and the long-lived worker stream is never a parent.
+ */
+export const SPAN_NAMES = {
+  submit: 'dsat.submit',
+  dispatch: (stage: string) => `dsat.dispatch ${stage}`,
+  process: (stage: string) => `dsat.process ${stage}`,
+} as const;
+
+export function dsatTracer(): Tracer {
+  return trace.getTracer('dsat');
+}
+
+export interface TaskSpanFacts {
+  readonly taskId: string;
+  readonly pipeline: string;
+  readonly stage?: string;
+  readonly attempt?: number;
+  readonly workerId?: string;
+}
+
+/** `dsat.*` attributes plus the OpenTelemetry messaging conventions. */
+export function taskAttributes(
+  facts: TaskSpanFacts,
+  operation: 'send' | 'receive' | 'process',
+): Attributes {
+  const a: Attributes = {
+    'dsat.task_id': facts.taskId,
+    'dsat.pipeline': facts.pipeline,
+    'messaging.system': 'dsat',
+    'messaging.operation.type': operation,
+    'messaging.operation.name': operation,
+    'messaging.message.id': facts.taskId,
+  };
+  if (facts.stage !== undefined) {
+    a['dsat.stage'] = facts.stage;
+    a['messaging.destination.name'] = facts.stage;
+  }
+  if (facts.attempt !== undefined) a['dsat.attempt'] = facts.attempt;
+  if (facts.workerId !== undefined) a['dsat.worker_id'] = facts.workerId;
+  return a;
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** Reads a W3C traceparent; undefined when it is missing or malformed. */
+export function parseTraceparent(traceparent: string | undefined): SpanContext | undefined {
+  const m = traceparent ? TRACEPARENT.exec(traceparent.trim()) : null;
+  if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
+  return { traceId: m[1]!, spanId: m[2]!, traceFlags: parseInt(m[3]!, 16), isRemote: true };
+}
+
+export function formatTraceparent(sc: SpanContext): string {
+  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+}
+
+/** A context whose parent is the traceparent alone (ROOT otherwise), ignoring the active context. */
+export function contextFromTraceparent(traceparent: string | undefined): Context {
+  const sc = parseTraceparent(traceparent);
+  return sc ? trace.setSpanContext(ROOT_CONTEXT, sc) : ROOT_CONTEXT;
+}
+
+export function startTaskSpan(
+  name: string,
+  kind: SpanKind,
+  parentTraceparent: string | undefined,
+  attributes: Attributes,
+  links: Link[] = [],
+  tracer: Tracer = dsatTracer(),
+): Span {
+  return tracer.startSpan(
+    name,
+    { kind, attributes, links },
+    contextFromTraceparent(parentTraceparent),
+  );
+}
+
+/** Ends a span with OK, or ERROR and the error recorded. */
+export function endTaskSpan(span: Span, error?: { code?: string; message: string }): void {
+  if (error) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+    span.setAttribute('error.type', error.code ?? 'error');
+  } else {
+    span.setStatus({ code: SpanStatusCode.OK });
+  }
+  span.end();
+}
+
+export { SpanKind };

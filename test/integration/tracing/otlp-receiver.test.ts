@@ -1,0 +1,106 @@
+import { SpanKind } from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { renderWaterfall } from '../../../cli/waterfall';
+import { createLogger } from '../../../services/shared/logger';
+import type { OtlpReceiver } from '../../../services/shared/otlp-receiver';
+import { startOtlpReceiver } from '../../../services/shared/otlp-receiver';
+import type { StoredSpan } from '../../../services/shared/span-store';
+import { SpanStore } from '../../../services/shared/span-store';
+import {
+  formatTraceparent,
+  SPAN_NAMES,
+  startTaskSpan,
+  taskAttributes,
+} from '../../../services/shared/task-tracing';
+
+function providerFor(service: string, url: string) {
+  return new BasicTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': service }),
+    spanProcessors: [new SimpleSpanProcessor(new OTLPTraceExporter({ url: `${url}/v1/traces` }))],
+  });
+}
+
+describe('the embedded OTLP receiver', () => {
+  let receiver: OtlpReceiver;
+  const store = new SpanStore(1000);
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver(store, {
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('test', 'silent'),
+    });
+  });
+  afterAll(() => receiver.close());
+
+  it('keeps spans that processes export as OTLP JSON, joined into one trace by traceparent', async () => {
+    const router = providerFor('dsat-router', receiver.url);
+    const worker = providerFor('dsat-worker', receiver.url);
+    const facts = { taskId: 't-1', pipeline: 'demo', stage: 'parse', attempt: 1 };
+    const submit = startTaskSpan(
+      SPAN_NAMES.submit,
+      SpanKind.PRODUCER,
+      undefined,
+      taskAttributes(facts, 'send'),
+      [],
+      router.getTracer('dsat'),
+    );
+    const traceparent = formatTraceparent(submit.spanContext());
+    const dispatch = startTaskSpan(
+      SPAN_NAMES.dispatch('parse'),
+      SpanKind.INTERNAL,
+      traceparent,
+      taskAttributes(facts, 'send'),
+      [],
+      router.getTracer('dsat'),
+    );
+    const process = startTaskSpan(
+      SPAN_NAMES.process('parse'),
+      SpanKind.CONSUMER,
+      formatTraceparent(dispatch.spanContext()),
+      taskAttributes({ ...facts, workerId: 'w1' }, 'process'),
+      [],
+      worker.getTracer('dsat'),
+    );
+    process.end();
+    dispatch.end();
+    submit.end();
+    await Promise.all([router.forceFlush(), worker.forceFlush()]);
+
+    const traceId = submit.spanContext().traceId;
+    const res = await fetch(`${receiver.url}/dsat/traces/${traceId}`);
+    const { spans } = (await res.json()) as { spans: StoredSpan[] };
+    expect(spans.map((s) => s.name).sort()).toEqual([
+      'dsat.dispatch parse',
+      'dsat.process parse',
+      'dsat.submit',
+    ]);
+    expect(new Set(spans.map((s) => s.serviceName))).toEqual(
+      new Set(['dsat-router', 'dsat-worker']),
+    );
+    const byName = new Map(spans.map((s) => [s.name, s]));
+    expect(byName.get('dsat.process parse')?.parentSpanId).toBe(
+      byName.get('dsat.dispatch parse')?.spanId,
+    );
+    expect(byName.get('dsat.process parse')?.attributes['dsat.worker_id']).toBe('w1');
+    expect(byName.get('dsat.submit')?.kind).toBe(4);
+
+    const lines = renderWaterfall(spans).split('\n');
+    expect(lines[0]).toContain(`trace ${traceId}  3 spans, 2 services`);
+    expect(lines[2]).toMatch(/^dsat\.submit\s+dsat-router/);
+    expect(lines[3]).toMatch(/^ {2}dsat\.dispatch parse\s+dsat-router/);
+    expect(lines[4]).toMatch(/^ {4}dsat\.process parse\s+dsat-worker .*█.*consumer/);
+    await Promise.all([router.shutdown(), worker.shutdown()]);
+  });
+
+  it('refuses protobuf bodies with a message saying which protocol to use', async () => {
+    const res = await fetch(`${receiver.url}/v1/traces`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-protobuf' },
+      body: new Uint8Array([1, 2, 3]),
+    });
+    expect(res.status).toBe(415);
+    expect(((await res.json()) as { message: string }).message).toContain('http/json');
+  });
+});
