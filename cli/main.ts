@@ -13,7 +13,9 @@ import { startWorkerServer } from '../services/worker/server';
 import { addMeshOptions } from './command-context';
 import { taskCommands } from './commands/task-commands';
 import { trackerCommands } from './commands/tracker-commands';
+import { benchCommand } from './commands/bench';
 import { upCommand } from './commands/up';
+import { readPipelineFile } from '../services/tracker/pipeline-file';
 
 const program = new Command('dsat')
   .description('dsat runs multi-stage task pipelines on a mesh of gRPC services.')
@@ -53,7 +55,14 @@ const program = new Command('dsat')
   );
 
 addMeshOptions(program);
-for (const c of [...taskCommands(), ...trackerCommands()]) program.addCommand(c);
+for (const c of [...taskCommands(), ...trackerCommands(readPipelineFile), benchCommand()]) {
+  program.addCommand(c);
+}
+// `dsat ... | head` closes stdout early; that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 program.addHelpText(
   'after',
   `

@@ -1,21 +1,24 @@
 'use strict';
 // The demo pipeline's stage handlers (deploy/k8s/pipelines/demo.yaml), one export per stage, loaded
-// by the worker from DSAT_HANDLER. Each takes the task's payload bytes and returns the payload of
-// the next stage. Your own image replaces this file with your handlers.
+// by `dsat worker --handler` and by `dsat up`. The worker SDK hands each handler the decoded input
+// (JSON here) and encodes what it returns as the next stage's input. Your own image replaces this
+// file with your handlers.
 const crypto = require('node:crypto');
 
-/** Checks the payload is JSON and passes it on compacted; bad JSON is not worth a retry. */
-exports.parse = async (payload) => {
-  try {
-    return Buffer.from(JSON.stringify(JSON.parse(Buffer.from(payload).toString('utf8'))));
-  } catch (err) {
-    throw Object.assign(new Error(`payload is not JSON: ${err.message}`), { code: 'INVALID_JSON' });
+/** Checks the task is a JSON object with a text; anything else is not worth a retry. */
+exports.parse = async (input) => {
+  if (input === null || typeof input !== 'object' || typeof input.text !== 'string') {
+    // The code is listed in the stage's non_retryable_errors: the task fails at once.
+    throw Object.assign(new Error('the demo takes {"text": "..."}'), { code: 'INVALID_JSON' });
   }
+  return { text: input.text, parsedAt: new Date().toISOString() };
 };
 
-/** The SHA-256 of the payload, in hex. */
-exports.hash = async (payload) =>
-  Buffer.from(crypto.createHash('sha256').update(payload).digest('hex'));
+/** Adds the SHA-256 of the text, in hex. */
+exports.hash = async (input) => ({
+  ...input,
+  sha256: crypto.createHash('sha256').update(input.text).digest('hex'),
+});
 
-/** The payload, upper-cased. */
-exports.upper = async (payload) => Buffer.from(Buffer.from(payload).toString('utf8').toUpperCase());
+/** Upper-cases the text. */
+exports.upper = async (input) => ({ ...input, text: input.text.toUpperCase() });

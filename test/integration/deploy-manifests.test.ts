@@ -442,13 +442,12 @@ describe('the image', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const handlers = require(path.join(DEPLOY_DIR, 'demo-handlers.js')) as Record<
       'parse' | 'hash' | 'upper',
-      (payload: Uint8Array) => Promise<Uint8Array>
+      (input: unknown) => Promise<Record<string, string>>
     >;
-    let payload: Uint8Array = Buffer.from('{ "text": "hi" }');
-    for (const stage of ['parse', 'hash', 'upper'] as const)
-      payload = await handlers[stage](payload);
-    expect(Buffer.from(payload).toString()).toMatch(/^[0-9A-F]{64}$/);
-    await expect(handlers.parse(Buffer.from('not json'))).rejects.toMatchObject({
+    let doc: unknown = { text: 'hi' };
+    for (const stage of ['parse', 'hash', 'upper'] as const) doc = await handlers[stage](doc);
+    expect(doc).toMatchObject({ text: 'HI', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    await expect(handlers.parse('not an object')).rejects.toMatchObject({
       code: 'INVALID_JSON',
     });
   });
