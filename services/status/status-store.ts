@@ -19,6 +19,7 @@ import {
 } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { matchesActionKey, parseActionKey, type ActionKeyPattern } from './action-key';
+import { ByteWriter } from './byte-codec';
 import { FeedHub, type EventBatch } from './feed-hub';
 import {
   CorruptValueError,
@@ -47,8 +48,8 @@ import {
   prefixEnd,
   segmentKey,
   segmentSeekKey,
-  EMPTY_LOG,
-  type EncodedLog,
+  jsonValue,
+  parseJson,
   type FeedEntry,
 } from './store-codec';
 import {
@@ -161,7 +162,6 @@ interface TaskSlot {
   readonly embedded: number;
   /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
   readonly liveRev: number;
-  readonly encoded: EncodedLog;
 }
 
 interface Waiter {
@@ -219,7 +219,7 @@ class CommitBuild {
   }
 }
 
-type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+type Op = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 type Batch = ReturnType<StatusLevel['batch']>;
 
 interface CompiledFilter {
@@ -247,6 +247,8 @@ export class StatusStore {
   private readonly watchProgressEvery: number;
   private readonly now: () => number;
   private readonly hub = new FeedHub();
+  /** The one buffer every record and segment is encoded into (single writer, one at a time). */
+  private readonly scratch = new ByteWriter();
   private readonly live = new Map<string, TaskSlot>();
   private readonly pipelines = new Map<string, Pipeline[]>();
   private readonly decorators = new Map<string, readonly string[]>();
@@ -411,7 +413,7 @@ export class StatusStore {
       if (key.startsWith(DONE)) {
         build.loaded.set(key.slice(DONE.length), this.decodeSlot(key, value));
       } else if (value !== undefined) {
-        const taskId = (JSON.parse(value) as [string])[0];
+        const taskId = String((parseJson(key, value) as [string])[0]);
         build.idempotency.set(key.slice(IDEMPOTENCY.length), taskId);
         if (!this.live.has(taskId) && !seen.has(DONE + taskId)) {
           seen.add(DONE + taskId);
@@ -426,7 +428,7 @@ export class StatusStore {
     );
   }
 
-  private decodeSlot(key: string, value: string | undefined): Loaded {
+  private decodeSlot(key: string, value: Uint8Array | undefined): Loaded {
     if (value === undefined) return null;
     try {
       const { task, log } = decodeRecord(key, value);
@@ -436,7 +438,7 @@ export class StatusStore {
           `a terminal record embeds ${log.length} of ${task.seq} entries`,
         );
       }
-      return { task, log, embedded: log.length, liveRev: liveRevOf(log), encoded: EMPTY_LOG };
+      return { task, log, embedded: log.length, liveRev: liveRevOf(log) };
     } catch (err) {
       return err instanceof CorruptValueError ? err : new CorruptValueError(key, String(err));
     }
@@ -527,7 +529,6 @@ export class StatusStore {
       log: [submitted, queued],
       embedded: 0,
       liveRev: submitted.revision,
-      encoded: EMPTY_LOG,
     };
     build.staged.set(w.taskId, {
       slot,
@@ -633,7 +634,7 @@ export class StatusStore {
       next = foldEntry(task, e, build.at);
       const log = cur.log.slice();
       log.push(e);
-      const slot = { task: next, log, embedded: cur.embedded, liveRev, encoded: cur.encoded };
+      const slot = { task: next, log, embedded: cur.embedded, liveRev };
       build.staged.set(w.taskId, {
         slot,
         log,
@@ -697,15 +698,19 @@ export class StatusStore {
    */
   private fill(build: CommitBuild, batch: Batch): void {
     const last = build.next - 1;
-    batch.put(segmentKey(build.first, last, build.atMs), encodeSegment(build.entries));
-    batch.put(HEAD_KEY, `[${last},${last}]`);
+    // Each encoded value is a view of one reused buffer: LevelDB copies it at put.
+    batch.put(
+      segmentKey(build.first, last, build.atMs),
+      encodeSegment(this.scratch, build.entries),
+    );
+    batch.put(HEAD_KEY, jsonValue([last, last]));
     for (const [id, s] of build.staged) {
       if (!s.milestone) continue;
       const task = s.slot.task;
       // A terminal record embeds the whole log; a live one only what was embedded before.
       const embedded = isTerminalState(task.state) ? s.slot.log.length : s.slot.embedded;
-      const { value, encoded } = encodeRecord(task, s.slot.log, embedded, s.slot.encoded);
-      s.slot = { ...s.slot, embedded, encoded };
+      const value = encodeRecord(this.scratch, task, s.slot.log, embedded);
+      if (embedded !== s.slot.embedded) s.slot = { ...s.slot, embedded };
       const before = s.before;
       const wasEnded = before !== undefined && !s.wasLive;
       if (wasEnded) batch.del(endedKey(before.task.state, endedAtMs(before.task), id));
@@ -717,7 +722,7 @@ export class StatusStore {
         batch.put(LIVE + id, value);
         if (wasEnded) batch.del(DONE + id);
       }
-      if (s.idempotencyKey !== '') batch.put(IDEMPOTENCY + s.idempotencyKey, JSON.stringify([id]));
+      if (s.idempotencyKey !== '') batch.put(IDEMPOTENCY + s.idempotencyKey, jsonValue([id]));
     }
   }
 
@@ -1169,7 +1174,7 @@ export class StatusStore {
       };
       await this.db.put(
         pipelineKey(stored.name, stored.version),
-        JSON.stringify(Pipeline.toJSON(stored)),
+        jsonValue(Pipeline.toJSON(stored)),
         {
           sync: this.sync,
         },
@@ -1249,9 +1254,9 @@ export class StatusStore {
       const firstInFeed = slot.log[slot.embedded];
       if (firstInFeed !== undefined && firstInFeed.revision <= boundary) {
         const embedded = slot.log.length;
-        const { value, encoded } = encodeRecord(slot.task, slot.log, embedded, slot.encoded);
+        const value = Buffer.from(encodeRecord(this.scratch, slot.task, slot.log, embedded));
         ops.push({ type: 'put', key: LIVE + id, value });
-        checkpointed.push([id, { ...slot, embedded, encoded }]);
+        checkpointed.push([id, { ...slot, embedded }]);
       }
     }
     await this.write(ops);
@@ -1323,8 +1328,8 @@ export class StatusStore {
     if (created) {
       await db.batch(
         [
-          { type: 'put', key: SCHEMA_KEY, value: JSON.stringify({ format: FORMAT }) },
-          { type: 'put', key: HEAD_KEY, value: '[0,0]' },
+          { type: 'put', key: SCHEMA_KEY, value: jsonValue({ format: FORMAT }) },
+          { type: 'put', key: HEAD_KEY, value: jsonValue([0, 0]) },
         ],
         { sync: true },
       );
@@ -1332,12 +1337,13 @@ export class StatusStore {
     const schema = await db.get(SCHEMA_KEY);
     if (schema === undefined) {
       problems.push('the dsat schema key is missing (an empty or foreign LevelDB)');
-    } else if ((JSON.parse(schema) as { format?: number }).format !== FORMAT) {
+    } else if ((parseJson(SCHEMA_KEY, schema) as { format?: number }).format !== FORMAT) {
       throw storeDamaged(dir, [`unsupported store format ${schema}`]);
     }
 
     const headValue = await db.get(HEAD_KEY);
-    const head = headValue === undefined ? undefined : (JSON.parse(headValue) as [number, number]);
+    const head =
+      headValue === undefined ? undefined : (parseJson(HEAD_KEY, headValue) as [number, number]);
     const [newest] = await db
       .keys({ gte: FEED, lt: prefixEnd(FEED), reverse: true, limit: 1 })
       .all();
@@ -1362,7 +1368,7 @@ export class StatusStore {
 
     for await (const [key, value] of db.iterator({ gte: PIPELINE, lt: prefixEnd(PIPELINE) })) {
       try {
-        this.addPipeline(Pipeline.fromJSON(JSON.parse(value)));
+        this.addPipeline(Pipeline.fromJSON(parseJson(key, value)));
       } catch {
         problems.push(`${key}: undecodable pipeline`);
       }
@@ -1393,7 +1399,6 @@ export class StatusStore {
         log: s.log,
         embedded: s.embedded,
         liveRev: liveRevOf(s.log),
-        encoded: EMPTY_LOG,
       }))
       .sort((a, b) => a.liveRev - b.liveRev);
     for (const slot of ordered) this.live.set(slot.task.taskId, slot);
@@ -1408,10 +1413,10 @@ export class StatusStore {
     }
     if (repaired) {
       const fixes: Op[] = [
-        { type: 'put', key: HEAD_KEY, value: JSON.stringify([revision, newestLast]) },
+        { type: 'put', key: HEAD_KEY, value: jsonValue([revision, newestLast]) },
       ];
       if (schema === undefined)
-        fixes.push({ type: 'put', key: SCHEMA_KEY, value: JSON.stringify({ format: FORMAT }) });
+        fixes.push({ type: 'put', key: SCHEMA_KEY, value: jsonValue({ format: FORMAT }) });
       await this.write(fixes, true);
     }
     this.revision = revision;
