@@ -18,9 +18,26 @@ import {
   type Transition,
 } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
-import { matchesActionKey, parseActionKey, type ActionKeyPattern } from './action-key';
 import { ByteWriter } from './byte-codec';
 import { FeedHub, type EventBatch } from './feed-hub';
+import {
+  MATCH_ALL,
+  compileFilter,
+  filterMatches,
+  isEmptyFilter,
+  type CompiledFilter,
+} from './task-filter';
+import {
+  NAME,
+  checkTaskId,
+  clampPage,
+  defaultReason,
+  edgeName,
+  outcomeCode,
+  pickMove,
+  validateCreate,
+  validateWrite,
+} from './write-validation';
 import {
   CorruptValueError,
   DONE,
@@ -222,18 +239,7 @@ class CommitBuild {
 type Op = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 type Batch = ReturnType<StatusLevel['batch']>;
 
-interface CompiledFilter {
-  readonly states: ReadonlySet<TaskState> | undefined;
-  readonly pipeline: string;
-  readonly stage: string;
-  readonly actionKey: ActionKeyPattern | undefined;
-}
-
 const HOUR = 3_600_000;
-const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-const STAGE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const SWEEP_CHUNK = 2_000;
 
 export class StatusStore {
@@ -667,7 +673,7 @@ export class StatusStore {
   private refuse(w: TransitionWrite, err: unknown, build: CommitBuild): TransitionOutcome {
     const known = err instanceof DsatError;
     const reason = known ? err.reason : 'INTERNAL';
-    const code = known ? grpcCode(err) : 13;
+    const code = known ? outcomeCode(err) : 13;
     if (reason === 'STALE_ATTEMPT') build.refused.stale++;
     else if (reason === 'STATE_MISMATCH') build.refused.mismatch++;
     else if (reason === 'ILLEGAL_TRANSITION') build.refused.illegal++;
@@ -1104,9 +1110,7 @@ export class StatusStore {
 
   /** Deletes terminal tasks (by id, and every terminal task matching `filter`); live ones stay. */
   async deleteTasks(taskIds: readonly string[], filter?: TaskFilter): Promise<number> {
-    taskIds.forEach((id, i) => {
-      if (!TASK_ID.test(id)) throw invalidArgument(`task_ids[${i}]`, 'is not a task id');
-    });
+    taskIds.forEach((id, i) => checkTaskId(id, `task_ids[${i}]`));
     const f = filter === undefined || isEmptyFilter(filter) ? undefined : compileFilter(filter);
     return this.exclusive(async () => {
       let deleted = 0;
@@ -1156,7 +1160,7 @@ export class StatusStore {
 
   /** Stores a new version of a pipeline, unless it equals the latest one (then changed=false). */
   async savePipeline(pipeline: Pipeline): Promise<SavePipelineResponse> {
-    if (!STAGE_NAME.test(pipeline.name)) {
+    if (!NAME.test(pipeline.name)) {
       throw invalidArgument(
         'pipeline.name',
         'must be lower case letters, digits, "-" or "_", at most 63',
@@ -1229,7 +1233,7 @@ export class StatusStore {
       if (r.segments < SWEEP_CHUNK) break;
     }
     const tasksDeleted = await this.exclusive(() =>
-      this.deleteEnded(compileFilter(undefined), this.now() - this.retentionMs),
+      this.deleteEnded(MATCH_ALL, this.now() - this.retentionMs),
     );
     return { segmentsDeleted, recordsCheckpointed, tasksDeleted };
   }
@@ -1557,7 +1561,11 @@ export class StatusStore {
       if (key.startsWith(`${p.name}\0`)) this.decorators.delete(key);
   }
 
-  private decoratorsOf(pipeline: string, version: number, stage: string): readonly string[] {
+  private readonly decoratorsOf = (
+    pipeline: string,
+    version: number,
+    stage: string,
+  ): readonly string[] => {
     const key = `${pipeline}\0${version}\0${stage}`;
     let names = this.decorators.get(key);
     if (names === undefined) {
@@ -1570,7 +1578,7 @@ export class StatusStore {
       this.decorators.set(key, names);
     }
     return names;
-  }
+  };
 
   private matchesParts(
     f: CompiledFilter,
@@ -1579,16 +1587,7 @@ export class StatusStore {
     version: number,
     stage: string,
   ): boolean {
-    if (f.states !== undefined && !f.states.has(state)) return false;
-    if (f.pipeline !== '' && f.pipeline !== pipeline) return false;
-    if (f.stage !== '' && f.stage !== stage) return false;
-    if (f.actionKey === undefined) return true;
-    return matchesActionKey(f.actionKey, {
-      client: undefined,
-      pipeline,
-      decorators: this.decoratorsOf(pipeline, version, stage),
-      stage,
-    });
+    return filterMatches(f, state, pipeline, version, stage, this.decoratorsOf);
   }
 
   private matchesTask(f: CompiledFilter, task: Task): boolean {
@@ -1597,63 +1596,6 @@ export class StatusStore {
 }
 
 // ---- helpers of the write path ------------------------------------------------------------------
-
-function validateWrite(w: TransitionWrite): void {
-  if (w.transitionId === '' || w.transitionId.length > 128) {
-    throw invalidArgument('transition_id', 'must be 1 to 128 characters');
-  }
-  if (!TASK_ID.test(w.taskId))
-    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
-  if (!isTaskState(w.toState) || w.toState === TaskState.TASK_STATE_UNSPECIFIED) {
-    throw invalidArgument('to_state', `${w.toState} is not a task state`);
-  }
-  if (!isTaskState(w.expectedState))
-    throw invalidArgument('expected_state', `${w.expectedState} is not a task state`);
-  if (w.stage !== '' && !STAGE_NAME.test(w.stage)) {
-    throw invalidArgument('stage', 'must be lower case letters, digits, "-" or "_", at most 63');
-  }
-  if (w.reason !== '' && !REASON.test(w.reason))
-    throw invalidArgument('reason', 'must be UPPER_SNAKE_CASE');
-  if (w.workerId.length > 256) throw invalidArgument('worker_id', 'must be at most 256 characters');
-  if (w.asyncToken.length > 256)
-    throw invalidArgument('async_token', 'must be at most 256 characters');
-  if (w.fanOutStages.length > 0) {
-    throw invalidArgument(
-      'fan_out_stages',
-      'fan-out is not supported by this store yet',
-      'UNSUPPORTED',
-    );
-  }
-  if (w.branchId !== '')
-    throw invalidArgument(
-      'branch_id',
-      'branches are not supported by this store yet',
-      'UNSUPPORTED',
-    );
-}
-
-function validateCreate(w: TransitionWrite): void {
-  const create = w.create as NonNullable<TransitionWrite['create']>;
-  if (!STAGE_NAME.test(create.pipeline))
-    throw invalidArgument('create.pipeline', 'is not a pipeline name');
-  if (w.stage === '') throw invalidArgument('stage', 'a create names the entry stage');
-  if (w.toState !== TaskState.TASK_STATE_QUEUED)
-    throw invalidArgument('to_state', 'a create moves to QUEUED');
-  if (w.expectedState !== TaskState.TASK_STATE_UNSPECIFIED) {
-    throw invalidArgument('expected_state', 'a create expects no state');
-  }
-  if (w.attempt > 1) throw invalidArgument('attempt', 'a create starts at attempt 1');
-  if (create.idempotencyKey.length > 256 || LONE_SURROGATE.test(create.idempotencyKey)) {
-    // It becomes part of a LevelDB key, where a lone surrogate would turn into U+FFFD.
-    throw invalidArgument(
-      'create.idempotency_key',
-      'must be well-formed text of at most 256 characters',
-    );
-  }
-  if (create.traceparent !== '' && !isTraceparent(create.traceparent)) {
-    throw invalidArgument('create.traceparent', 'is not a W3C traceparent');
-  }
-}
 
 function entry(
   build: CommitBuild,
@@ -1716,34 +1658,6 @@ function ok(
   return { transitionId, taskId, code: 0, reason: '', message: '', revision, seq, duplicate };
 }
 
-function edgeName(from: TaskState, to: TaskState): string {
-  return `${stateName(from)} → ${stateName(to)}`;
-}
-
-/** `advance` when the write names another stage, else the edge's same-stage move. */
-function pickMove(moves: readonly Move[], sameStage: boolean): Move | undefined {
-  for (const m of moves) if ((m === 'advance') !== sameStage) return m;
-  return undefined;
-}
-
-function defaultReason(move: Move, to: TaskState): string {
-  return move === 'advance' ? 'STAGE_DONE' : move === 'redrive' ? 'REDRIVE' : stateName(to);
-}
-
-const CODES: Partial<Record<DsatError['kind'], number>> = {
-  INVALID_ARGUMENT: 3,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  FAILED_PRECONDITION: 9,
-  OUT_OF_RANGE: 11,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-};
-
-function grpcCode(err: DsatError): number {
-  return CODES[err.kind] ?? 13;
-}
-
 /** The revision at which the task last became live: its create, or its latest redrive. */
 function liveRevOf(log: readonly LogEntry[]): number {
   for (let i = log.length - 1; i >= 0; i--) {
@@ -1774,37 +1688,6 @@ function samePipeline(a: Pipeline, b: Pipeline): boolean {
   const bytes = (p: Pipeline): Buffer =>
     Buffer.from(Pipeline.encode({ ...p, version: 0, createdAt: undefined }).finish());
   return bytes(a).equals(bytes(b));
-}
-
-function compileFilter(filter: TaskFilter | undefined): CompiledFilter {
-  if (filter === undefined)
-    return { states: undefined, pipeline: '', stage: '', actionKey: undefined };
-  filter.states.forEach((s, i) => {
-    if (!isTaskState(s) || s === TaskState.TASK_STATE_UNSPECIFIED) {
-      throw invalidArgument(`filter.states[${i}]`, `${s} is not a task state`);
-    }
-  });
-  return {
-    states: filter.states.length === 0 ? undefined : new Set(filter.states),
-    pipeline: filter.pipeline,
-    stage: filter.stage,
-    actionKey: filter.actionKey === '' ? undefined : parseActionKey(filter.actionKey),
-  };
-}
-
-function isEmptyFilter(f: TaskFilter): boolean {
-  return f.states.length === 0 && f.pipeline === '' && f.stage === '' && f.actionKey === '';
-}
-
-function checkTaskId(taskId: string): string {
-  if (!TASK_ID.test(taskId))
-    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
-  return taskId;
-}
-
-function clampPage(size: number, fallback: number, max: number): number {
-  if (!Number.isInteger(size) || size < 0) throw invalidArgument('page_size', 'must be ≥ 0');
-  return size === 0 ? fallback : Math.min(size, max);
 }
 
 /** A function, so that TypeScript does not narrow `aborted` across awaits. */
