@@ -19,7 +19,8 @@ import {
 } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { ByteWriter } from './byte-codec';
-import { FeedHub, type EventBatch } from './feed-hub';
+import { FeedHub } from './feed-hub';
+import { segmentAtOrBefore, watchEvents, watchTask, type WatchSource } from './store-watch';
 import {
   MATCH_ALL,
   compileFilter,
@@ -79,10 +80,11 @@ import {
 import {
   foldEntry,
   foldEntryInto,
-  isTraceparent,
+  liveRevOf,
   startTask,
   toTransition,
   type LogEntry,
+  type TaskSlot,
 } from './task-log';
 import {
   TERMINAL_STATES,
@@ -170,15 +172,6 @@ export async function openStatusStore(options: StatusStoreOptions): Promise<Stat
     throw err;
   }
   return store;
-}
-
-interface TaskSlot {
-  readonly task: Task;
-  /** The whole log, in memory. The stored record embeds `log[0 .. embedded)`; the feed has the rest. */
-  readonly log: readonly LogEntry[];
-  readonly embedded: number;
-  /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
-  readonly liveRev: number;
 }
 
 interface Waiter {
@@ -298,6 +291,18 @@ export class StatusStore {
     this.watchBufferSize = Math.max(1, options.watchBufferSize ?? 10_000);
     this.watchProgressEvery = Math.max(1, options.watchProgressEvery ?? 1_000);
     this.now = options.now ?? Date.now;
+    this.watchSource = {
+      hub: this.hub,
+      db: this.db,
+      bufferSize: this.watchBufferSize,
+      progressEvery: this.watchProgressEvery,
+      revision: () => this.revision,
+      feedStart: () => this.feedStart,
+      readSlot: (taskId) => this.readSlot(taskId),
+      matches: (f, fe) =>
+        this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage),
+      assertOpen: () => this.assertOpen(),
+    };
   }
 
   get openReport(): OpenReport {
@@ -929,182 +934,25 @@ export class StatusStore {
 
   // ---- watches --------------------------------------------------------------------------------
 
-  /**
-   * The task's record (when fromRevision is 0), then each of its transitions after the record or
-   * after fromRevision, live, ending after a terminal state. The replay comes from the task's own
-   * log; the watcher subscribes before reading it, so the switch to live has no gap, and
-   * revisions already sent are skipped, so it has no duplicate.
-   */
-  async *watchTask(
+  /** See store-watch.ts: the record, then the task's transitions, ending after a terminal one. */
+  watchTask(
     taskId: string,
     fromRevision: number,
     signal?: AbortSignal,
   ): AsyncGenerator<WatchTaskResponse> {
-    checkTaskId(taskId);
-    this.checkResume(fromRevision);
-    const inbox = this.hub.subscribeTask(taskId, this.watchBufferSize);
-    try {
-      let replay = await this.readSlot(taskId);
-      if (replay === undefined) throw notFound('task', taskId, 'task_id');
-      let cursor = fromRevision;
-      if (fromRevision === 0) {
-        yield { event: { $case: 'snapshot', value: replay.task } };
-        cursor = replay.task.revision;
-      }
-      for (;;) {
-        if (isAborted(signal)) return;
-        if (inbox.closedWith !== undefined) throw inbox.closedWith;
-        if (replay === undefined && inbox.overflowed) {
-          inbox.resetOverflow();
-          replay = await this.readSlot(taskId);
-          if (replay === undefined) return; // deleted
-        }
-        if (replay !== undefined) {
-          for (const e of replay.log) {
-            if (e.revision <= cursor) continue;
-            yield { event: { $case: 'transition', value: toTransition(replay.task, e) } };
-            cursor = e.revision;
-            if (isTerminalState(e.to)) return;
-          }
-          if (isTerminalState(replay.task.state) && cursor >= replay.task.revision) return;
-          replay = undefined;
-          continue;
-        }
-        for (const t of inbox.take()) {
-          if (t.revision <= cursor) continue;
-          yield { event: { $case: 'transition', value: t } };
-          cursor = t.revision;
-          if (isTerminalState(t.toState)) return;
-        }
-        if (inbox.empty && !inbox.overflowed) await inbox.wait(signal);
-      }
-    } finally {
-      this.hub.unsubscribeTask(taskId, inbox);
-    }
+    return watchTask(this.watchSource, taskId, fromRevision, signal);
   }
 
-  /**
-   * The global feed from fromRevision (0 = from now), filtered, in revision order: stored
-   * segments first, then live commits. A watcher that falls behind its buffer reads the store.
-   */
-  async *watchEvents(
+  /** See store-watch.ts: the filtered global feed from a revision, stored then live. */
+  watchEvents(
     filter: TaskFilter | undefined,
     fromRevision: number,
     signal?: AbortSignal,
   ): AsyncGenerator<WatchEventsResponse> {
-    const f = compileFilter(filter);
-    this.checkResume(fromRevision);
-    const match = (fe: FeedEntry): boolean =>
-      this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage);
-    const sub = this.hub.subscribeEvents(match, this.watchBufferSize, this.watchProgressEvery);
-    const inbox = sub.inbox;
-    let cursor = fromRevision === 0 ? this.revision : fromRevision;
-    let told = cursor;
-    let fromStore = cursor < this.revision;
-    try {
-      for (;;) {
-        if (isAborted(signal)) return;
-        if (inbox.closedWith !== undefined) throw inbox.closedWith;
-        const batches: EventBatch[] = [];
-        if (fromStore || inbox.overflowed) {
-          inbox.resetOverflow();
-          fromStore = false;
-          for await (const batch of this.readFeed(cursor, match)) {
-            if (isAborted(signal)) return;
-            cursor = batch.revision;
-            if (batch.transitions.length > 0 || cursor - told >= this.watchProgressEvery) {
-              yield { transitions: batch.transitions, revision: cursor };
-              told = cursor;
-            }
-          }
-          continue;
-        }
-        batches.push(...inbox.take());
-        for (const b of batches) {
-          if (b.revision <= cursor) continue;
-          const first = b.transitions[0];
-          const fresh =
-            first !== undefined && first.revision > cursor
-              ? b.transitions
-              : b.transitions.filter((t) => t.revision > cursor);
-          cursor = b.revision;
-          if (fresh.length > 0) {
-            yield { transitions: fresh, revision: cursor };
-            told = cursor;
-          }
-        }
-        if (inbox.empty && !inbox.overflowed && inbox.seen > cursor) {
-          cursor = inbox.seen; // commits with nothing for this filter
-          if (cursor - told >= this.watchProgressEvery) {
-            yield { transitions: [], revision: cursor };
-            told = cursor;
-          }
-        }
-        if (inbox.empty && !inbox.overflowed) await inbox.wait(signal);
-      }
-    } finally {
-      this.hub.unsubscribeEvents(sub);
-    }
+    return watchEvents(this.watchSource, filter, fromRevision, signal);
   }
 
-  /** Stored feed after `after`, in batches of about 1000 transitions, up to the head as of now. */
-  private async *readFeed(
-    after: number,
-    match: (fe: FeedEntry) => boolean,
-  ): AsyncGenerator<EventBatch> {
-    if (after + 1 < this.feedStart) throw compacted(after, this.feedStart);
-    const start = await this.segmentAtOrBefore(after + 1);
-    const it = this.db.iterator({ gte: start ?? FEED, lt: prefixEnd(FEED) });
-    try {
-      let transitions: Transition[] = [];
-      let revision = after;
-      for (;;) {
-        const chunk = await it.nextv(16);
-        if (chunk.length === 0) break;
-        for (const [key, value] of chunk) {
-          const { first, last } = parseSegmentKey(key);
-          if (last <= after) continue;
-          if (first > revision + 1) throw compacted(revision, first); // swept while we lagged
-          for (const fe of decodeSegment(key, value)) {
-            if (fe.entry.revision > after && match(fe))
-              transitions.push(toTransition(fe, fe.entry));
-          }
-          revision = last;
-          if (transitions.length >= 1000) {
-            yield { transitions, revision };
-            transitions = [];
-          }
-        }
-      }
-      if (transitions.length > 0 || revision > after) yield { transitions, revision };
-    } finally {
-      await it.close();
-    }
-  }
-
-  private async segmentAtOrBefore(revision: number): Promise<string | undefined> {
-    const keys = await this.db
-      .keys({ gte: FEED, lt: segmentSeekKey(revision), reverse: true, limit: 1 })
-      .all();
-    return keys[0];
-  }
-
-  private checkResume(fromRevision: number): void {
-    this.assertOpen();
-    if (!Number.isSafeInteger(fromRevision) || fromRevision < 0) {
-      throw invalidArgument('from_revision', 'must be a revision ≥ 0');
-    }
-    if (fromRevision > this.revision) {
-      throw new DsatError(
-        'OUT_OF_RANGE',
-        'REVISION_AHEAD',
-        `from_revision ${fromRevision} is ahead of the store's revision ${this.revision}`,
-        { field: 'from_revision' },
-      );
-    }
-    if (fromRevision !== 0 && fromRevision + 1 < this.feedStart)
-      throw compacted(fromRevision, this.feedStart);
-  }
+  private readonly watchSource: WatchSource;
 
   // ---- deletes, pipelines, sweeps ---------------------------------------------------------------
 
@@ -1474,7 +1322,7 @@ export class StatusStore {
       from = Math.min(from, Math.max(need, this.feedStart));
     }
     if (from === Number.MAX_SAFE_INTEGER) return { refolded, damagedTasks: [...broken], gaps };
-    const start = await this.segmentAtOrBefore(from);
+    const start = await segmentAtOrBefore(this.db, from);
     for await (const [key, value] of this.db.iterator({
       gte: start ?? FEED,
       lt: prefixEnd(FEED),
@@ -1658,19 +1506,6 @@ function ok(
   return { transitionId, taskId, code: 0, reason: '', message: '', revision, seq, duplicate };
 }
 
-/** The revision at which the task last became live: its create, or its latest redrive. */
-function liveRevOf(log: readonly LogEntry[]): number {
-  for (let i = log.length - 1; i >= 0; i--) {
-    const e = log[i] as LogEntry;
-    if (
-      e.from === TaskState.TASK_STATE_UNSPECIFIED ||
-      e.from === TaskState.TASK_STATE_DEAD_LETTERED
-    )
-      return e.revision;
-  }
-  return 0;
-}
-
 function endedAtMs(task: Task): number {
   return task.updatedAt?.getTime() ?? 0;
 }
@@ -1688,20 +1523,6 @@ function samePipeline(a: Pipeline, b: Pipeline): boolean {
   const bytes = (p: Pipeline): Buffer =>
     Buffer.from(Pipeline.encode({ ...p, version: 0, createdAt: undefined }).finish());
   return bytes(a).equals(bytes(b));
-}
-
-/** A function, so that TypeScript does not narrow `aborted` across awaits. */
-function isAborted(signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true;
-}
-
-function compacted(revision: number, feedStart: number): DsatError {
-  return new DsatError(
-    'OUT_OF_RANGE',
-    'REVISION_COMPACTED',
-    `revision ${revision} is older than the retained feed, which starts at revision ${feedStart}`,
-    { field: 'from_revision', metadata: { feed_start: String(feedStart) } },
-  );
 }
 
 function storeClosed(dir: string): DsatError {

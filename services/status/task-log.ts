@@ -174,3 +174,27 @@ export function isTraceparent(value: string): boolean {
   const m = TRACEPARENT.exec(value);
   return m !== null && m[1] !== '0'.repeat(32) && !value.startsWith('ff');
 }
+
+/** A task as the store holds it in memory: its record (the fold) and its whole log. */
+export interface TaskSlot {
+  readonly task: Task;
+  /** The whole log, in memory. The stored record embeds `log[0 .. embedded)`; the feed has the rest. */
+  readonly log: readonly LogEntry[];
+  readonly embedded: number;
+  /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
+  readonly liveRev: number;
+}
+
+/** The revision at which the task last became live: its create, or its latest redrive. */
+export function liveRevOf(log: readonly LogEntry[]): number {
+  for (let i = log.length - 1; i >= 0; i--) {
+    const e = log[i] as LogEntry;
+    if (
+      e.from === TaskState.TASK_STATE_UNSPECIFIED ||
+      e.from === TaskState.TASK_STATE_DEAD_LETTERED
+    ) {
+      return e.revision;
+    }
+  }
+  return 0;
+}
