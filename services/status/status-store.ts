@@ -11,16 +11,11 @@ import type {
   WatchEventsResponse,
   WatchTaskResponse,
 } from '../../gen/dsat/status/v1/status';
-import {
-  TaskState,
-  type Task,
-  type TaskFilter,
-  type Transition,
-} from '../../gen/dsat/task/v1/task';
+import { TaskState, type Task, type TaskFilter } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { ByteWriter } from './byte-codec';
 import { FeedHub } from './feed-hub';
-import { segmentAtOrBefore, watchEvents, watchTask, type WatchSource } from './store-watch';
+import { watchEvents, watchTask, type WatchSource } from './store-watch';
 import {
   MATCH_ALL,
   compileFilter,
@@ -42,18 +37,13 @@ import {
 import {
   CorruptValueError,
   DONE,
-  ENDED,
   FEED,
-  FORMAT,
   HEAD_KEY,
   IDEMPOTENCY,
   LIVE,
-  PIPELINE,
-  SCHEMA_KEY,
   decodeEnded,
   decodePageToken,
   decodeRecord,
-  decodeSegment,
   encodeEnded,
   encodePageToken,
   encodeRecord,
@@ -65,18 +55,12 @@ import {
   pipelineKey,
   prefixEnd,
   segmentKey,
-  segmentSeekKey,
   jsonValue,
   parseJson,
   type FeedEntry,
 } from './store-codec';
-import {
-  openLevel,
-  storeDamaged,
-  writeMarker,
-  type OpenedLevel,
-  type StatusLevel,
-} from './store-open';
+import { loadStore } from './store-load';
+import { openLevel, writeMarker, type OpenedLevel, type StatusLevel } from './store-open';
 import {
   foldEntry,
   foldEntryInto,
@@ -86,15 +70,7 @@ import {
   type LogEntry,
   type TaskSlot,
 } from './task-log';
-import {
-  TERMINAL_STATES,
-  checkTransition,
-  isTaskState,
-  isTerminalState,
-  stateName,
-  transitionRule,
-  type Move,
-} from './task-state-machine';
+import { TERMINAL_STATES, checkTransition, isTerminalState, stateName } from './task-state-machine';
 
 export interface StatusStoreOptions {
   /** The LevelDB directory. Created only when missing or empty. */
@@ -193,16 +169,6 @@ interface Staged {
 }
 
 type Loaded = TaskSlot | null | CorruptValueError;
-
-/** A live task while its log is rebuilt at open. */
-interface Rebuilt {
-  task: Task;
-  readonly log: LogEntry[];
-  readonly embedded: number;
-  /** The seq of the record's fold: entries up to it only fill the log, later ones fold. */
-  readonly recordSeq: number;
-  readonly tailFrom: number;
-}
 
 /** Everything one group commit computes before its batch is written. Published only on success. */
 class CommitBuild {
@@ -1173,116 +1139,23 @@ export class StatusStore {
 
   // ---- open -----------------------------------------------------------------------------------
 
-  /** Reads the head, checks it against the feed and the marker, and rebuilds the live cache. */
+  /** Installs what store-load.ts read and checked, and starts the sweep timer. */
   async load(): Promise<void> {
-    const { db, dir, created, repaired, marker } = this.opened;
-    const problems: string[] = [];
-    if (created) {
-      await db.batch(
-        [
-          { type: 'put', key: SCHEMA_KEY, value: jsonValue({ format: FORMAT }) },
-          { type: 'put', key: HEAD_KEY, value: jsonValue([0, 0]) },
-        ],
-        { sync: true },
-      );
-    }
-    const schema = await db.get(SCHEMA_KEY);
-    if (schema === undefined) {
-      problems.push('the dsat schema key is missing (an empty or foreign LevelDB)');
-    } else if ((parseJson(SCHEMA_KEY, schema) as { format?: number }).format !== FORMAT) {
-      throw storeDamaged(dir, [`unsupported store format ${schema}`]);
-    }
-
-    const headValue = await db.get(HEAD_KEY);
-    const head =
-      headValue === undefined ? undefined : (parseJson(HEAD_KEY, headValue) as [number, number]);
-    const [newest] = await db
-      .keys({ gte: FEED, lt: prefixEnd(FEED), reverse: true, limit: 1 })
-      .all();
-    const [oldest] = await db.keys({ gte: FEED, lt: prefixEnd(FEED), limit: 1 }).all();
-    const newestLast = newest === undefined ? 0 : parseSegmentKey(newest).last;
-    if (head === undefined) problems.push('the revision counter (m:head) is missing');
-    else if (head[1] !== newestLast) {
-      problems.push(
-        `the revision counter says the newest feed segment ends at ${head[1]}, the newest segment ends at ${newestLast}`,
-      );
-    }
-    let revision = Math.max(head?.[0] ?? 0, newestLast);
-    if (marker !== undefined && marker.revision > revision) {
-      problems.push(
-        `the store was at revision ${marker.revision} when last ${marker.cleanClose ? 'closed' : 'opened'} ` +
-          `(${marker.updatedAt}) but holds only revision ${revision}: acknowledged writes are gone`,
-      );
-      if (repaired) revision = marker.revision;
-    }
-    this.feedStart = oldest === undefined ? revision + 1 : parseSegmentKey(oldest).first;
-    if (repaired) problems.push(...(await this.feedGaps()));
-
-    for await (const [key, value] of db.iterator({ gte: PIPELINE, lt: prefixEnd(PIPELINE) })) {
-      try {
-        this.addPipeline(Pipeline.fromJSON(parseJson(key, value)));
-      } catch {
-        problems.push(`${key}: undecodable pipeline`);
-      }
-    }
-
-    const slots = new Map<string, Rebuilt>();
-    for await (const [key, value] of db.iterator({ gte: LIVE, lt: prefixEnd(LIVE) })) {
-      try {
-        const r = decodeRecord(key, value);
-        slots.set(r.task.taskId, {
-          task: r.task,
-          log: [...r.log],
-          embedded: r.log.length,
-          recordSeq: r.task.seq,
-          tailFrom: r.tailFrom,
-        });
-      } catch (err) {
-        problems.push(err instanceof Error ? err.message : String(err));
-      }
-    }
-    const { refolded, damagedTasks, gaps } = await this.rebuildLogs(slots);
-    problems.push(...gaps);
-
-    for (const s of slots.values()) revision = Math.max(revision, s.task.revision);
-    const ordered = [...slots.values()]
-      .map((s): TaskSlot => ({
-        task: s.task,
-        log: s.log,
-        embedded: s.embedded,
-        liveRev: liveRevOf(s.log),
-      }))
-      .sort((a, b) => a.liveRev - b.liveRev);
-    for (const slot of ordered) this.live.set(slot.task.taskId, slot);
-
-    if (problems.length > 0 && !repaired) {
-      writeMarker(dir, {
-        revision: marker?.revision ?? 0,
-        cleanClose: false,
-        damaged: problems.join('; '),
-      });
-      throw storeDamaged(dir, problems);
-    }
-    if (repaired) {
-      const fixes: Op[] = [
-        { type: 'put', key: HEAD_KEY, value: jsonValue([revision, newestLast]) },
-      ];
-      if (schema === undefined)
-        fixes.push({ type: 'put', key: SCHEMA_KEY, value: jsonValue({ format: FORMAT }) });
-      await this.write(fixes, true);
-    }
-    this.revision = revision;
-    writeMarker(dir, { revision, cleanClose: false });
+    const loaded = await loadStore(this.opened);
+    for (const p of loaded.pipelines) this.addPipeline(p);
+    for (const slot of loaded.live) this.live.set(slot.task.taskId, slot);
+    this.revision = loaded.revision;
+    this.feedStart = loaded.feedStart;
     this.report = {
-      dir,
-      created,
-      repaired,
-      revision,
+      dir: this.dir,
+      created: this.opened.created,
+      repaired: this.opened.repaired,
+      revision: loaded.revision,
       liveTasks: this.live.size,
-      feedStartRevision: this.feedStart,
-      refoldedTasks: refolded.size,
-      lost: repaired ? [...this.opened.salvage, ...problems] : [],
-      damagedTasks,
+      feedStartRevision: loaded.feedStart,
+      refoldedTasks: loaded.refolded,
+      lost: loaded.lost,
+      damagedTasks: loaded.damagedTasks,
     };
     if (this.sweepIntervalMs > 0) {
       this.sweepTimer = setInterval(() => {
@@ -1294,108 +1167,6 @@ export class StatusStore {
       }, this.sweepIntervalMs);
       this.sweepTimer.unref();
     }
-  }
-
-  /**
-   * Rebuilds each live task's log from the feed: the entries its record does not embed, up to the
-   * record's fold, must continue the embedded ones exactly (seq + 1, ending at the record's
-   * revision); entries after the record are folded onto it (legal, not a milestone, which would
-   * have put a record). Any gap makes the task damaged.
-   */
-  private async rebuildLogs(
-    slots: Map<string, Rebuilt>,
-  ): Promise<{ refolded: Set<string>; damagedTasks: string[]; gaps: string[] }> {
-    const refolded = new Set<string>();
-    const broken = new Set<string>();
-    const gaps: string[] = [];
-    const fail = (taskId: string, problem: string): void => {
-      broken.add(taskId);
-      gaps.push(`task ${taskId}: ${problem}`);
-    };
-    let from = Number.MAX_SAFE_INTEGER;
-    for (const [id, s] of slots) {
-      // A fully embedded record has no tail older than the feed: the sweep checkpoints first.
-      if (s.tailFrom !== 0 && s.tailFrom < this.feedStart) {
-        fail(id, `its transitions from revision ${s.tailFrom} were swept from the feed`);
-      }
-      const need = s.tailFrom === 0 ? s.task.revision + 1 : s.tailFrom;
-      from = Math.min(from, Math.max(need, this.feedStart));
-    }
-    if (from === Number.MAX_SAFE_INTEGER) return { refolded, damagedTasks: [...broken], gaps };
-    const start = await segmentAtOrBefore(this.db, from);
-    for await (const [key, value] of this.db.iterator({
-      gte: start ?? FEED,
-      lt: prefixEnd(FEED),
-    })) {
-      let entries: FeedEntry[];
-      try {
-        entries = decodeSegment(key, value);
-      } catch (err) {
-        gaps.push(err instanceof Error ? err.message : String(err));
-        continue;
-      }
-      for (const fe of entries) {
-        const s = slots.get(fe.taskId);
-        const e = fe.entry;
-        if (s === undefined || broken.has(fe.taskId) || e.seq <= s.log.length) continue;
-        if (e.seq !== s.log.length + 1) {
-          fail(
-            fe.taskId,
-            `transition seq ${e.seq} follows seq ${s.log.length} (transitions are missing)`,
-          );
-        } else if (e.seq < s.recordSeq) {
-          s.log.push(e); // recorded in the fold, not embedded
-        } else if (e.seq === s.recordSeq) {
-          if (e.revision === s.task.revision) s.log.push(e);
-          else
-            fail(
-              fe.taskId,
-              `seq ${e.seq} is revision ${e.revision} in the feed, ${s.task.revision} in the record`,
-            );
-        } else if (e.from !== s.task.state || transitionRule(e.from, e.to) === undefined) {
-          fail(
-            fe.taskId,
-            `illegal ${stateName(e.from)} → ${stateName(e.to)} from ${stateName(s.task.state)}`,
-          );
-        } else if (
-          e.stage !== s.task.stage ||
-          isTerminalState(e.to) ||
-          e.from === TaskState.TASK_STATE_DEAD_LETTERED
-        ) {
-          fail(
-            fe.taskId,
-            `the milestone at revision ${e.revision} has no record (its put is missing)`,
-          );
-        } else {
-          s.task = foldEntry(s.task, e);
-          s.log.push(e);
-          refolded.add(fe.taskId);
-        }
-      }
-    }
-    for (const [id, s] of slots) {
-      if (!broken.has(id) && s.log.length < s.recordSeq) {
-        fail(
-          id,
-          `the feed holds ${s.log.length} of the ${s.recordSeq} transitions its record folds`,
-        );
-      }
-    }
-    return { refolded, damagedTasks: [...broken], gaps };
-  }
-
-  /** Repair only: every hole in the chain of feed segments (keys only). */
-  private async feedGaps(): Promise<string[]> {
-    const gaps: string[] = [];
-    let expected = 0;
-    for await (const key of this.db.keys({ gte: FEED, lt: prefixEnd(FEED) })) {
-      const { first, last } = parseSegmentKey(key);
-      if (expected !== 0 && first !== expected) {
-        gaps.push(`feed revisions ${expected}..${first - 1} are lost`);
-      }
-      expected = last + 1;
-    }
-    return gaps;
   }
 
   // ---- filters --------------------------------------------------------------------------------
