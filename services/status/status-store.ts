@@ -742,7 +742,14 @@ export class StatusStore {
     const slot = await this.readSlot(checkTaskId(taskId));
     if (slot === undefined) throw notFound('task', taskId, 'task_id');
     const size = clampPage(pageSize, 1000, 10_000);
-    const from = pageToken === '' ? 0 : Number(decodePageToken(pageToken, 'h', 'page_token')[0]);
+    const from = pageToken === '' ? 0 : Number(decodePageToken(pageToken, 'h')[0]);
+    if (!Number.isSafeInteger(from) || from < 0) {
+      throw invalidArgument(
+        'page_token',
+        'is not a token this list returned',
+        'INVALID_PAGE_TOKEN',
+      );
+    }
     const page = slot.log.slice(from, from + size);
     return {
       transitions: page.map((e) => toTransition(slot.task, e)),
@@ -948,13 +955,11 @@ export class StatusStore {
     let deleted = 0;
     for (const state of TERMINAL_STATES) {
       if (f.states !== undefined && !f.states.has(state)) continue;
+      let after = ''; // pages on past rows the filter kept
       for (;;) {
+        const range = { lt: endedKey(state, endedBeforeMs, ''), limit: SWEEP_CHUNK };
         const rows = await this.db
-          .iterator({
-            gte: endedPrefix(state),
-            lt: endedKey(state, endedBeforeMs, ''),
-            limit: SWEEP_CHUNK,
-          })
+          .iterator(after === '' ? { ...range, gte: endedPrefix(state) } : { ...range, gt: after })
           .all();
         const ops: Op[] = [];
         for (const [key, value] of rows) {
@@ -966,7 +971,9 @@ export class StatusStore {
           deleted++;
         }
         if (ops.length > 0) await this.write(ops);
-        if (rows.length < SWEEP_CHUNK || ops.length === 0) break;
+        const last = rows[rows.length - 1];
+        if (rows.length < SWEEP_CHUNK || last === undefined) break;
+        after = last[0];
       }
     }
     return deleted;
