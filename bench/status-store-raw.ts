@@ -4,10 +4,12 @@
  *
  *   npx tsx bench/status-store-raw.ts [--tasks 20000] [--inflight 2000] [--stages 3]
  *                                     [--mode step|stage] [--no-sync] [--payload 100] [--idempotency]
+ *                                     [--watchers 0]
  *
  * `--mode step` awaits every write alone (ten commits a task: the worst case). `--mode stage`
  * submits a stage's DISPATCHED, RUNNING and result together, as a router with an instant worker
- * does (it never awaits DISPATCHED/RUNNING): four commits a task.
+ * does (it never awaits DISPATCHED/RUNNING): four commits a task. `--watchers N` adds N watchers of
+ * the whole feed, as the tracker is.
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -27,6 +29,7 @@ const { values: args } = parseArgs({
     'no-sync': { type: 'boolean', default: false },
     idempotency: { type: 'boolean', default: false },
     mode: { type: 'string', default: 'step' },
+    watchers: { type: 'string', default: '0' },
     dir: { type: 'string' },
   },
 });
@@ -126,6 +129,13 @@ function uuid(): string {
 async function main(): Promise<void> {
   const dir = args.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-'));
   const store = await openStatusStore({ dir, sync: !args['no-sync'], sweepIntervalMs: 0 });
+  const watching = new AbortController();
+  let watched = 0;
+  const watchers = Array.from({ length: Number(args.watchers) }, async () => {
+    for await (const batch of store.watchEvents(undefined, 0, watching.signal)) {
+      watched += batch.transitions.length;
+    }
+  });
   let next = 0;
   const started = performance.now();
   const cpuStart = process.cpuUsage();
@@ -134,6 +144,8 @@ async function main(): Promise<void> {
   });
   await Promise.all(runners);
   const seconds = (performance.now() - started) / 1000;
+  watching.abort();
+  await Promise.all(watchers);
   const cpu = process.cpuUsage(cpuStart);
   const stats = store.stats();
   await store.close();
@@ -155,6 +167,8 @@ async function main(): Promise<void> {
       stages: STAGES,
       sync: !args['no-sync'],
       mode: args.mode,
+      watchers: Number(args.watchers),
+      watched_transitions: watched,
     }),
   );
 }

@@ -172,11 +172,13 @@ export async function* readFeed(
       const chunk = await it.nextv(16);
       if (chunk.length === 0) break;
       for (const [key, value] of chunk) {
-        const { first, last } = parseSegmentKey(key);
+        const { first, last, atMs } = parseSegmentKey(key);
         if (last <= after) continue;
         if (first > revision + 1) throw compacted(revision, first); // swept while we lagged
+        const at = new Date(atMs); // one commit, one time
         for (const fe of decodeSegment(key, value)) {
-          if (fe.entry.revision > after && match(fe)) transitions.push(toTransition(fe, fe.entry));
+          if (fe.entry.revision > after && match(fe))
+            transitions.push(toTransition(fe, fe.entry, at));
         }
         revision = last;
         if (transitions.length >= 1000) {

@@ -142,6 +142,7 @@ export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
 export function toTransition(
   task: { readonly taskId: string; readonly pipeline: string; readonly traceId: string },
   e: LogEntry,
+  at: Date = new Date(e.atMs),
 ): Transition {
   return {
     revision: e.revision,
@@ -153,7 +154,7 @@ export function toTransition(
     attempt: e.attempt,
     workerId: e.workerId,
     reason: e.reason,
-    at: new Date(e.atMs),
+    at,
     pipeline: task.pipeline,
     traceId: task.traceId,
     error: e.error,
