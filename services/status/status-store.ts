@@ -72,6 +72,20 @@ import {
 } from './task-log';
 import { TERMINAL_STATES, checkTransition, isTerminalState, stateName } from './task-state-machine';
 
+/*
+ * The status store: the only writer of dsat's LevelDB (key layout in store-codec.ts).
+ *
+ * - Group commit: writes queue while a commit is in flight and all go into the next single
+ *   atomic batch, one sync per commit; a lone write commits at once.
+ * - Each commit writes ONE feed segment with all its transitions. A task record is put only at a
+ *   milestone an acknowledgement depends on (create, stage done with the next input, terminal,
+ *   redrive); DISPATCHED, RUNNING and progress live in the segment and in memory, and a restart
+ *   folds them back onto the record from the feed (store-load.ts).
+ * - Writes are applied to copies staged for the commit; the live cache, the revision and the
+ *   watchers see them only after the batch is synced, so a failed batch changes nothing.
+ * - The in-memory cache of live tasks is authoritative while the store runs (single writer).
+ */
+
 export interface StatusStoreOptions {
   /** The LevelDB directory. Created only when missing or empty. */
   readonly dir: string;
