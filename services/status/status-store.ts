@@ -465,7 +465,7 @@ export class StatusStore {
     validateCreate(w);
     const existing = this.current(w.taskId, build);
     if (existing !== undefined) {
-      const dup = findTransition(existing.log, w.transitionId);
+      const dup = findTransition(existing.log, w.transitionId, TaskState.TASK_STATE_QUEUED);
       if (dup !== undefined) return this.duplicate(w, w.taskId, dup, build);
       throw failedPrecondition('TASK_EXISTS', `task ${w.taskId} already exists`, {
         task_id: w.taskId,
@@ -538,7 +538,7 @@ export class StatusStore {
   private applyMove(w: TransitionWrite, build: CommitBuild): TransitionOutcome {
     const cur = this.current(w.taskId, build);
     if (cur === undefined) throw notFound('task', w.taskId, 'task_id');
-    const dup = findTransition(cur.log, w.transitionId);
+    const dup = findTransition(cur.log, w.transitionId, w.toState);
     if (dup !== undefined) return this.duplicate(w, w.taskId, dup, build);
     const task = cur.task;
     if (w.expectedState === TaskState.TASK_STATE_UNSPECIFIED) {
@@ -1280,10 +1280,15 @@ function feedEntry(task: Task, e: LogEntry): FeedEntry {
   };
 }
 
-function findTransition(log: readonly LogEntry[], transitionId: string): LogEntry | undefined {
+/** A repeated write has the same target state, so only those entries' ids are compared. */
+function findTransition(
+  log: readonly LogEntry[],
+  transitionId: string,
+  to: TaskState,
+): LogEntry | undefined {
   for (let i = log.length - 1; i >= 0; i--) {
     const e = log[i] as LogEntry;
-    if (e.transitionId === transitionId) return e;
+    if (e.to === to && e.transitionId === transitionId) return e;
   }
   return undefined;
 }
