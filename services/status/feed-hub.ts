@@ -152,11 +152,13 @@ export class FeedHub {
 
   publish(commit: PublishedCommit): void {
     if (this.events.size === 0 && this.tasks.size === 0) return;
-    // Transitions are built once per commit, and only for entries someone receives.
+    // Transitions are built once per commit, and only for entries someone receives; a commit's
+    // transitions share its time, so they share one Date.
     const built = new Map<FeedEntry, Transition>();
+    const at = new Date(commit.entries[0]?.entry.atMs ?? 0);
     const transition = (f: FeedEntry): Transition => {
       let t = built.get(f);
-      if (t === undefined) built.set(f, (t = toTransition(f, f.entry)));
+      if (t === undefined) built.set(f, (t = toTransition(f, f.entry, at)));
       return t;
     };
     for (const sub of this.events) {

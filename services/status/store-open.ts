@@ -27,7 +27,7 @@ export interface StoreMarker {
   readonly updatedAt: string;
 }
 
-export type StatusLevel = ClassicLevel<string, string>;
+export type StatusLevel = ClassicLevel<string, Uint8Array>;
 
 export interface OpenedLevel {
   readonly db: StatusLevel;
@@ -116,9 +116,9 @@ async function openWithLockWait(
 ): Promise<StatusLevel> {
   const deadline = Date.now() + options.lockWaitMs;
   for (;;) {
-    const db: StatusLevel = new ClassicLevel<string, string>(dir, {
+    const db: StatusLevel = new ClassicLevel<string, Uint8Array>(dir, {
       keyEncoding: 'utf8',
-      valueEncoding: 'utf8',
+      valueEncoding: 'view',
       createIfMissing: created,
       writeBufferSize: options.writeBufferSize,
       errorIfExists: false,

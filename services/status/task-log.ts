@@ -142,6 +142,7 @@ export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
 export function toTransition(
   task: { readonly taskId: string; readonly pipeline: string; readonly traceId: string },
   e: LogEntry,
+  at: Date = new Date(e.atMs),
 ): Transition {
   return {
     revision: e.revision,
@@ -153,7 +154,7 @@ export function toTransition(
     attempt: e.attempt,
     workerId: e.workerId,
     reason: e.reason,
-    at: new Date(e.atMs),
+    at,
     pipeline: task.pipeline,
     traceId: task.traceId,
     error: e.error,
@@ -173,4 +174,28 @@ export function traceIdOf(traceparent: string): string {
 export function isTraceparent(value: string): boolean {
   const m = TRACEPARENT.exec(value);
   return m !== null && m[1] !== '0'.repeat(32) && !value.startsWith('ff');
+}
+
+/** A task as the store holds it in memory: its record (the fold) and its whole log. */
+export interface TaskSlot {
+  readonly task: Task;
+  /** The whole log, in memory. The stored record embeds `log[0 .. embedded)`; the feed has the rest. */
+  readonly log: readonly LogEntry[];
+  readonly embedded: number;
+  /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
+  readonly liveRev: number;
+}
+
+/** The revision at which the task last became live: its create, or its latest redrive. */
+export function liveRevOf(log: readonly LogEntry[]): number {
+  for (let i = log.length - 1; i >= 0; i--) {
+    const e = log[i] as LogEntry;
+    if (
+      e.from === TaskState.TASK_STATE_UNSPECIFIED ||
+      e.from === TaskState.TASK_STATE_DEAD_LETTERED
+    ) {
+      return e.revision;
+    }
+  }
+  return 0;
 }

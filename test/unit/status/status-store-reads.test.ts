@@ -164,6 +164,25 @@ describe('deleteTasks', () => {
     expect(left).toEqual(['a0', 'a1', 'a2', 'a3', 'a4', 'again', 'b0', 'b1', 'b2', 'b3', 'live']);
     await expect(store.deleteTasks(['bad id'])).rejects.toMatchObject({ field: 'task_ids[0]' });
   });
+  it('deletes by a filter whose matches lie beyond the first chunk of the index', async () => {
+    let now = Date.parse('2030-01-01T00:00:00Z');
+    const store = await open({ now: () => now });
+    const bulk = Array.from({ length: 2100 }, (_, i) => `bulk-${i}`);
+    await Promise.all(
+      bulk.map(async (id) => {
+        await createTask(store, id, { pipeline: 'bulk' });
+        await move(store, id, S.TASK_STATE_CANCELLED);
+      }),
+    );
+    now += 1000;
+    for (const id of ['rare-1', 'rare-2']) {
+      await createTask(store, id, { pipeline: 'rare' });
+      await move(store, id, S.TASK_STATE_CANCELLED);
+    }
+    expect(await store.deleteTasks([], filter({ pipeline: 'rare' }))).toBe(2);
+    await expect(store.getTask('rare-1')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
+    expect((await store.getTask('bulk-7')).state).toBe(S.TASK_STATE_CANCELLED);
+  }, 30_000);
 });
 
 describe('pipelines', () => {

@@ -124,6 +124,131 @@ describe('watchTask', () => {
   });
 });
 
+/**
+ * Holds the store's next LevelDB `method` call (keys() or iterator()) until released, to run a
+ * commit at an exact point of a watcher's replay. Test double at the LevelDB edge only.
+ */
+function holdNext(
+  store: StatusStore,
+  method: 'keys' | 'iterator',
+): { reached: Promise<void>; release(): void } {
+  type Reader = { all(): Promise<unknown>; nextv(n: number): Promise<unknown> };
+  const db = Reflect.get(store, 'db') as Record<typeof method, (options: unknown) => Reader>;
+  const original = db[method];
+  let release!: () => void;
+  let reached!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const reachedP = new Promise<void>((r) => (reached = r));
+  db[method] = function held(options: unknown): Reader {
+    // keys() runs on an iterator of its own: hold only the call asked for.
+    if (method === 'iterator' && (options as { values?: boolean }).values === false) {
+      return original.call(db, options);
+    }
+    db[method] = original;
+    const reader = original.call(db, options);
+    const hold =
+      <T>(call: () => Promise<T>) =>
+      async (): Promise<T> => {
+        reached();
+        await gate;
+        return call();
+      };
+    if (method === 'keys') reader.all = hold(reader.all.bind(reader));
+    else {
+      const nextv = reader.nextv.bind(reader);
+      let first = true;
+      reader.nextv = async (n: number) => {
+        if (first) {
+          first = false;
+          return hold(() => nextv(n))();
+        }
+        return nextv(n);
+      };
+    }
+    return reader;
+  };
+  return { reached: reachedP, release };
+}
+
+async function revisionsUntil(
+  it: AsyncIterator<WatchEventsResponse>,
+  last: number,
+): Promise<number[]> {
+  const seen: number[] = [];
+  while (seen[seen.length - 1] !== last) {
+    const r = await nextWithin(it);
+    if (r.done === true) break;
+    seen.push(...r.value.transitions.map((t: Transition) => t.revision));
+  }
+  return seen;
+}
+
+describe('the switch from replay to live', () => {
+  it('delivers a commit made after the replay snapshot (subscribed before reading)', async () => {
+    const store = await open();
+    for (let i = 0; i < 5; i++) await createTask(store, `a${i}`); // revisions 1..10
+    const held = holdNext(store, 'iterator');
+    const it = store.watchEvents(undefined, 2)[Symbol.asyncIterator]();
+    const first = revisionsUntil(it, 12);
+    await held.reached; // the replay's snapshot is taken and its first read is held
+    await createTask(store, 'late'); // 11, 12: not in the snapshot
+    held.release();
+    expect(await first).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    await it.return?.(undefined);
+  });
+
+  it('sends a commit that is both in the replay and in the inbox only once', async () => {
+    const store = await open();
+    for (let i = 0; i < 5; i++) await createTask(store, `a${i}`);
+    const held = holdNext(store, 'keys'); // the seek before the replay's snapshot
+    const it = store.watchEvents(undefined, 2)[Symbol.asyncIterator]();
+    const first = revisionsUntil(it, 12);
+    await held.reached;
+    await createTask(store, 'both'); // 11, 12: published to the inbox, then in the snapshot too
+    held.release();
+    expect(await first).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    await createTask(store, 'after');
+    expect(await revisionsUntil(it, 14)).toEqual([13, 14]);
+    await it.return?.(undefined);
+  });
+
+  it('finds a dead letter that is redriven while the watcher reads its record', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    await move(store, 'a', S.TASK_STATE_DISPATCHED);
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_DEAD_LETTERED);
+    const db = Reflect.get(store, 'db') as { get(key: string): Promise<unknown> };
+    const get = db.get;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const atGet = new Promise<void>((r) => (reached = r));
+    db.get = async (key: string) => {
+      db.get = get;
+      reached();
+      await gate;
+      return get.call(db, key);
+    };
+    const it = store.watchTask('a', 0)[Symbol.asyncIterator]();
+    const first = nextWithin(it);
+    await atGet;
+    await move(store, 'a', S.TASK_STATE_QUEUED, { reason: 'REDRIVE' }); // t:a moves to u:a
+    release();
+    const snapshot = (await first).value?.event;
+    expect(snapshot).toMatchObject({
+      $case: 'snapshot',
+      value: { state: S.TASK_STATE_QUEUED, seq: 6 },
+    });
+    await move(store, 'a', S.TASK_STATE_CANCELLED);
+    expect((await nextWithin(it)).value?.event).toMatchObject({
+      $case: 'transition',
+      value: { seq: 7 },
+    });
+    expect((await nextWithin(it)).done).toBe(true);
+  });
+});
+
 describe('watchEvents', () => {
   it('resumes after random disconnects with exactly every transition, in order, over 10,000', async () => {
     const store = await open();
