@@ -5,6 +5,7 @@ import { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { DsatClientError } from '../../../sdk/client';
 import { createClient, toClientError } from '../../../sdk/client';
 import { stageOutput, createWorker } from '../../../sdk/worker';
+import { AsyncQueue } from '../../../services/shared/async-queue';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
 import { submitMany } from '../../helpers/process-mesh';
 import type { RouterMesh } from '../../helpers/router-mesh';
@@ -129,7 +130,6 @@ describe('bad input', () => {
       createDsatChannel(mesh.router.address),
     );
     const acks = new Map<string, { code: number; message: string }>();
-    const { AsyncQueue } = await import('../../../services/shared/async-queue');
     const q = new AsyncQueue<{ entries: { clientRef: string; task: SubmitTaskRequest }[] }>();
     q.push({
       entries: [
