@@ -159,6 +159,15 @@ export interface DsatTaskClient {
   /** Waits for the task to end; resolves with its decoded output, or throws TaskFailedError. */
   result<T = unknown>(taskId: string, options?: ResultOptions): Promise<T>;
   cancel(taskId: string, reason?: string): Promise<Task>;
+  /**
+   * Answers a task WAITING at an ASYNC stage: `output` (encoded with `contentType`, default JSON)
+   * becomes the next stage's input. With `error`, the task fails instead. Safe to retry.
+   */
+  completeAsync(
+    token: string,
+    output: unknown,
+    options?: { contentType?: string; error?: { code: string; message: string } },
+  ): Promise<{ taskId: string; state: TaskState }>;
   close(): void;
 }
 
@@ -294,6 +303,24 @@ export function createClient(options: ClientOptions = {}): DsatTaskClient {
       const res = await wrap(router.cancelTask({ taskId, reason }));
       if (!res.task) throw new DsatClientError(Status.NOT_FOUND, `task ${taskId} not found`);
       return res.task;
+    },
+    async completeAsync(token, output, opts = {}) {
+      const payload = (() => {
+        try {
+          return encodePayload(output, opts.contentType ?? 'application/json');
+        } catch (err) {
+          throw toClientError(err);
+        }
+      })();
+      const res = await wrap(
+        router.completeAsync({
+          token,
+          output: payload.data,
+          contentType: payload.contentType,
+          error: opts.error && { ...opts.error, retryable: false, details: {} },
+        }),
+      );
+      return { taskId: res.taskId, state: res.state };
     },
     close() {
       routerChannel.close();

@@ -433,6 +433,8 @@ export class Dispatcher {
   private answerUnknown(link: WorkerLink, taskId: string, attempt: number) {
     const past = this.recent.get(attemptKey(taskId, attempt));
     if (past) {
+      // A repeat of an accepted report is answered OK; anything else is a stale report.
+      if (!past.accepted) this.staleReports++;
       link.ack({ taskId, attempt, accepted: past.accepted, reason: past.reason });
       return;
     }

@@ -54,21 +54,25 @@ export class ProcessMesh {
     stages: string[],
     extra: string[] = [],
     routers = this.routers,
+    env: NodeJS.ProcessEnv = {},
   ): Promise<{ p: RunningProcess; address: string }> {
-    const p = this.spawn([
-      'worker',
-      '--port',
-      '0',
-      '--routers',
-      routers.join(','),
-      '--tracker-address',
-      '127.0.0.1:1',
-      '--handler',
-      handler,
-      '--stages',
-      stages.join(','),
-      ...extra,
-    ]);
+    const p = this.spawn(
+      [
+        'worker',
+        '--port',
+        '0',
+        '--routers',
+        routers.join(','),
+        '--tracker-address',
+        '127.0.0.1:1',
+        '--handler',
+        handler,
+        '--stages',
+        stages.join(','),
+        ...extra,
+      ],
+      env,
+    );
     const m = await p.waitForLine(/^worker listening on (\S+)$/);
     return { p, address: m[1]! };
   }

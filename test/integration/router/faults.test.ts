@@ -1,0 +1,153 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { TaskState } from '../../../gen/dsat/task/v1/task';
+import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { linear } from '../../helpers/router-mesh';
+import { tempDir } from '../../helpers/temp-dir';
+
+jest.setTimeout(120_000);
+
+const SLEEPY = path.join(__dirname, '../../fixtures/handlers/sleepy.ts');
+
+interface Execution {
+  taskId: string;
+  attempt: number;
+  pid: number;
+  i: number;
+}
+
+function executions(file: string): Execution[] {
+  if (!fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Execution);
+}
+
+function entries(n: number, prefix: string) {
+  return Array.from({ length: n }, (_, i) => ({
+    clientRef: `${prefix}-${i}`,
+    task: {
+      pipeline: 'sleepy',
+      payload: Buffer.from(JSON.stringify({ i })),
+      contentType: 'application/json',
+      idempotencyKey: '',
+      priority: 0,
+      traceparent: '',
+    },
+  }));
+}
+
+describe('faults, with every service and worker in its own process', () => {
+  let mesh: ProcessMesh;
+  const dirs: { cleanup(): void }[] = [];
+  afterEach(async () => {
+    await mesh?.stop();
+    for (const d of dirs.splice(0)) d.cleanup();
+  });
+
+  it('T01: kill -9 of a worker with tasks in flight loses nothing; each of its attempts is retried exactly once', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const log = path.join(tmp.path, 'executions.jsonl');
+    mesh = new ProcessMesh();
+    await mesh.startStatus(['--no-sync']);
+    await mesh.startRouter();
+    await mesh.savePipeline(linear('sleepy', ['work']));
+    const env = { DSAT_TEST_EXEC_LOG: log };
+    const a = await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '8'], mesh.routers, env);
+    const b = await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '8'], mesh.routers, env);
+    await mesh.waitForWorkers(['work'], mesh.routers[0], 2);
+    const feed = new ResultFeed();
+    await feed.start(mesh.status, 'sleepy');
+    const ids = await submitMany(mesh.router(), entries(200, 't01'));
+    // Kill A once it holds at least 3 attempts.
+    const infoA = mesh.worker(a.address);
+    const end = Date.now() + 20_000;
+    for (;;) {
+      const info = await infoA.getWorkerInfo({});
+      if (info.inFlight >= 3) break;
+      if (Date.now() > end) throw new Error('worker A never held 3 attempts');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    a.p.kill('SIGKILL');
+    await a.p.exited;
+    await feed.waitFor(200, 60_000);
+    await feed.stop();
+    const pidA = a.p.child.pid!;
+    const execs = executions(log);
+    const lost = [...ids.values()].filter((id) => !feed.finals.has(id));
+    expect(lost).toEqual([]);
+    const outputs = new Set<string>();
+    for (const id of ids.values()) {
+      const finals = feed.finals.get(id)!;
+      expect(finals).toHaveLength(1);
+      expect(finals[0]!.toState).toBe(TaskState.TASK_STATE_SUCCEEDED);
+      outputs.add(finals[0]!.payload!.data.toString());
+    }
+    expect(outputs.size).toBe(200);
+    // The attempts A held when it died (running, or assigned and not yet started): each requeued
+    // exactly once, as attempt 2; no task ran more often than it has attempts.
+    const violations: string[] = [];
+    let requeued = 0;
+    for (const taskId of ids.values()) {
+      const history = (await mesh.status.getTaskHistory({ taskId })).transitions;
+      const lostOnes = history.filter((t) => t.reason === 'WORKER_LOST');
+      const runs = execs.filter((e) => e.taskId === taskId);
+      const attempt = (await mesh.status.getTask({ taskId })).task!.attempt;
+      if (runs.length > attempt)
+        violations.push(`${taskId}: ${runs.length} runs, ${attempt} attempts`);
+      if (attempt !== 1 + lostOnes.length)
+        violations.push(`${taskId}: attempt ${attempt} without a reason`);
+      if (runs.filter((e) => e.pid !== pidA).length > 1)
+        violations.push(`${taskId}: ran twice on B`);
+      if (lostOnes.length === 0) continue;
+      requeued++;
+      if (lostOnes.length !== 1 || lostOnes[0]!.attempt !== 2) {
+        violations.push(`${taskId}: requeued ${lostOnes.length} times`);
+      }
+      if (runs.length > 2) violations.push(`${taskId}: ran ${runs.length} times`);
+    }
+    expect(violations).toEqual([]);
+    expect(requeued).toBeGreaterThanOrEqual(3);
+    expect(b.p.child.exitCode).toBeNull();
+  });
+
+  it('a router killed with -9 and started again rebuilds its queues; attempts it had dispatched come back as ROUTER_RESTART', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    mesh = new ProcessMesh();
+    await mesh.startStatus(['--no-sync']);
+    const first = await mesh.startRouter();
+    const port = first.address.split(':').pop()!;
+    await mesh.savePipeline(linear('sleepy', ['work']));
+    const worker = await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '4'], mesh.routers, {
+      DSAT_TEST_EXEC_LOG: path.join(tmp.path, 'x.jsonl'),
+    });
+    await mesh.waitForWorkers(['work']);
+    const feed = new ResultFeed();
+    await feed.start(mesh.status, 'sleepy');
+    const ids = await submitMany(mesh.router(), entries(40, 'restart'));
+    const infoW = mesh.worker(worker.address);
+    for (;;) {
+      if ((await infoW.getWorkerInfo({})).inFlight >= 4) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    first.p.kill('SIGKILL');
+    await first.p.exited;
+    // The same address again, so the worker finds it (it tries its routers with capped backoff).
+    const again = await mesh.startRouter(['--port', port]);
+    expect(again.address).toBe(first.address);
+    await feed.waitFor(40, 60_000);
+    await feed.stop();
+    const restarted: string[] = [];
+    for (const taskId of ids.values()) {
+      expect(feed.finals.get(taskId)?.[0]?.toState).toBe(TaskState.TASK_STATE_SUCCEEDED);
+      const history = (await mesh.status.getTaskHistory({ taskId })).transitions;
+      if (history.some((t) => t.reason === 'ROUTER_RESTART')) restarted.push(taskId);
+    }
+    expect(restarted.length).toBeGreaterThanOrEqual(1);
+    expect(restarted.length).toBeLessThanOrEqual(4);
+  });
+});

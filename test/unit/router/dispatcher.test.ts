@@ -1,0 +1,254 @@
+import type { AckEntry, Assignment, AttemptRef } from '../../../gen/dsat/router/v1/router';
+import type { TransitionOutcome, TransitionWrite } from '../../../gen/dsat/status/v1/status';
+import { TaskState } from '../../../gen/dsat/task/v1/task';
+import { Dispatcher } from '../../../services/router/dispatcher';
+import type { HeldTask, HeldTaskInit, WorkerLink } from '../../../services/router/held-task';
+import { compilePipeline } from '../../../services/router/pipeline-registry';
+import type { OutcomeHandler, StatusWriter } from '../../../services/router/status-writer';
+import { createTransitionIds } from '../../../services/router/transition-write';
+import { createLogger } from '../../../services/shared/logger';
+import { linear } from '../../helpers/router-mesh';
+
+const S = TaskState;
+const tick = () => new Promise((r) => setImmediate(r));
+
+/** A status writer that holds every write until the test answers it. */
+class FakeWriter implements StatusWriter {
+  readonly writes: TransitionWrite[] = [];
+  private waiting: { w: TransitionWrite; h?: OutcomeHandler<unknown>; c: unknown }[] = [];
+  write<C>(w: TransitionWrite, h?: OutcomeHandler<C>, c?: C): void {
+    this.writes.push(w);
+    this.waiting.push({ w, h: h as OutcomeHandler<unknown> | undefined, c });
+  }
+  commit(): Promise<TransitionOutcome[]> {
+    throw new Error('not used');
+  }
+  get pending() {
+    return this.waiting.length;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+  /** Answers every waiting write: OK, or what `refuse` says. */
+  answer(
+    refuse: (w: TransitionWrite) => { code: number; reason: string } | undefined = () => undefined,
+  ) {
+    const now = this.waiting;
+    this.waiting = [];
+    for (const { w, h, c } of now) {
+      const r = refuse(w);
+      h?.(
+        {
+          transitionId: w.transitionId,
+          taskId: w.taskId,
+          code: r?.code ?? 0,
+          reason: r?.reason ?? '',
+          message: '',
+          revision: 1,
+          seq: 1,
+          duplicate: false,
+        },
+        c,
+      );
+    }
+  }
+  to(state: TaskState) {
+    return this.writes.filter((w) => w.toState === state);
+  }
+}
+
+class FakeLink implements WorkerLink {
+  credit = 0;
+  draining = false;
+  readonly holding = new Map<string, HeldTask>();
+  readonly assigned: Assignment[] = [];
+  readonly cancelled: { ref: AttemptRef; reason: string }[] = [];
+  readonly acks: AckEntry[] = [];
+  constructor(
+    readonly sessionId: string,
+    readonly stages: readonly string[] = ['s1'],
+  ) {}
+  get workerId() {
+    return `worker-${this.sessionId}`;
+  }
+  assign(a: Assignment) {
+    this.assigned.push(a);
+  }
+  flush() {}
+  cancel(ref: AttemptRef, reason: string) {
+    this.cancelled.push({ ref, reason });
+  }
+  ack(e: AckEntry) {
+    this.acks.push(e);
+  }
+}
+
+const pipe = compilePipeline({
+  ...linear('p', ['s1', 's2'], { heartbeatTimeoutMs: 1000, maxAttempts: 2 }),
+  version: 1,
+});
+
+function setup() {
+  let now = 0;
+  const writer = new FakeWriter();
+  const d = new Dispatcher({
+    writer,
+    ids: createTransitionIds('r', 'b'),
+    logger: createLogger('test', 'silent'),
+    serves: () => true,
+    sweepIntervalMs: 0,
+    now: () => now,
+  });
+  const task = (i: number, stage = 's1'): HeldTaskInit => ({
+    taskId: `t${i}`,
+    branchId: '',
+    pipeline: pipe,
+    stage: pipe.stages.get(stage)!,
+    attempt: 1,
+    priority: 0,
+    hops: 0,
+    traceparent: '',
+    input: { data: Buffer.from('{}'), contentType: 'application/json' },
+    progress: undefined,
+  });
+  return { d, writer, task, advance: (ms: number) => (now += ms) };
+}
+
+describe('the dispatcher', () => {
+  it('never assigns more than the credit a stream granted', async () => {
+    const { d, task } = setup();
+    const link = new FakeLink('a');
+    d.addLink(link);
+    for (let i = 0; i < 10; i++) d.enqueue(task(i));
+    d.grantCredit(link, 2);
+    await tick();
+    expect(link.assigned.map((a) => a.taskId)).toEqual(['t0', 't1']);
+    expect(link.holding.size).toBe(2);
+    d.grantCredit(link, 1);
+    await tick();
+    expect(link.assigned).toHaveLength(3);
+    expect(d.load()[0]).toMatchObject({ stage: 's1', queueDepth: 7, inFlight: 3, freeCredit: 0 });
+  });
+
+  it('writes DISPATCHED then RUNNING per assignment without waiting, and aborts an attempt the store refused', async () => {
+    const { d, writer, task } = setup();
+    const link = new FakeLink('a');
+    d.addLink(link);
+    d.enqueue(task(1));
+    d.grantCredit(link, 1);
+    await tick();
+    expect(writer.writes.map((w) => [w.expectedState, w.toState])).toEqual([
+      [S.TASK_STATE_QUEUED, S.TASK_STATE_DISPATCHED],
+      [S.TASK_STATE_DISPATCHED, S.TASK_STATE_RUNNING],
+    ]);
+    writer.answer(() => ({ code: 9, reason: 'STATE_MISMATCH' }));
+    expect(link.cancelled).toEqual([
+      { ref: { taskId: 't1', attempt: 1 }, reason: 'DISPATCH_REFUSED' },
+    ]);
+    expect(link.holding.size).toBe(0);
+  });
+
+  it('goes round robin over the streams with credit, skipping one that drains', async () => {
+    const { d, task } = setup();
+    const links = ['a', 'b', 'c', 'x'].map((id) => new FakeLink(id));
+    for (const l of links) d.addLink(l);
+    for (const l of links) d.grantCredit(l, 100);
+    d.drainLink(links[3]!);
+    for (let i = 0; i < 31; i++) d.enqueue(task(i));
+    await tick();
+    expect(links.map((l) => l.assigned.length)).toEqual([11, 10, 10, 0]);
+  });
+
+  it('acks a result only once its write is committed, and answers a refusal with the reason', async () => {
+    const { d, writer, task } = setup();
+    const link = new FakeLink('a', ['s1', 's2']);
+    d.addLink(link);
+    d.enqueue(task(1));
+    d.enqueue(task(2));
+    d.grantCredit(link, 2);
+    await tick();
+    writer.answer();
+    const out = Buffer.from('{"ok":1}');
+    d.onResults(link, [
+      { taskId: 't1', attempt: 1, output: out, contentType: 'application/json', nextStages: [] },
+      { taskId: 't2', attempt: 1, output: out, contentType: 'application/json', nextStages: [] },
+    ]);
+    expect(link.acks).toHaveLength(0);
+    const done = writer.to(S.TASK_STATE_QUEUED);
+    expect(done.map((w) => [w.taskId, w.stage])).toEqual([
+      ['t1', 's2'],
+      ['t2', 's2'],
+    ]);
+    writer.answer((w) => (w.taskId === 't2' ? { code: 9, reason: 'STATE_MISMATCH' } : undefined));
+    expect(link.acks).toEqual([
+      { taskId: 't1', attempt: 1, accepted: true, reason: '' },
+      { taskId: 't2', attempt: 1, accepted: false, reason: 'STATE_MISMATCH' },
+    ]);
+    // t1 is now queued at s2 and goes to the same stream once it has credit.
+    d.grantCredit(link, 1);
+    await tick();
+    expect(link.assigned.at(-1)).toMatchObject({ taskId: 't1', stage: 's2', attempt: 1, hops: 1 });
+  });
+
+  it('requeues the running attempts of a stream that broke, as attempt + 1, to another stream', async () => {
+    const { d, writer, task } = setup();
+    const a = new FakeLink('a');
+    const b = new FakeLink('b');
+    d.addLink(a);
+    d.grantCredit(a, 3);
+    for (let i = 0; i < 3; i++) d.enqueue(task(i));
+    await tick();
+    writer.answer();
+    d.addLink(b);
+    d.grantCredit(b, 10);
+    d.removeLink(a);
+    const requeues = writer.to(S.TASK_STATE_QUEUED);
+    expect(requeues.map((w) => [w.taskId, w.expectedAttempt, w.attempt, w.reason])).toEqual([
+      ['t0', 1, 2, 'WORKER_LOST'],
+      ['t1', 1, 2, 'WORKER_LOST'],
+      ['t2', 1, 2, 'WORKER_LOST'],
+    ]);
+    await tick();
+    expect(b.assigned.map((x) => [x.taskId, x.attempt])).toEqual([
+      ['t0', 2],
+      ['t1', 2],
+      ['t2', 2],
+    ]);
+    // Attempt 2 was the last one: a second loss dead-letters.
+    writer.answer();
+    d.removeLink(b);
+    expect(writer.to(S.TASK_STATE_DEAD_LETTERED)).toHaveLength(3);
+  });
+
+  it('enforces the heartbeat timeout: TIMED_OUT + RETRY_WAIT, and the worker is told LEASE_LOST', async () => {
+    const { d, writer, task, advance } = setup();
+    const link = new FakeLink('a');
+    d.addLink(link);
+    d.grantCredit(link, 2);
+    d.enqueue(task(1));
+    d.enqueue(task(2));
+    await tick();
+    writer.answer();
+    advance(800);
+    d.onHeartbeats(link, [{ taskId: 't2', attempt: 1, progress: undefined }]);
+    advance(400);
+    d.sweep();
+    expect(writer.writes.slice(-2).map((w) => [w.taskId, w.toState, w.reason])).toEqual([
+      ['t1', S.TASK_STATE_TIMED_OUT, 'HEARTBEAT_TIMEOUT'],
+      ['t1', S.TASK_STATE_RETRY_WAIT, 'HEARTBEAT_TIMEOUT'],
+    ]);
+    expect(link.cancelled).toEqual([{ ref: { taskId: 't1', attempt: 1 }, reason: 'LEASE_LOST' }]);
+    expect([...link.holding.values()].map((t) => t.taskId)).toEqual(['t2']);
+    // The late result of the lost attempt is refused.
+    d.onResults(link, [
+      {
+        taskId: 't1',
+        attempt: 1,
+        output: Buffer.from('1'),
+        contentType: 'application/json',
+        nextStages: [],
+      },
+    ]);
+    expect(link.acks.at(-1)).toMatchObject({ taskId: 't1', accepted: false, reason: 'LEASE_LOST' });
+  });
+});

@@ -1,0 +1,127 @@
+import { EventEmitter } from 'node:events';
+import type {
+  ApplyTransitionsRequest,
+  ApplyTransitionsResponse,
+  TransitionOutcome,
+} from '../../../gen/dsat/status/v1/status';
+import { TaskState } from '../../../gen/dsat/task/v1/task';
+import type { ApplyStream } from '../../../services/router/status-writer';
+import { createStatusWriter } from '../../../services/router/status-writer';
+import { transitionWrite } from '../../../services/router/transition-write';
+import { createLogger } from '../../../services/shared/logger';
+
+class FakeStream extends EventEmitter {
+  readonly sent: ApplyTransitionsRequest[] = [];
+  write(m: ApplyTransitionsRequest) {
+    this.sent.push(m);
+    return true;
+  }
+  cancel() {}
+  answer(i: number) {
+    const outcomes: TransitionOutcome[] = this.sent[i]!.writes.map((w) => ({
+      transitionId: w.transitionId,
+      taskId: w.taskId,
+      code: 0,
+      reason: '',
+      message: '',
+      revision: 1,
+      seq: 1,
+      duplicate: false,
+    }));
+    this.emit('data', { outcomes } satisfies ApplyTransitionsResponse);
+  }
+}
+
+const w = (id: string) =>
+  transitionWrite(
+    id,
+    'task',
+    '',
+    TaskState.TASK_STATE_QUEUED,
+    1,
+    TaskState.TASK_STATE_DISPATCHED,
+    1,
+  );
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('the status write stream', () => {
+  it('sends every write of a tick in one message, pipelines up to its window, and keeps order', async () => {
+    const streams: FakeStream[] = [];
+    const writer = createStatusWriter({
+      connect: () => {
+        const s = new FakeStream();
+        streams.push(s);
+        return s as unknown as ApplyStream;
+      },
+      logger: createLogger('t', 'silent'),
+      window: 2,
+    });
+    const done: string[] = [];
+    const cb = (o: TransitionOutcome) => done.push(o.transitionId);
+    writer.write(w('a'), cb);
+    writer.write(w('b'), cb);
+    await tick();
+    writer.write(w('c'), cb);
+    await tick();
+    writer.write(w('d'), cb);
+    writer.write(w('e'), cb);
+    await tick();
+    const s = streams[0]!;
+    // Window 2: the third batch waits for an answer.
+    expect(s.sent.map((m) => m.writes.map((x) => x.transitionId))).toEqual([['a', 'b'], ['c']]);
+    s.answer(0);
+    expect(done).toEqual(['a', 'b']);
+    expect(s.sent.map((m) => m.writes.map((x) => x.transitionId))).toEqual([
+      ['a', 'b'],
+      ['c'],
+      ['d', 'e'],
+    ]);
+    expect(writer.pending).toBe(3);
+  });
+
+  it('re-sends unanswered writes on a new stream, in their order, after the old one broke', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate'] });
+    try {
+      const streams: FakeStream[] = [];
+      const writer = createStatusWriter({
+        connect: () => {
+          const s = new FakeStream();
+          streams.push(s);
+          return s as unknown as ApplyStream;
+        },
+        logger: createLogger('t', 'silent'),
+        window: 4,
+      });
+      const done: string[] = [];
+      for (const id of ['a', 'b'])
+        writer.write(w(id), (o: TransitionOutcome) => done.push(o.transitionId));
+      await tick();
+      writer.write(w('c'), (o: TransitionOutcome) => done.push(o.transitionId));
+      await tick();
+      streams[0]!.answer(0);
+      streams[0]!.emit('error', new Error('reset'));
+      writer.write(w('d'), (o: TransitionOutcome) => done.push(o.transitionId));
+      jest.advanceTimersByTime(200);
+      await tick();
+      const again = streams[1]!;
+      expect(again.sent.flatMap((m) => m.writes.map((x) => x.transitionId))).toEqual(['c', 'd']);
+      again.answer(0);
+      if (again.sent[1]) again.answer(1);
+      expect(done).toEqual(['a', 'b', 'c', 'd']);
+      await writer.close(0);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('gives up what is left at close with UNAVAILABLE, so nobody waits forever', async () => {
+    const writer = createStatusWriter({
+      connect: () => new FakeStream() as unknown as ApplyStream,
+      logger: createLogger('t', 'silent'),
+    });
+    const outcome = writer.commit([w('x')]);
+    await tick();
+    await writer.close(10);
+    expect((await outcome)[0]).toMatchObject({ code: 14, reason: 'ROUTER_SHUTTING_DOWN' });
+  });
+});
