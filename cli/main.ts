@@ -8,6 +8,7 @@ import {
 import { exitWithError, serviceCommand } from '../services/shared/run-service';
 import { startRouterServer } from '../services/router/server';
 import { startStatusServer } from '../services/status/server';
+import { readPipelineFile } from '../services/tracker/pipeline-file';
 import { startTrackerServer } from '../services/tracker/server';
 import { startWorkerServer } from '../services/worker/server';
 import { addMeshOptions } from './command-context';
@@ -53,7 +54,7 @@ const program = new Command('dsat')
   );
 
 addMeshOptions(program);
-for (const c of [...taskCommands(), ...trackerCommands()]) program.addCommand(c);
+for (const c of [...taskCommands(), ...trackerCommands(readPipelineFile)]) program.addCommand(c);
 program.addHelpText(
   'after',
   `

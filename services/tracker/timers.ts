@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Task, TaskError, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
@@ -33,6 +34,16 @@ export const TRACKER_REASONS = {
 
 /** Every transition id the tracker writes starts with this, so routers can tell its writes. */
 export const TRACKER_TRANSITION_PREFIX = 'tracker-';
+
+/**
+ * A deterministic transition id (a repeated write is then answered as a duplicate, never applied
+ * twice), within the store's 128 characters: long task ids are hashed.
+ */
+export function trackerTransitionId(...parts: (string | number)[]): string {
+  const id = TRACKER_TRANSITION_PREFIX + parts.join('-');
+  if (id.length <= 128) return id;
+  return `${TRACKER_TRANSITION_PREFIX}${String(parts[0])}-${createHash('sha256').update(id).digest('hex').slice(0, 40)}`;
+}
 
 const S = TaskState;
 const TERMINAL = new Set<TaskState>([
@@ -333,14 +344,15 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
   });
 
   const plan = (timer: ArmedTimer): TransitionWrite[] => {
-    const id = `${TRACKER_TRANSITION_PREFIX}${timer.kind}-${timer.taskId}-${timer.branchId}-${timer.armRevision}`;
+    const id = (...more: string[]) =>
+      trackerTransitionId(timer.kind, timer.taskId, timer.branchId, timer.armRevision, ...more);
     const policy = catalog.policy(timer.pipeline, timer.version, timer.stage);
     switch (timer.kind) {
       case 'retry':
         return [
           write(
             timer,
-            id,
+            id(),
             S.TASK_STATE_RETRY_WAIT,
             S.TASK_STATE_QUEUED,
             timer.attempt + 1,
@@ -355,14 +367,14 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
           retryable: true,
           details: {},
         };
-        return [followUp(timer, policy, error, id)];
+        return [followUp(timer, policy, error, id())];
       }
       default: {
         const reason = TIMEOUT_REASONS[timer.kind];
         const error = timeoutError(timer, reason, !policy.nonRetryable.has(reason));
         return [
-          write(timer, id, timer.state, S.TASK_STATE_TIMED_OUT, timer.attempt, reason, error),
-          followUp(timer, policy, error, `${id}-then`),
+          write(timer, id(), timer.state, S.TASK_STATE_TIMED_OUT, timer.attempt, reason, error),
+          followUp(timer, policy, error, id('then')),
         ];
       }
     }
