@@ -775,6 +775,7 @@ export class StatusStore {
       tasks,
       nextPageToken: more ? encodePageToken('u', [lastRev]) : '',
       revision: this.revision,
+      readAt: new Date(this.now()),
     };
   }
 
