@@ -49,6 +49,23 @@ export async function spawnTracker(
   return { p, address: m[1]!, listenedAt: performance.now() };
 }
 
+/** Polls a process's stderr (JSON log lines) until one matches; its monotonic arrival time. */
+export async function waitForLog(
+  p: RunningProcess,
+  re: RegExp,
+  timeoutMs = 20_000,
+): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  let seen = 0;
+  for (;;) {
+    for (; seen < p.stderr.length; seen++) if (re.test(p.stderr[seen]!)) return performance.now();
+    if (performance.now() > deadline) {
+      throw new Error(`no log line matching ${re} within ${timeoutMs} ms:\n${p.stderr.join('\n')}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 const S = TaskState;
 
 /** The test in the router's seat: the writes a router makes, through the status service. */
