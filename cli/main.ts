@@ -8,6 +8,7 @@ import {
 import { exitWithError, serviceCommand } from '../services/shared/run-service';
 import { startRouterServer } from '../services/router/server';
 import { startStatusServer } from '../services/status/server';
+import { readPipelineFile } from '../services/tracker/pipeline-file';
 import { startTrackerServer } from '../services/tracker/server';
 import { startWorkerServer } from '../services/worker/server';
 import { addMeshOptions } from './command-context';
@@ -15,7 +16,6 @@ import { taskCommands } from './commands/task-commands';
 import { trackerCommands } from './commands/tracker-commands';
 import { benchCommand } from './commands/bench';
 import { upCommand } from './commands/up';
-import { readPipelineFile } from '../services/tracker/pipeline-file';
 
 const program = new Command('dsat')
   .description('dsat runs multi-stage task pipelines on a mesh of gRPC services.')

@@ -800,6 +800,7 @@ export class StatusStore {
       tasks,
       nextPageToken: more ? encodePageToken('u', [lastRev]) : '',
       revision: this.revision,
+      readAt: new Date(this.now()),
     };
   }
 

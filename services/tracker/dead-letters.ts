@@ -2,7 +2,7 @@ import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Task, TaskFilter } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
-import { TRACKER_TRANSITION_PREFIX } from './timers';
+import { trackerTransitionId } from './timers';
 import type { TransitionSink } from './transition-sink';
 
 /** Task records as the tracker reads and deletes them: `GetTask`, `ListTasks`, `DeleteTasks`. */
@@ -75,7 +75,7 @@ export function createDeadLetters(options: DeadLettersOptions): DeadLetters {
   };
 
   const redriveWrite = (t: Task): TransitionWrite => ({
-    transitionId: `${TRACKER_TRANSITION_PREFIX}redrive-${t.taskId}-${t.revision}`,
+    transitionId: trackerTransitionId('redrive', t.taskId, t.revision),
     taskId: t.taskId,
     expectedState: TaskState.TASK_STATE_DEAD_LETTERED,
     expectedAttempt: t.attempt,

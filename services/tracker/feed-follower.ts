@@ -8,6 +8,8 @@ export interface UnfinishedPage {
   readonly tasks: Task[];
   readonly nextPageToken: string;
   readonly revision: number;
+  /** The store's wall clock when the page was read, if it says (its records' clock). */
+  readonly readAtMs?: number;
 }
 
 /** One message of the feed: transitions in revision order, and the revision seen up to. */
@@ -72,7 +74,7 @@ export function followFeed(options: FeedFollowerOptions): FeedFollower {
       first ??= page.revision;
       last = Math.max(last, page.revision);
       await timers.prepareRestore(page.tasks);
-      timers.restore(page.tasks, last);
+      timers.restore(page.tasks, last, page.readAtMs);
       count += page.tasks.length;
       token = page.nextPageToken;
     } while (token !== '');

@@ -63,6 +63,16 @@ interface Record {
   samples: Map<string, Sample[]>;
 }
 
+/** The newest report at or before the window's start, else the oldest one. */
+function baseline(samples: readonly Sample[], now: number): Sample {
+  let base = samples[0] as Sample;
+  for (const s of samples) {
+    if (s.at > now - ERROR_RATE_WINDOW_MS) break;
+    base = s;
+  }
+  return base;
+}
+
 function checkMember(member: Member | undefined): Member {
   if (member === undefined) throw invalidArgument('member', 'is required');
   const problems: FieldViolation[] = [];
@@ -154,7 +164,7 @@ export function createMembership(options: MembershipOptions): Membership {
       throughput += l.throughputPerS;
       const samples = r.samples.get(stage) ?? [];
       const last = samples[samples.length - 1];
-      const base = samples.length > 1 ? (samples[0] as Sample) : undefined;
+      const base = samples.length > 1 ? baseline(samples, clock.monotonicMs()) : undefined;
       if (last !== undefined) {
         // A counter that went backwards restarted: count from zero.
         const restarted =

@@ -11,7 +11,7 @@ export interface AppliedPipeline {
 
 export interface Pipelines {
   /** Validates (INVALID_ARGUMENT listing every problem), then stores a new version if it changed. */
-  apply(pipeline: Pipeline | undefined, validateOnly: boolean): Promise<AppliedPipeline>;
+  applyPipeline(pipeline: Pipeline | undefined, validateOnly: boolean): Promise<AppliedPipeline>;
   get(name: string, version: number): Promise<Pipeline>;
   list(
     pageSize: number,
@@ -33,7 +33,7 @@ function sameDefinition(a: Pipeline, b: Pipeline): boolean {
 /** Applying, reading and listing pipelines: validation here, versions kept by the store. */
 export function createPipelines(store: PipelineStore, catalog: PipelineCatalog): Pipelines {
   return {
-    async apply(pipeline, validateOnly) {
+    async applyPipeline(pipeline, validateOnly) {
       if (pipeline === undefined) throw invalidArgument('pipeline', 'is required');
       const p = normalized(pipeline);
       assertValidPipeline(p);

@@ -37,7 +37,12 @@ export function statusFeedSource(client: StatusClient): FeedSource {
   return {
     async listUnfinished(pageToken, signal) {
       const res = await client.listUnfinishedTasks({ pageSize: 5_000, pageToken }, { signal });
-      return { tasks: res.tasks, nextPageToken: res.nextPageToken, revision: res.revision };
+      return {
+        tasks: res.tasks,
+        nextPageToken: res.nextPageToken,
+        revision: res.revision,
+        readAtMs: res.readAt?.getTime(),
+      };
     },
     async *watch(fromRevision, signal) {
       const filter: TaskFilter = {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Task, TaskError, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
@@ -33,6 +34,16 @@ export const TRACKER_REASONS = {
 
 /** Every transition id the tracker writes starts with this, so routers can tell its writes. */
 export const TRACKER_TRANSITION_PREFIX = 'tracker-';
+
+/**
+ * A deterministic transition id (a repeated write is then answered as a duplicate, never applied
+ * twice), within the store's 128 characters: long task ids are hashed.
+ */
+export function trackerTransitionId(...parts: (string | number)[]): string {
+  const id = TRACKER_TRANSITION_PREFIX + parts.join('-');
+  if (id.length <= 128) return id;
+  return `${TRACKER_TRANSITION_PREFIX}${String(parts[0])}-${createHash('sha256').update(id).digest('hex').slice(0, 40)}`;
+}
 
 const S = TaskState;
 const TERMINAL = new Set<TaskState>([
@@ -86,9 +97,10 @@ export interface TaskTimers {
   /**
    * Re-arms from stored records (`ListUnfinishedTasks`) at start-up or after a feed gap. Feed
    * transitions up to each record's revision are then skipped, until `observeRevision` passes
-   * `untilRevision`.
+   * `untilRevision`. `storeNowMs` is the store's wall clock when the records were read (their
+   * `updated_at` is on that clock); without it the tracker's own wall clock stands in.
    */
-  restore(tasks: readonly Task[], untilRevision: number): void;
+  restore(tasks: readonly Task[], untilRevision: number, storeNowMs?: number): void;
   /** The feed has been seen up to `revision`. */
   observeRevision(revision: number): void;
   /** Forgets every timer and pin, before a full re-sync. */
@@ -131,12 +143,12 @@ const branchKey = (taskId: string, branchId: string) => `${taskId}\u0000${branch
  * router's) arms the backoff; when it is over, RETRY_WAIT → QUEUED with attempt + 1, reason RETRY.
  *
  * Re-arming from records after a restart: the remaining time is the stage's timeout minus the
- * record's age (`updated_at` against this host's wall clock, clamped at 0), and never less than
- * zero, so a deadline that fell due while the tracker was down fires at once. That age is the
- * best known lower bound (a RUNNING record's `updated_at` may be a later progress checkpoint,
- * and a retry's jitter is not stored, so its un-jittered base is used): a re-armed timer can
- * fire late by that much, never early, except by the skew between the status host's wall clock
- * and this one, which only this re-arming ever reads.
+ * record's age, and never less than zero, so a deadline that fell due while the tracker was down
+ * fires at once. The age is `read_at - updated_at`, both on the status service's clock (the
+ * tracker's wall clock is never compared with the store's, so a skewed tracker host does not
+ * fire early), clamped at 0. It is the best known lower bound: a RUNNING record's `updated_at`
+ * may be a later progress checkpoint, and a retry's jitter is not stored (its un-jittered base is
+ * used), so a re-armed timer may fire late by that much, never early.
  */
 export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
   const { clock, sink, catalog, logger } = options;
@@ -241,10 +253,10 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     );
   };
 
-  const restoreOne = (task: Task, wallNow: number, now: number) => {
+  const restoreOne = (task: Task, storeNow: number, now: number) => {
     restored.set(task.taskId, task.revision);
     pins.set(task.taskId, task.pipelineVersion);
-    const age = Math.max(0, wallNow - (task.updatedAt?.getTime() ?? wallNow));
+    const age = Math.max(0, storeNow - (task.updatedAt?.getTime() ?? storeNow));
     const branches =
       task.branches.length > 0
         ? task.branches
@@ -333,14 +345,15 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
   });
 
   const plan = (timer: ArmedTimer): TransitionWrite[] => {
-    const id = `${TRACKER_TRANSITION_PREFIX}${timer.kind}-${timer.taskId}-${timer.branchId}-${timer.armRevision}`;
+    const id = (...more: string[]) =>
+      trackerTransitionId(timer.kind, timer.taskId, timer.branchId, timer.armRevision, ...more);
     const policy = catalog.policy(timer.pipeline, timer.version, timer.stage);
     switch (timer.kind) {
       case 'retry':
         return [
           write(
             timer,
-            id,
+            id(),
             S.TASK_STATE_RETRY_WAIT,
             S.TASK_STATE_QUEUED,
             timer.attempt + 1,
@@ -355,14 +368,14 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
           retryable: true,
           details: {},
         };
-        return [followUp(timer, policy, error, id)];
+        return [followUp(timer, policy, error, id())];
       }
       default: {
         const reason = TIMEOUT_REASONS[timer.kind];
         const error = timeoutError(timer, reason, !policy.nonRetryable.has(reason));
         return [
-          write(timer, id, timer.state, S.TASK_STATE_TIMED_OUT, timer.attempt, reason, error),
-          followUp(timer, policy, error, `${id}-then`),
+          write(timer, id(), timer.state, S.TASK_STATE_TIMED_OUT, timer.attempt, reason, error),
+          followUp(timer, policy, error, id('then')),
         ];
       }
     }
@@ -426,11 +439,11 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     async prepareRestore(tasks) {
       await catalog.ensure(tasks.map((t) => ({ name: t.pipeline, version: t.pipelineVersion })));
     },
-    restore(tasks, untilRevision) {
+    restore(tasks, untilRevision, storeNowMs) {
       restoredUntil = Math.max(restoredUntil, untilRevision);
-      const wallNow = clock.wallMs();
+      const storeNow = storeNowMs ?? clock.wallMs();
       const now = clock.monotonicMs();
-      for (const task of tasks) restoreOne(task, wallNow, now);
+      for (const task of tasks) restoreOne(task, storeNow, now);
     },
     observeRevision(revision) {
       if (restored.size > 0 && revision >= restoredUntil) restored = new Map();

@@ -18,7 +18,7 @@ export function createTrackerService(
 ): ServiceImplementation<typeof TrackerServiceDefinition, TerminatorContext> {
   const { pipelines, deadLetters, membership } = deps;
   return {
-    applyPipeline: (req) => pipelines.apply(req.pipeline, req.validateOnly),
+    applyPipeline: (req) => pipelines.applyPipeline(req.pipeline, req.validateOnly),
     getPipeline: async (req) => ({ pipeline: await pipelines.get(req.name, req.version) }),
     listPipelines: (req) => pipelines.list(req.pageSize || 100, req.pageToken),
     listDeadLettered: (req) => deadLetters.list(req),

@@ -35,36 +35,46 @@ export function createBatchingSink(
   options: BatchingSinkOptions = {},
 ): BatchingSink {
   const maxBatch = options.maxBatch ?? 1000;
-  const queue: Pending[] = [];
+  let queue: Pending[] = [];
   let inFlight: Promise<void> | undefined;
 
+  const send = async (groups: Pending[]) => {
+    const writes = groups.flatMap((g) => g.writes);
+    try {
+      const outcomes = await commitBatch(writes);
+      if (outcomes.length !== writes.length) {
+        throw new Error(
+          `the store answered ${outcomes.length} outcomes for ${writes.length} writes`,
+        );
+      }
+      let at = 0;
+      for (const g of groups) {
+        g.resolve(outcomes.slice(at, at + g.writes.length));
+        at += g.writes.length;
+      }
+    } catch (err) {
+      for (const g of groups) g.reject(err);
+    }
+  };
+
+  // Takes the whole queue at once (never shift() it: 100k timeouts falling due together would
+  // make that quadratic), then sends it in calls of at most maxBatch writes, groups kept whole.
   const pump = async () => {
     while (queue.length > 0) {
-      const groups: Pending[] = [];
+      const taken = queue;
+      queue = [];
+      let groups: Pending[] = [];
       let size = 0;
-      while (queue.length > 0) {
-        const next = queue[0] as Pending;
-        if (groups.length > 0 && size + next.writes.length > maxBatch) break;
-        groups.push(next);
-        size += next.writes.length;
-        queue.shift();
-      }
-      const writes = groups.flatMap((g) => g.writes);
-      try {
-        const outcomes = await commitBatch(writes);
-        if (outcomes.length !== writes.length) {
-          throw new Error(
-            `the store answered ${outcomes.length} outcomes for ${writes.length} writes`,
-          );
+      for (const g of taken) {
+        if (groups.length > 0 && size + g.writes.length > maxBatch) {
+          await send(groups);
+          groups = [];
+          size = 0;
         }
-        let at = 0;
-        for (const g of groups) {
-          g.resolve(outcomes.slice(at, at + g.writes.length));
-          at += g.writes.length;
-        }
-      } catch (err) {
-        for (const g of groups) g.reject(err);
+        groups.push(g);
+        size += g.writes.length;
       }
+      await send(groups);
     }
   };
 

@@ -403,6 +403,20 @@ describe('re-arming from stored records after a restart', () => {
     expect(h.store.tasks.get(t.taskId)?.state).toBe(S.TASK_STATE_RETRY_WAIT);
   });
 
+  it('takes the age on the store’s clock: a tracker clock an hour ahead fires nothing early', async () => {
+    const t = record(S.TASK_STATE_QUEUED, 'fetch', 2_000);
+    const storeNow = Date.now();
+    jest.setSystemTime(storeNow + 3_600_000);
+    const h = harness();
+    h.store.tasks.set(t.taskId, { ...t });
+    await h.timers.prepareRestore([t]);
+    h.timers.restore([t], 10, storeNow);
+    await jest.advanceTimersByTimeAsync(2_999);
+    expect(h.store.tasks.get(t.taskId)?.state).toBe(S.TASK_STATE_QUEUED);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(h.store.tasks.get(t.taskId)?.state).toBe(S.TASK_STATE_RETRY_WAIT);
+  });
+
   it('fires at once a timeout that fell due during the outage', async () => {
     const t = record(S.TASK_STATE_RUNNING, 'work', 45_000);
     const h = await restored([t]);
