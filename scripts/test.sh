@@ -21,7 +21,7 @@ check() {
   fi
 }
 
-check "test set-up" bash scripts/test-setup.sh
+check "test set-up" bash scripts/test-setup.sh protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 check "buf lint" buf lint
 check "generated code drift" bash scripts/check-gen.sh
 check "buf breaking (report)" bash scripts/check-breaking.sh

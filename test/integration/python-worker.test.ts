@@ -1,0 +1,344 @@
+import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { CallContext, Server } from 'nice-grpc';
+import { createServer, ServerError, Status } from 'nice-grpc';
+import type {
+  Assignment,
+  ConnectWorkerRequest,
+  ConnectWorkerResponse,
+  RouterServiceImplementation,
+} from '../../gen/dsat/router/v1/router';
+import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
+import { withUnimplemented } from '../../services/shared/unimplemented';
+import type { RunningProcess } from '../helpers/processes';
+import { REPO_ROOT, spawnProcess, within } from '../helpers/processes';
+
+/**
+ * Issue 9: "call services from any gRPC language". The Python client and worker in
+ * examples/python are generated from proto/ alone and import only grpcio and protobuf.
+ */
+
+jest.setTimeout(60_000);
+
+const execFileP = promisify(execFile);
+/** Debian's interpreter, where python3-grpcio and python3-protobuf install. */
+const PYTHON = process.env.DSAT_TEST_PYTHON ?? '/usr/bin/python3';
+const EXAMPLES = path.join(REPO_ROOT, 'examples/python');
+
+beforeAll(async () => {
+  await execFileP('bash', [path.join(EXAMPLES, 'gen.sh')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, PYTHON },
+  });
+}, 120_000);
+
+function python(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return execFileP(PYTHON, args, { cwd: EXAMPLES });
+}
+
+function spawnPython(script: string, args: string[]): RunningProcess {
+  return spawnProcess(PYTHON, ['-u', path.join(EXAMPLES, script), ...args], {
+    PYTHONDONTWRITEBYTECODE: '1',
+  });
+}
+
+describe('Python stubs generated from proto/', () => {
+  it('compile with protoc and import with grpcio and protobuf alone, every service and message', async () => {
+    const { stdout } = await python([
+      '-c',
+      `
+import importlib, json, pathlib, sys
+sys.path.insert(0, "gen")
+import grpc, google.protobuf
+found = {}
+for f in sorted(pathlib.Path("gen").rglob("*_pb2*.py")):
+    mod = importlib.import_module(".".join(f.relative_to("gen").with_suffix("").parts))
+    if f.name.endswith("_pb2.py"):
+        for svc in mod.DESCRIPTOR.services_by_name.values():
+            found[svc.full_name] = sorted(m.name for m in svc.methods)
+from dsat.router.v1 import router_pb2, router_pb2_grpc
+from dsat.status.v1 import status_pb2_grpc
+hello = router_pb2.ConnectWorkerRequest(hello=router_pb2.Hello(worker_id="w", stages=["s"], protocol_version=1))
+again = router_pb2.ConnectWorkerRequest.FromString(hello.SerializeToString())
+assert again.WhichOneof("kind") == "hello" and again.hello.stages == ["s"]
+assert callable(router_pb2_grpc.RouterServiceStub) and callable(status_pb2_grpc.StatusServiceStub)
+print(json.dumps(found))
+`,
+    ]);
+    const services = JSON.parse(stdout) as Record<string, string[]>;
+    expect(Object.keys(services).sort()).toEqual([
+      'dsat.router.v1.RouterService',
+      'dsat.status.v1.StatusService',
+      'dsat.tracker.v1.TrackerService',
+      'dsat.worker.v1.WorkerService',
+    ]);
+    expect(services['dsat.router.v1.RouterService']).toEqual(
+      expect.arrayContaining(['SubmitTask', 'SubmitTasks', 'ConnectWorker']),
+    );
+    expect(services['dsat.status.v1.StatusService']).toEqual(
+      expect.arrayContaining(['GetTask', 'ListTasks', 'WatchTask']),
+    );
+  });
+
+  it('load in the example client and worker, which check their arguments', async () => {
+    await expect(python(['client.py', '--help'])).resolves.toMatchObject({
+      stdout: expect.stringContaining('submit'),
+    });
+    await expect(python(['worker.py', '--help'])).resolves.toMatchObject({
+      stdout: expect.stringContaining('--routers'),
+    });
+    await expect(
+      python(['worker.py', '--routers', 'nowhere', '--concurrency', '0']),
+    ).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/--routers: 'nowhere' is not host:port[\s\S]*--concurrency/),
+    });
+  });
+});
+
+/** A queue that a test awaits with a deadline. */
+class Channel<T> {
+  private readonly items: T[] = [];
+  private readonly takers: ((item: T) => void)[] = [];
+  push(item: T): void {
+    const taker = this.takers.shift();
+    if (taker) taker(item);
+    else this.items.push(item);
+  }
+  take(timeoutMs = 10_000, what = 'a message'): Promise<T> {
+    const item = this.items.shift();
+    if (item !== undefined) return Promise.resolve(item);
+    return within(new Promise<T>((resolve) => this.takers.push(resolve)), timeoutMs, what);
+  }
+}
+
+type WorkerMessage = ConnectWorkerRequest['kind'];
+type Case = NonNullable<WorkerMessage>['$case'];
+type ValueOf<C extends Case> = Extract<NonNullable<WorkerMessage>, { $case: C }>['value'];
+const END = Symbol('end');
+
+/** One ConnectWorker stream of the scripted router, driven by the test. */
+class ScriptedStream {
+  readonly fromWorker = new Channel<WorkerMessage | typeof END>();
+  readonly toWorker = new Channel<ConnectWorkerResponse | Error | typeof END>();
+  readonly log: WorkerMessage[] = [];
+  send(kind: ConnectWorkerResponse['kind']): void {
+    this.toWorker.push({ kind });
+  }
+  /** The next message from the worker, which must be of `$case`. */
+  async next<C extends Case>($case: C): Promise<ValueOf<C>> {
+    const m = await this.fromWorker.take(10_000, `a ${$case} message`);
+    if (m === END || m?.$case !== $case) {
+      throw new Error(`expected ${$case}, got ${m === END ? 'the end of the stream' : m?.$case}`);
+    }
+    return m.value as ValueOf<C>;
+  }
+  /** Reads messages until `done` says the collected ones are enough. */
+  async until(done: (seen: NonNullable<WorkerMessage>[]) => boolean, what: string) {
+    const seen: NonNullable<WorkerMessage>[] = [];
+    while (!done(seen)) {
+      const m = await this.fromWorker.take(10_000, what);
+      if (m === END) throw new Error(`the worker closed the stream while waiting for ${what}`);
+      if (m) seen.push(m);
+    }
+    return seen;
+  }
+}
+
+function scriptedRouter(): {
+  implementation: RouterServiceImplementation;
+  streams: Channel<ScriptedStream>;
+} {
+  const streams = new Channel<ScriptedStream>();
+  const implementation: Partial<RouterServiceImplementation> = {
+    async *connectWorker(requests: AsyncIterable<ConnectWorkerRequest>, context: CallContext) {
+      const s = new ScriptedStream();
+      streams.push(s);
+      void (async () => {
+        for await (const r of requests) {
+          s.log.push(r.kind);
+          s.fromWorker.push(r.kind);
+        }
+        s.fromWorker.push(END);
+      })().catch(() => s.fromWorker.push(END));
+      context.signal.addEventListener('abort', () => s.toWorker.push(END));
+      for (;;) {
+        const out = await s.toWorker.take(60_000, 'the test script');
+        if (out === END) return;
+        if (out instanceof Error) throw out;
+        yield out;
+      }
+    },
+  };
+  return { implementation: withUnimplemented(RouterServiceDefinition, implementation), streams };
+}
+
+const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+const assignment = (taskId: string, attempt: number, data: Buffer): Assignment => ({
+  taskId,
+  stage: 'enrich',
+  attempt,
+  pipeline: 'py-demo',
+  input: { data, contentType: 'application/json' },
+  deadline: undefined,
+  traceparent: '',
+  branchId: '',
+  progress: undefined,
+  pipelineVersion: 1,
+  priority: 0,
+  hops: 1,
+});
+const creditIn = (seen: NonNullable<WorkerMessage>[]) =>
+  seen.reduce((n, m) => n + (m.$case === 'credit' ? m.value.n : 0), 0);
+
+describe('the Python worker against a scripted router', () => {
+  let server: Server | undefined;
+  let worker: RunningProcess | undefined;
+  afterEach(async () => {
+    worker?.kill('SIGKILL');
+    await server?.forceShutdown();
+  });
+
+  it('says Hello, grants credit, heartbeats, reports in batches, honours Cancel, reconnects and drains', async () => {
+    const router = scriptedRouter();
+    server = createServer();
+    server.add(RouterServiceDefinition, router.implementation);
+    const port = await server.listen('127.0.0.1:0');
+    worker = spawnPython('worker.py', [
+      '--routers',
+      `127.0.0.1:${port}`,
+      '--worker-id',
+      'py-scripted',
+      '--stages',
+      'enrich',
+      '--concurrency',
+      '2',
+      '--delay-ms',
+      '400',
+    ]);
+
+    // Hello, Welcome, then credit for every slot.
+    const s1 = await router.streams.take(10_000, 'a ConnectWorker stream');
+    const hello = await s1.next('hello');
+    expect(hello).toMatchObject({
+      workerId: 'py-scripted',
+      stages: ['enrich'],
+      concurrency: 2,
+      protocolVersion: 1,
+      labels: expect.objectContaining({ lang: 'python' }),
+    });
+    s1.send({
+      $case: 'welcome',
+      value: {
+        routerId: 'scripted',
+        sessionId: 's1',
+        protocolVersion: 1,
+        heartbeatInterval: { seconds: 0, nanos: 100_000_000 },
+      },
+    });
+    expect(await s1.next('credit')).toEqual({ n: 2 });
+
+    // Two tasks in one Assign: both heartbeat at the Welcome's interval while they run.
+    s1.send({
+      $case: 'assign',
+      value: {
+        tasks: [
+          assignment('t1', 1, json({ text: 'alpha', n: 1 })),
+          assignment('t2', 3, json({ text: 'beta', n: 2 })),
+        ],
+      },
+    });
+    const beats = await s1.until(
+      (seen) => seen.filter((m) => m.$case === 'heartbeats').length >= 2,
+      'two heartbeats',
+    );
+    const beat = beats.find((m) => m.$case === 'heartbeats');
+    expect(beat?.$case === 'heartbeats' && beat.value.heartbeats).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ taskId: 't1', attempt: 1 }),
+        expect.objectContaining({ taskId: 't2', attempt: 3 }),
+      ]),
+    );
+    expect(beats.some((m) => m.$case !== 'heartbeats')).toBe(false);
+
+    // Cancel t2: its slot comes back as credit and it reports nothing; t1 reports its result.
+    s1.send({
+      $case: 'cancel',
+      value: { attempts: [{ taskId: 't2', attempt: 3 }], reason: 'CANCEL_REQUESTED' },
+    });
+    const afterCancel = await s1.until(
+      (seen) => creditIn(seen) >= 2 && seen.some((m) => m.$case === 'results'),
+      't1 result and two credits',
+    );
+    const results = afterCancel.flatMap((m) => (m.$case === 'results' ? m.value.results : []));
+    expect(results).toHaveLength(1);
+    expect(results[0]).toMatchObject({ taskId: 't1', attempt: 1, contentType: 'application/json' });
+    expect(JSON.parse(Buffer.from(results[0]!.output).toString())).toEqual({
+      text: 'alpha',
+      n: 1,
+      py: true,
+      sha256: sha256('alpha'),
+    });
+    expect(afterCancel.some((m) => m.$case === 'failures')).toBe(false);
+    s1.send({
+      $case: 'ack',
+      value: { entries: [{ taskId: 't1', attempt: 1, accepted: true, reason: '' }] },
+    });
+
+    // Bad input fails without retry; a refused report (stale attempt) is logged, not fatal.
+    s1.send({ $case: 'assign', value: { tasks: [assignment('t3', 2, Buffer.from('not json'))] } });
+    const afterBad = await s1.until(
+      (seen) => seen.some((m) => m.$case === 'failures') && creditIn(seen) >= 1,
+      't3 failure',
+    );
+    const failure = afterBad.find((m) => m.$case === 'failures');
+    expect(failure?.$case === 'failures' && failure.value.failures).toEqual([
+      expect.objectContaining({
+        taskId: 't3',
+        attempt: 2,
+        error: expect.objectContaining({ code: 'BAD_INPUT', retryable: false }),
+      }),
+    ]);
+    s1.send({
+      $case: 'ack',
+      value: { entries: [{ taskId: 't3', attempt: 2, accepted: false, reason: 'STALE_ATTEMPT' }] },
+    });
+    await worker.waitForLine(/refused failure t3 attempt 2: STALE_ATTEMPT/, 10_000, 'stderr');
+
+    // The router goes away: the worker reconnects, says Hello again and grants all its slots.
+    s1.toWorker.push(new ServerError(Status.UNAVAILABLE, 'router restarting'));
+    const s2 = await router.streams.take(10_000, 'a second ConnectWorker stream');
+    expect(await s2.next('hello')).toMatchObject({ workerId: 'py-scripted' });
+    s2.send({
+      $case: 'welcome',
+      value: {
+        routerId: 'scripted',
+        sessionId: 's2',
+        protocolVersion: 1,
+        heartbeatInterval: { seconds: 0, nanos: 100_000_000 },
+      },
+    });
+    expect(await s2.next('credit')).toEqual({ n: 2 });
+
+    // SIGTERM drains: Drain at once, no more credit, the running task reports, and after its
+    // Ack the worker closes its side and exits 0.
+    s2.send({ $case: 'assign', value: { tasks: [assignment('t4', 1, json({ text: 'gamma' }))] } });
+    await s2.next('heartbeats');
+    worker.kill('SIGTERM');
+    await s2.next('drain');
+    const last = await s2.until((seen) => seen.some((m) => m.$case === 'results'), 't4 result');
+    expect(last.some((m) => m.$case === 'credit')).toBe(false);
+    s2.send({
+      $case: 'ack',
+      value: { entries: [{ taskId: 't4', attempt: 1, accepted: true, reason: '' }] },
+    });
+    expect(await s2.fromWorker.take(10_000, 'the worker to close its side')).toBe(END);
+    s2.toWorker.push(END);
+    expect(await within(worker.exited, 10_000, 'the worker to exit')).toBe(0);
+    // Across both streams, the worker never granted more than its slots that had come free.
+    expect(creditIn(s1.log.filter((m): m is NonNullable<WorkerMessage> => !!m))).toBe(2 + 3);
+  });
+});
