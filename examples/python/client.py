@@ -150,8 +150,19 @@ class Mesh:
         self.args = args
         self.router_channel = grpc.aio.insecure_channel(args.router, options=CHANNEL_OPTIONS)
         self.status_channel = grpc.aio.insecure_channel(args.status, options=CHANNEL_OPTIONS)
-        self.router = router_grpc.RouterServiceStub(self.router_channel)
-        self.status = status_grpc.StatusServiceStub(self.status_channel)
+        self._router = router_grpc.RouterServiceStub(self.router_channel)
+        self._status = status_grpc.StatusServiceStub(self.status_channel)
+        self.current = ""  # the service last called, for error messages
+
+    @property
+    def router(self):
+        self.current = f"router {self.args.router}"
+        return self._router
+
+    @property
+    def status(self):
+        self.current = f"status {self.args.status}"
+        return self._status
 
     async def close(self):
         await self.router_channel.close()
@@ -374,13 +385,13 @@ async def cmd_list(mesh: Mesh, args) -> int:
     flt = task.TaskFilter(states=args.state or [], pipeline=args.pipeline or "",
                           stage=args.stage or "")
     token, shown = "", 0
-    if not args.json:
-        print(f"{'task':36}  {'pipeline':16} {'stage':12} {'state':13} attempt")
     while shown < args.limit:
         page = await mesh.status.ListTasks(
             status.ListTasksRequest(filter=flt, page_size=min(1000, args.limit - shown),
                                     page_token=token),
             timeout=args.timeout)
+        if not args.json and not token:
+            print(f"{'task':36}  {'pipeline':16} {'stage':12} {'state':13} attempt")
         for t in page.tasks[: args.limit - shown]:
             shown += 1
             mesh.out(f"{t.task_id:36}  {t.pipeline:16} {t.stage:12} {state_name(t.state):13} "
@@ -481,6 +492,9 @@ async def run(args) -> int:
         if args.command == "get":
             return await cmd_get(mesh, args)
         return await cmd_list(mesh, args)
+    except grpc.aio.AioRpcError as err:
+        hint = " (is dsat running there?)" if err.code() == grpc.StatusCode.UNAVAILABLE else ""
+        raise ClientFailure(f"{mesh.current}: {describe(err)}{hint}") from None
     finally:
         await mesh.close()
 
@@ -489,11 +503,6 @@ def main(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         code = asyncio.run(run(args))
-    except grpc.aio.AioRpcError as err:
-        where = ", ".join(f"{k} {getattr(args, k)}" for k in ("router", "status"))
-        hint = " (is dsat running there?)" if err.code() == grpc.StatusCode.UNAVAILABLE else ""
-        print(f"client.py: {err.code().name}: {err.details()}{hint} [{where}]", file=sys.stderr)
-        code = 1
     except ClientFailure as err:
         print(f"client.py: {err}", file=sys.stderr)
         code = 1
