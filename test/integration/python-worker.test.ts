@@ -11,6 +11,12 @@ import type {
   RouterServiceImplementation,
 } from '../../gen/dsat/router/v1/router';
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
+import type {
+  StatusServiceImplementation,
+  WatchTaskRequest,
+} from '../../gen/dsat/status/v1/status';
+import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
+import { Task, TaskState, Transition } from '../../gen/dsat/task/v1/task';
 import { withUnimplemented } from '../../services/shared/unimplemented';
 import type { RunningProcess } from '../helpers/processes';
 import { REPO_ROOT, spawnProcess, within } from '../helpers/processes';
@@ -217,7 +223,7 @@ describe('the Python worker against a scripted router', () => {
       '--concurrency',
       '2',
       '--delay-ms',
-      '400',
+      '1000',
     ]);
 
     // Hello, Welcome, then credit for every slot.
@@ -340,5 +346,93 @@ describe('the Python worker against a scripted router', () => {
     expect(await within(worker.exited, 10_000, 'the worker to exit')).toBe(0);
     // Across both streams, the worker never granted more than its slots that had come free.
     expect(creditIn(s1.log.filter((m): m is NonNullable<WorkerMessage> => !!m))).toBe(2 + 3);
+  });
+});
+
+describe('the Python client against a scripted status service', () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    await server?.forceShutdown();
+  });
+
+  it('resumes a broken WatchTask after the last revision it received, missing and repeating nothing', async () => {
+    const requests: WatchTaskRequest[] = [];
+    const record = (state: TaskState, revision: number) =>
+      Task.fromPartial({
+        taskId: 't1',
+        pipeline: 'py-demo',
+        stage: 'finish',
+        state,
+        attempt: 1,
+        revision,
+        output:
+          state === TaskState.TASK_STATE_SUCCEEDED
+            ? { data: json({ done: true }), contentType: 'application/json' }
+            : undefined,
+      });
+    const transition = (revision: number, from: TaskState, to: TaskState) =>
+      Transition.fromPartial({
+        revision,
+        taskId: 't1',
+        fromState: from,
+        toState: to,
+        stage: 'finish',
+        attempt: 1,
+        reason: 'TEST',
+      });
+    const implementation: StatusServiceImplementation = withUnimplemented(StatusServiceDefinition, {
+      async *watchTask(request: WatchTaskRequest) {
+        requests.push(request);
+        if (requests.length === 1) {
+          yield { event: { $case: 'snapshot', value: record(TaskState.TASK_STATE_QUEUED, 5) } };
+          yield {
+            event: {
+              $case: 'transition',
+              value: transition(6, TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_DISPATCHED),
+            },
+          };
+          throw new ServerError(Status.UNAVAILABLE, 'status restarting');
+        }
+        yield {
+          event: {
+            $case: 'transition',
+            value: transition(7, TaskState.TASK_STATE_DISPATCHED, TaskState.TASK_STATE_RUNNING),
+          },
+        };
+        yield {
+          event: {
+            $case: 'transition',
+            value: transition(8, TaskState.TASK_STATE_RUNNING, TaskState.TASK_STATE_SUCCEEDED),
+          },
+        };
+      },
+      getTask: () => Promise.resolve({ task: record(TaskState.TASK_STATE_SUCCEEDED, 8) }),
+    });
+    server = createServer();
+    server.add(StatusServiceDefinition, implementation);
+    const port = await server.listen('127.0.0.1:0');
+    const { stdout, stderr } = await python([
+      'client.py',
+      '--status',
+      `127.0.0.1:${port}`,
+      '--json',
+      'watch',
+      't1',
+    ]);
+    expect(requests.map((r) => r.fromRevision)).toEqual([0, 6]);
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, { revision?: number } & Record<string, unknown>>);
+    expect(lines.map((l) => Object.keys(l)[0])).toEqual([
+      'snapshot',
+      'transition',
+      'transition',
+      'transition',
+      'final',
+    ]);
+    expect(lines.slice(1, 4).map((l) => l.transition!.revision)).toEqual([6, 7, 8]);
+    expect(lines[4]!.final).toMatchObject({ state: 'SUCCEEDED', output: { done: true } });
+    expect(stderr).toMatch(/watch t1: UNAVAILABLE: status restarting; resuming after revision 6/);
   });
 });
