@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -258,7 +259,10 @@ class Worker:
                 # A stream that was welcomed resets the backoff; refused connections double it.
                 failures = 0 if self.stats["sessions"] > sessions else failures + 1
                 delay = min(MAX_BACKOFF_S, 0.2 * 2**failures) * random.uniform(0.5, 1.0)
-                log.warning("router %s: %s; reconnecting in %.1f s", address, describe(err), delay)
+                # A refused Hello (a stage the router does not serve, another protocol version)
+                # needs an operator; keep trying, since the router may be reconfigured.
+                level = logging.ERROR if refused_hello(err) else logging.WARNING
+                log.log(level, "router %s: %s; reconnecting in %.1f s", address, describe(err), delay)
                 try:
                     await asyncio.wait_for(self.drain_requested.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -519,6 +523,11 @@ async def raise_status(call, fallback: str) -> None:
     raise StreamLost(f"{code.name}: {details}")
 
 
+def refused_hello(err: BaseException) -> bool:
+    return isinstance(err, StreamLost) and str(err).startswith(
+        ("INVALID_ARGUMENT", "FAILED_PRECONDITION"))
+
+
 def describe(err: BaseException) -> str:
     if isinstance(err, grpc.aio.AioRpcError):
         return f"{err.code().name}: {err.details()}"
@@ -561,6 +570,11 @@ def parse_args(argv):
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if not stages:
         problems.append("--stages: give at least one stage")
+    for s in stages:
+        if not re.fullmatch(r"[a-z0-9_-]{1,63}", s):
+            problems.append(f"--stages: {s!r} is not a stage name (a-z, 0-9, '-', '_')")
+    if args.worker_id and not re.fullmatch(r"[A-Za-z0-9._:@/-]{1,128}", args.worker_id):
+        problems.append("--worker-id: use 1 to 128 of A-Z a-z 0-9 . _ : @ / -")
     if not 1 <= args.concurrency <= 10_000:
         problems.append("--concurrency: must be from 1 to 10000")
     if args.delay_ms < 0:
@@ -568,7 +582,8 @@ def parse_args(argv):
     if problems:
         p.error("\n  ".join(problems))
     args.routers, args.stages = routers, stages
-    args.worker_id = args.worker_id or f"py-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64]
+    args.worker_id = args.worker_id or f"py-{host}-{uuid.uuid4().hex[:8]}"
     return args
 
 
