@@ -1,0 +1,324 @@
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { createChannel, createClient } from 'nice-grpc';
+import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
+import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
+import { procStats } from '../proc-stats';
+import { round } from './loops';
+import { PIPELINE3 } from './pipeline';
+
+const ROOT = path.join(__dirname, '../..');
+const DSAT = path.join(ROOT, 'bin/dsat.js');
+
+export interface BenchOptions {
+  readonly tasks: number;
+  readonly window: number;
+  readonly rate: number;
+  readonly durationS: number;
+  readonly warmup: number;
+  readonly runs: number;
+  readonly modes: readonly ('T' | 'L')[];
+  readonly sync: boolean;
+  /** Worker slots per stage process. */
+  readonly concurrency: number;
+  /** Extra environment for every dsat process, e.g. OTEL_* to measure tracing on. */
+  readonly env?: NodeJS.ProcessEnv;
+  readonly system?: string;
+  readonly progress?: (line: string) => void;
+}
+
+interface Proc {
+  readonly name: string;
+  readonly role: 'server' | 'stage' | 'client';
+  readonly child: ChildProcess;
+}
+
+function startDsat(
+  name: string,
+  role: Proc['role'],
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  log: fs.WriteStream,
+) {
+  const child = spawn(process.execPath, [DSAT, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DSAT_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr!.on('data', (c: Buffer) => log.write(`[${name}] ${c.toString()}`));
+  const ready = new Promise<string>((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      log.write(`[${name}] ${line}\n`);
+      const m = /listening on (\S+)/.exec(line);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready`)));
+  });
+  return { proc: { name, role, child } as Proc, ready };
+}
+
+async function waitFor(what: string, ms: number, check: () => Promise<boolean>) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function stopAll(procs: Proc[]) {
+  await Promise.all(
+    procs.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          if (p.child.exitCode !== null || p.child.signalCode !== null) return resolve();
+          const t = setTimeout(() => p.child.kill('SIGKILL'), 5000);
+          p.child.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          p.child.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+export type RunRecord = Record<string, unknown> & { mode: string; rep: number };
+
+async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promise<RunRecord> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-'));
+  const log = fs.createWriteStream(path.join(dir, 'processes.log'));
+  const env = opts.env ?? {};
+  const procs: Proc[] = [];
+  const record: RunRecord = { type: 'run', system: opts.system ?? 'dsat', mode, rep };
+  const marks: Record<string, Record<string, number | null>> = {};
+  const started = Date.now();
+  try {
+    const status = startDsat(
+      'status',
+      'server',
+      [
+        'status',
+        '--port',
+        '0',
+        '--data-dir',
+        path.join(dir, 'data'),
+        ...(opts.sync ? [] : ['--no-sync']),
+      ],
+      { ...env, OTEL_SERVICE_NAME: 'dsat-status' },
+      log,
+    );
+    procs.push(status.proc);
+    const statusAddress = await status.ready;
+    const tracker = startDsat(
+      'tracker',
+      'server',
+      ['tracker', '--port', '0', '--status-address', statusAddress],
+      { ...env, OTEL_SERVICE_NAME: 'dsat-tracker' },
+      log,
+    );
+    procs.push(tracker.proc);
+    const trackerAddress = await tracker.ready;
+    const router = startDsat(
+      'router',
+      'server',
+      [
+        'router',
+        '--port',
+        '0',
+        '--status-address',
+        statusAddress,
+        '--tracker-address',
+        trackerAddress,
+      ],
+      { ...env, OTEL_SERVICE_NAME: 'dsat-router' },
+      log,
+    );
+    procs.push(router.proc);
+    const routerAddress = await router.ready;
+
+    const trackerClient = createClient(TrackerServiceDefinition, createChannel(trackerAddress));
+    await trackerClient.applyPipeline({ pipeline: PIPELINE3, validateOnly: false });
+    const stages: Promise<string>[] = [];
+    for (const stage of ['stage3', 'stage2', 'stage1']) {
+      const w = startDsat(
+        stage,
+        'stage',
+        [
+          'worker',
+          '--port',
+          '0',
+          '--routers',
+          routerAddress,
+          '--tracker-address',
+          trackerAddress,
+          '--stages',
+          stage,
+          '--concurrency',
+          String(opts.concurrency),
+          '--handler',
+          path.join(__dirname, 'handlers.ts'),
+        ],
+        { ...env, OTEL_SERVICE_NAME: `dsat-worker-${stage}` },
+        log,
+      );
+      procs.push(w.proc);
+      stages.push(w.ready);
+    }
+    await Promise.all(stages);
+    const routerClient = createClient(RouterServiceDefinition, createChannel(routerAddress));
+    await waitFor('a worker on every stage', 30_000, async () => {
+      const load = await routerClient.getRouterLoad({});
+      return ['stage1', 'stage2', 'stage3'].every(
+        (s) => (load.stages.find((l) => l.stage === s)?.workers ?? 0) > 0,
+      );
+    });
+
+    const client = fork(path.join(__dirname, 'client.ts'), [], {
+      cwd: ROOT,
+      execArgv: ['--require', 'tsx/cjs'],
+      env: {
+        ...process.env,
+        BENCH_MODE: mode,
+        BENCH_N: String(opts.tasks),
+        BENCH_WINDOW: String(opts.window),
+        BENCH_RATE: String(opts.rate),
+        BENCH_DURATION_S: String(opts.durationS),
+        BENCH_WARMUP: String(opts.warmup),
+        BENCH_TAG: `r${rep}${mode}`,
+        BENCH_ROUTER: routerAddress,
+        BENCH_STATUS: statusAddress,
+      },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    client.stderr!.on('data', (c: Buffer) => log.write(`[client] ${c.toString()}`));
+    procs.push({ name: 'client', role: 'client', child: client });
+    const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      client.on('message', (m: { type: string; name?: string }) => {
+        if (m.type === 'mark' && m.name) {
+          marks[m.name] = Object.fromEntries(
+            procs.map((p) => [p.name, procStats(p.child.pid!)?.cpuS ?? null]),
+          );
+        } else if (m.type === 'result') resolve(m as Record<string, unknown>);
+      });
+      client.once('exit', (code) => reject(new Error(`client exited (${code}) without a result`)));
+    });
+    delete result.type;
+    Object.assign(record, result);
+    let hwmTotal = 0;
+    let hwmSystem = 0;
+    let cpuMeasure = 0;
+    const per: Record<string, unknown> = {};
+    for (const p of procs) {
+      const st = procStats(p.child.pid!);
+      if (!st) continue;
+      const a = marks['measure-start']?.[p.name];
+      const b = marks['measure-end']?.[p.name];
+      const cpu = a != null && b != null ? b - a : null;
+      per[p.name] = {
+        hwm_mb: round(st.hwmKb / 1024, 1),
+        cpu_s: st.cpuS,
+        cpu_measure_s: cpu === null ? null : round(cpu, 2),
+      };
+      hwmTotal += st.hwmKb;
+      if (p.role !== 'client') hwmSystem += st.hwmKb;
+      if (cpu !== null) cpuMeasure += cpu;
+    }
+    record.peak_rss_total_mb = round(hwmTotal / 1024, 1);
+    record.peak_rss_system_mb = round(hwmSystem / 1024, 1);
+    record.cpu_measure_s = round(cpuMeasure, 2);
+    if (typeof record.received === 'number' && record.received > 0) {
+      record.cpu_ms_per_task = round((cpuMeasure * 1000) / record.received, 4);
+    }
+    record.procs = per;
+  } catch (e) {
+    record.error = String(e instanceof Error ? e.message : e);
+    record.log = path.join(dir, 'processes.log');
+  } finally {
+    for (const role of ['client', 'stage', 'server'] as const)
+      await stopAll(procs.filter((p) => p.role === role));
+    record.wall_s = round((Date.now() - started) / 1000, 1);
+    log.end();
+    if (!record.error) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return record;
+}
+
+function aggregate(runs: RunRecord[], key: string) {
+  const v = runs
+    .map((r) => (typeof r[key] === 'number' ? (r[key] as number) : null))
+    .filter((x): x is number => x !== null);
+  if (v.length === 0) return null;
+  v.sort((a, b) => a - b);
+  const med = v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+  return { median: round(med, 3), min: v[0], max: v[v.length - 1], runs: v.length };
+}
+
+function nested(runs: RunRecord[], outer: string, key: string) {
+  return aggregate(
+    runs.map((r) => ({ ...r, [key]: (r[outer] as Record<string, number> | undefined)?.[key] })),
+    key,
+  );
+}
+
+/** One summary line per measurement, in the peers' shape. */
+export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
+  const sum = (k: string) =>
+    runs.reduce((a, r) => a + (typeof r[k] === 'number' ? (r[k] as number) : 0), 0);
+  const base = {
+    type: 'summary',
+    system,
+    measurement: mode,
+    reps: runs.length,
+    lost_total: sum('lost'),
+    dups_total: sum('dups'),
+    bad_total: sum('bad_content'),
+    errors: runs.filter((r) => r.error).map((r) => r.error),
+    peak_rss_total_mb: aggregate(runs, 'peak_rss_total_mb'),
+    peak_rss_system_mb: aggregate(runs, 'peak_rss_system_mb'),
+    cpu_ms_per_task: aggregate(runs, 'cpu_ms_per_task'),
+  };
+  if (mode === 'T')
+    return {
+      ...base,
+      tasks_per_s: aggregate(runs, 'tasks_per_s'),
+      elapsed_s: aggregate(runs, 'elapsed_s'),
+    };
+  return {
+    ...base,
+    achieved_rate: aggregate(runs, 'achieved_rate'),
+    p50_ms: nested(runs, 'latency', 'p50_ms'),
+    p90_ms: nested(runs, 'latency', 'p90_ms'),
+    p99_ms: nested(runs, 'latency', 'p99_ms'),
+    max_ms: nested(runs, 'latency', 'max_ms'),
+  };
+}
+
+export async function runPipeline3(opts: BenchOptions) {
+  const system = opts.system ?? (opts.sync ? 'dsat' : 'dsat-nosync');
+  const out: { runs: RunRecord[]; summaries: ReturnType<typeof summarize>[] } = {
+    runs: [],
+    summaries: [],
+  };
+  for (const mode of opts.modes) {
+    const runs: RunRecord[] = [];
+    for (let rep = 1; rep <= opts.runs; rep++) {
+      const r = await runOnce({ ...opts, system }, mode, rep);
+      runs.push(r);
+      opts.progress?.(
+        `run ${rep}/${opts.runs} ${mode}: ` +
+          (mode === 'T'
+            ? `tasks/s=${String(r.tasks_per_s)}`
+            : `p50=${String((r.latency as Record<string, unknown> | undefined)?.p50_ms)} p99=${String((r.latency as Record<string, unknown> | undefined)?.p99_ms)}`) +
+          ` lost=${String(r.lost)} dups=${String(r.dups)} cpu ms/task=${String(r.cpu_ms_per_task)} rss=${String(r.peak_rss_system_mb)}MB${r.error ? ` ERROR ${String(r.error)}` : ''}`,
+      );
+    }
+    out.runs.push(...runs);
+    out.summaries.push(summarize(system, mode, runs));
+  }
+  return out;
+}
