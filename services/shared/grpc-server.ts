@@ -131,3 +131,20 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     },
   };
 }
+
+/** Registers a server's part of the shutdown order: NOT_SERVING, end streams, stop. */
+export function stopServerOnShutdown(
+  shutdown: {
+    on(
+      phase: 'not-serving' | 'terminate-streams' | 'server',
+      name: string,
+      step: () => unknown,
+    ): void;
+  },
+  name: string,
+  server: GrpcServer,
+): void {
+  shutdown.on('not-serving', `${name} health`, () => server.setServing(false));
+  shutdown.on('terminate-streams', `${name} streams`, () => server.terminateStreams());
+  shutdown.on('server', `${name} server`, () => server.stop());
+}

@@ -22,8 +22,16 @@ export class Inbox<T> {
   /** The last revision published while subscribed, matched or not. */
   seen = 0;
   closedWith: Error | undefined;
+  private wokeAt = 0;
 
-  constructor(private readonly capacity: number) {}
+  /**
+   * @param progressEvery wake the watcher after this many revisions with nothing for it, so it
+   *   can tell its client how far it has seen (Infinity: never).
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly progressEvery = Number.POSITIVE_INFINITY,
+  ) {}
 
   push(item: T, weight: number, revision: number): void {
     this.seen = revision;
@@ -43,6 +51,7 @@ export class Inbox<T> {
   /** A commit with nothing for this watcher still moves its resume point. */
   skip(revision: number): void {
     this.seen = revision;
+    if (revision - this.wokeAt >= this.progressEvery) this.notify();
   }
 
   take(): T[] {
@@ -85,6 +94,7 @@ export class Inbox<T> {
   }
 
   private notify(): void {
+    this.wokeAt = this.seen;
     const wake = this.wake;
     if (wake !== undefined) wake();
   }
@@ -111,8 +121,12 @@ export class FeedHub {
     return n;
   }
 
-  subscribeEvents(match: (entry: FeedEntry) => boolean, capacity: number): EventSubscription {
-    const sub = { inbox: new Inbox<EventBatch>(capacity), match };
+  subscribeEvents(
+    match: (entry: FeedEntry) => boolean,
+    capacity: number,
+    progressEvery: number,
+  ): EventSubscription {
+    const sub = { inbox: new Inbox<EventBatch>(capacity, progressEvery), match };
     this.events.add(sub);
     return sub;
   }

@@ -1,27 +1,41 @@
-import fs from 'node:fs';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import type { StatusConfig } from '../shared/config';
-import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
-import { withUnimplemented } from '../shared/unimplemented';
+import { createStatusService } from './status-service';
+import { openStatusStore } from './status-store';
 
 export async function startStatusServer(
   config: StatusConfig,
   deps: ServiceDeps,
 ): Promise<ServiceHandle> {
   const shutdown = hostShutdown(deps);
-  fs.mkdirSync(config.dataDir, { recursive: true });
-  const server = await startGrpcServer({
-    name: 'status',
-    config,
-    logger: deps.logger,
-    services: [
-      serviceEntry(StatusServiceDefinition, withUnimplemented(StatusServiceDefinition, {})),
-    ],
+  // Opening checks the store and fails fast (LEVEL_LOCKED, damage) before any port is bound.
+  const store = await openStatusStore({
+    dir: config.dataDir,
+    sync: config.sync,
+    repair: config.repair,
+    retentionMs: config.retention,
+    feedWindowMs: config.feedWindow,
   });
-  shutdown.on('not-serving', 'status health', () => server.setServing(false));
-  shutdown.on('terminate-streams', 'status streams', () => server.terminateStreams());
-  shutdown.on('server', 'status server', () => server.stop());
+  const report = store.openReport;
+  deps.logger.info({ ...report, lost: report.lost.length }, 'status store open');
+  if (report.repaired)
+    deps.logger.warn({ lost: report.lost, damagedTasks: report.damagedTasks }, 'store repaired');
+  let server;
+  try {
+    server = await startGrpcServer({
+      name: 'status',
+      config,
+      logger: deps.logger,
+      services: [serviceEntry(StatusServiceDefinition, createStatusService(store))],
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  stopServerOnShutdown(shutdown, 'status', server);
+  shutdown.on('close-store', 'status store', () => store.close());
   return { name: 'status', address: server.address, shutdown: () => shutdown.run('stop') };
 }

@@ -23,7 +23,6 @@ import { FeedHub, type EventBatch } from './feed-hub';
 import {
   CorruptValueError,
   DONE,
-  ENDED,
   FEED,
   FORMAT,
   HEAD_KEY,
@@ -58,7 +57,14 @@ import {
   type OpenedLevel,
   type StatusLevel,
 } from './store-open';
-import { foldEntry, isTraceparent, startTask, toTransition, type LogEntry } from './task-log';
+import {
+  foldEntry,
+  foldEntryInto,
+  isTraceparent,
+  startTask,
+  toTransition,
+  type LogEntry,
+} from './task-log';
 import {
   TERMINAL_STATES,
   checkTransition,
@@ -88,6 +94,8 @@ export interface StatusStoreOptions {
   readonly watchBufferSize?: number;
   /** An event watcher whose filter matches nothing is told its revision every this many revisions. */
   readonly watchProgressEvery?: number;
+  /** LevelDB's write buffer (default 16 MiB; LevelDB's own 4 MiB flushes several times a second under load). */
+  readonly writeBufferSize?: number;
   /** Retry the open this long while another process holds the lock (default 0: fail fast). */
   readonly lockWaitMs?: number;
   readonly signal?: AbortSignal;
@@ -132,6 +140,7 @@ export async function openStatusStore(options: StatusStoreOptions): Promise<Stat
   const opened = await openLevel(options.dir, {
     repair: options.repair ?? false,
     lockWaitMs: options.lockWaitMs ?? 0,
+    writeBufferSize: options.writeBufferSize ?? 16 * 1024 * 1024,
     signal: options.signal,
   });
   const store = new StatusStore(opened, options);
@@ -163,6 +172,8 @@ interface Waiter {
 /** A task touched by the commit being built. */
 interface Staged {
   slot: TaskSlot;
+  /** `slot.log`, which this commit owns and appends to. */
+  readonly log: LogEntry[];
   /** The state before this commit (published or read from disk); undefined for a create. */
   readonly before: TaskSlot | undefined;
   readonly wasLive: boolean;
@@ -194,12 +205,16 @@ class CommitBuild {
   duplicates = 0;
   created = 0;
 
+  /** Every transition of a commit is recorded at the commit's time: one Date for all. */
+  readonly at: Date;
+
   constructor(
     first: number,
     readonly atMs: number,
   ) {
     this.first = first;
     this.next = first;
+    this.at = new Date(atMs);
   }
 }
 
@@ -217,6 +232,7 @@ const HOUR = 3_600_000;
 const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const STAGE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const SWEEP_CHUNK = 2_000;
 
 export class StatusStore {
@@ -514,6 +530,7 @@ export class StatusStore {
     };
     build.staged.set(w.taskId, {
       slot,
+      log: slot.log as LogEntry[],
       before: undefined,
       wasLive: false,
       milestone: true,
@@ -606,26 +623,29 @@ export class StatusStore {
           : undefined,
       input: move === 'advance' ? (w.payload ?? (publishing ? task.input : undefined)) : undefined,
     });
-    const next = foldEntry(task, e);
     const milestone = move === 'advance' || move === 'redrive' || isTerminalState(w.toState);
-    const slot: TaskSlot = {
-      task: next,
-      log: [...cur.log, e],
-      embedded: cur.embedded,
-      liveRev: move === 'redrive' ? e.revision : cur.liveRev,
-      encoded: cur.encoded,
-    };
+    const liveRev = move === 'redrive' ? e.revision : cur.liveRev;
     const staged = build.staged.get(w.taskId);
+    let next: Task;
     if (staged === undefined) {
+      // First write to the task in this commit: copy what is published, once.
+      next = foldEntry(task, e, build.at);
+      const log = cur.log.slice();
+      log.push(e);
+      const slot = { task: next, log, embedded: cur.embedded, liveRev, encoded: cur.encoded };
       build.staged.set(w.taskId, {
         slot,
+        log,
         before: cur,
         wasLive: this.live.has(w.taskId),
         milestone,
         idempotencyKey: '',
       });
     } else {
-      staged.slot = slot;
+      // The staged copies are this commit's own until it is published.
+      next = foldEntryInto(staged.slot.task, e, build.at);
+      staged.log.push(e);
+      if (liveRev !== staged.slot.liveRev) staged.slot = { ...staged.slot, liveRev };
       staged.milestone ||= milestone;
     }
     build.entries.push(feedEntry(next, e));
@@ -813,6 +833,14 @@ export class StatusStore {
       cursor[0] === 'T'
         ? [Number(cursor[1]), String(cursor[2])]
         : [Number.MAX_SAFE_INTEGER, '\uffff'];
+    if (tasks.length === size) {
+      // The live tasks filled this page: the next one starts with the ended tasks, if any.
+      const { found } = await this.scanEnded(f, 1, endedBefore);
+      return {
+        tasks,
+        nextPageToken: found.length === 0 ? '' : encodePageToken('tasks', ['T', ...endedBefore]),
+      };
+    }
     const { found, more } = await this.scanEnded(f, size - tasks.length, endedBefore);
     const records =
       found.length === 0 ? [] : await this.db.getMany(found.map((x) => DONE + x.taskId));
@@ -837,9 +865,6 @@ export class StatusStore {
     before: [number, string],
   ): Promise<{ found: { endedAtMs: number; taskId: string }[]; more: boolean }> {
     const states = TERMINAL_STATES.filter((s) => f.states === undefined || f.states.has(s));
-    if (limit <= 0) {
-      return { found: [], more: states.length > 0 };
-    }
     const candidates: { endedAtMs: number; taskId: string }[] = [];
     for (const state of states) {
       const prefix = endedPrefix(state);
@@ -959,7 +984,7 @@ export class StatusStore {
     this.checkResume(fromRevision);
     const match = (fe: FeedEntry): boolean =>
       this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage);
-    const sub = this.hub.subscribeEvents(match, this.watchBufferSize);
+    const sub = this.hub.subscribeEvents(match, this.watchBufferSize, this.watchProgressEvery);
     const inbox = sub.inbox;
     let cursor = fromRevision === 0 ? this.revision : fromRevision;
     let told = cursor;
@@ -1612,8 +1637,13 @@ function validateCreate(w: TransitionWrite): void {
     throw invalidArgument('expected_state', 'a create expects no state');
   }
   if (w.attempt > 1) throw invalidArgument('attempt', 'a create starts at attempt 1');
-  if (create.idempotencyKey.length > 256)
-    throw invalidArgument('create.idempotency_key', 'is longer than 256');
+  if (create.idempotencyKey.length > 256 || LONE_SURROGATE.test(create.idempotencyKey)) {
+    // It becomes part of a LevelDB key, where a lone surrogate would turn into U+FFFD.
+    throw invalidArgument(
+      'create.idempotency_key',
+      'must be well-formed text of at most 256 characters',
+    );
+  }
   if (create.traceparent !== '' && !isTraceparent(create.traceparent)) {
     throw invalidArgument('create.traceparent', 'is not a W3C traceparent');
   }

@@ -80,7 +80,7 @@ export function startTask(
 }
 
 /** The task after one more entry of its log. Never mutates `task`. */
-export function foldEntry(task: Task, e: LogEntry): Task {
+export function foldEntry(task: Task, e: LogEntry, at: Date = new Date(e.atMs)): Task {
   const stageDone = e.stage !== task.stage;
   const finished = e.to === TaskState.TASK_STATE_SUCCEEDED;
   // Every field spelled out: V8 copies a literal much faster than a spread with overrides.
@@ -99,7 +99,7 @@ export function foldEntry(task: Task, e: LogEntry): Task {
     traceparent: task.traceparent,
     lastError: e.error ?? (stageDone ? undefined : task.lastError),
     createdAt: task.createdAt,
-    updatedAt: new Date(e.atMs),
+    updatedAt: at,
     priority: task.priority,
     idempotencyKey: task.idempotencyKey,
     hops: stageDone || finished ? task.hops + 1 : task.hops,
@@ -108,6 +108,35 @@ export function foldEntry(task: Task, e: LogEntry): Task {
     asyncToken: e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '',
     workerId: e.workerId === '' ? task.workerId : e.workerId,
   };
+}
+
+/**
+ * `foldEntry` in place, for a task object no one else can see yet (one staged by the commit
+ * being built), so that several writes to a task in one commit allocate one record.
+ */
+export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
+  const stageDone = e.stage !== task.stage;
+  const finished = e.to === TaskState.TASK_STATE_SUCCEEDED;
+  if (stageDone) {
+    task.input = e.input;
+    task.hops++;
+    task.lastError = undefined;
+    task.progress = undefined;
+  } else if (finished) {
+    task.hops++;
+  }
+  if (finished) task.output = e.payload;
+  if (e.error !== undefined) task.lastError = e.error;
+  if (e.progress !== undefined) task.progress = e.progress;
+  task.stage = e.stage;
+  task.state = e.to;
+  task.attempt = e.attempt;
+  task.seq = e.seq;
+  task.revision = e.revision;
+  task.updatedAt = at;
+  task.asyncToken = e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '';
+  if (e.workerId !== '') task.workerId = e.workerId;
+  return task;
 }
 
 export function toTransition(

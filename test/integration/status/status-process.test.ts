@@ -1,0 +1,144 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Status } from 'nice-grpc-common';
+import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
+import { TaskState } from '../../../gen/dsat/task/v1/task';
+import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
+import type { RunningProcess } from '../../helpers/processes';
+import { spawnDsat, within } from '../../helpers/processes';
+import { tempDir } from '../../helpers/temp-dir';
+
+jest.setTimeout(60_000);
+
+async function startStatus(dir: string): Promise<{ p: RunningProcess; address: string }> {
+  const p = spawnDsat(['status', '--port', '0', '--data-dir', dir]);
+  const m = await p.waitForLine(/^status listening on (\S+)$/);
+  return { p, address: m[1]! };
+}
+
+function createWrite(taskId: string) {
+  return {
+    transitionId: `create-${taskId}`,
+    taskId,
+    toState: TaskState.TASK_STATE_QUEUED,
+    stage: 'parse',
+    attempt: 1,
+    reason: 'SUBMITTED',
+    payload: { data: Buffer.from('{"n":1}'), contentType: 'application/json' },
+    create: {
+      pipeline: 'demo',
+      pipelineVersion: 1,
+      idempotencyKey: '',
+      priority: 0,
+      traceparent: '',
+    },
+  };
+}
+
+describe('the status service as its own process', () => {
+  const dirs: { cleanup(): void }[] = [];
+  const procs: RunningProcess[] = [];
+  afterEach(() => {
+    for (const p of procs.splice(0)) p.kill('SIGKILL');
+    for (const d of dirs.splice(0)) d.cleanup();
+  });
+
+  it('keeps acknowledged writes across kill -9 and streams a watch from a revision', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const first = await startStatus(tmp.path);
+    procs.push(first.p);
+    let client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
+    const taskId = crypto.randomUUID();
+    const created = await client.commitTransitions({ writes: [createWrite(taskId)] });
+    expect(created.outcomes[0]).toMatchObject({ code: 0, taskId });
+    const dispatched = await client.commitTransitions({
+      writes: [
+        {
+          transitionId: `d-${taskId}`,
+          taskId,
+          expectedState: TaskState.TASK_STATE_QUEUED,
+          expectedAttempt: 1,
+          toState: TaskState.TASK_STATE_DISPATCHED,
+          stage: 'parse',
+          attempt: 1,
+          workerId: 'w1',
+          reason: 'DISPATCHED',
+        },
+      ],
+    });
+    expect(dispatched.outcomes[0]?.code).toBe(0);
+
+    first.p.kill('SIGKILL');
+    await first.p.exited;
+    const second = await startStatus(tmp.path);
+    procs.push(second.p);
+    client = createDsatClient(StatusServiceDefinition, createDsatChannel(second.address));
+    const { task } = await client.getTask({ taskId });
+    expect(task?.state).toBe(TaskState.TASK_STATE_DISPATCHED);
+    const { transitions } = await client.getTaskHistory({ taskId });
+    expect(transitions.map((t) => TaskState[t.toState])).toEqual([
+      'TASK_STATE_SUBMITTED',
+      'TASK_STATE_QUEUED',
+      'TASK_STATE_DISPATCHED',
+    ]);
+
+    // A stale attempt is refused and changes nothing.
+    const stale = await client.commitTransitions({
+      writes: [
+        {
+          transitionId: `r-${taskId}`,
+          taskId,
+          expectedState: TaskState.TASK_STATE_DISPATCHED,
+          expectedAttempt: 7,
+          toState: TaskState.TASK_STATE_RUNNING,
+          stage: 'parse',
+          attempt: 7,
+          reason: 'STARTED',
+        },
+      ],
+    });
+    expect(stale.outcomes[0]?.code).toBe(Status.FAILED_PRECONDITION);
+
+    // Resuming a watch after the first transition replays the rest, in order, with no snapshot.
+    const seen: string[] = [];
+    for await (const e of client.watchTask({ taskId, fromRevision: transitions[0]!.revision })) {
+      if (e.event?.$case === 'transition') seen.push(TaskState[e.event.value.toState]);
+      else seen.push('snapshot');
+      if (seen.length === 2) break;
+    }
+    expect(seen).toEqual(['TASK_STATE_QUEUED', 'TASK_STATE_DISPATCHED']);
+  });
+
+  it('refuses a second process on the same directory with LEVEL_LOCKED and leaves the first serving (T20)', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const first = await startStatus(tmp.path);
+    procs.push(first.p);
+    const second = spawnDsat(['status', '--port', '0', '--data-dir', tmp.path]);
+    procs.push(second);
+    const code = await within(second.exited, 20_000, 'second opener to exit');
+    expect(code).not.toBe(0);
+    expect(second.stderr.join('\n')).toMatch(/LEVEL_LOCKED/);
+    expect(second.stderr.join('\n')).toContain(tmp.path);
+    const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
+    await expect(client.getStoreStats({})).resolves.toBeDefined();
+  });
+
+  it('refuses to start on a damaged store instead of starting empty (T19)', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const first = await startStatus(tmp.path);
+    const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
+    await client.commitTransitions({ writes: [createWrite(crypto.randomUUID())] });
+    first.p.kill('SIGINT');
+    expect(await within(first.p.exited, 10_000, 'status to stop')).toBe(0);
+    fs.writeFileSync(path.join(tmp.path, 'CURRENT'), 'MANIFEST-999999\n');
+    const again = spawnDsat(['status', '--port', '0', '--data-dir', tmp.path]);
+    procs.push(again);
+    const code = await within(again.exited, 20_000, 'damaged store start to fail');
+    expect(code).not.toBe(0);
+    expect(again.stderr.join('\n')).toContain(tmp.path);
+  });
+});
