@@ -465,6 +465,13 @@ const PY_PIPELINE: Pipeline = Pipeline.fromPartial({
   })),
 });
 
+const TERMINAL = [
+  TaskState.TASK_STATE_SUCCEEDED,
+  TaskState.TASK_STATE_FAILED,
+  TaskState.TASK_STATE_DEAD_LETTERED,
+  TaskState.TASK_STATE_CANCELLED,
+];
+
 const expectedOutput = (i: number) => ({
   n: i,
   text: `item-${i}`,
@@ -496,6 +503,8 @@ async function startMesh(dataDir: string): Promise<Mesh> {
 
 // Skipped until the router, the worker SDK and the status store land on main: today the services
 // answer UNIMPLEMENTED. Enable it when `git merge main` brings them.
+// Skipped until the router, the worker SDK and the tracker land on main (today they answer
+// UNIMPLEMENTED); it passed on a trial merge of the router branch.
 describe.skip('a Python worker and a Python client in a real mesh', () => {
   const data = tempDir('dsat-py-');
   let mesh: Mesh | undefined;
@@ -515,8 +524,9 @@ describe.skip('a Python worker and a Python client in a real mesh', () => {
     const statusClient = createClient(StatusServiceDefinition, channels[2]!);
     try {
       await trackerClient.applyPipeline({ pipeline: PY_PIPELINE, validateOnly: false });
-      for (const stage of ['ingest', 'finish']) {
-        const w = spawnDsat(
+      // One TypeScript worker serves the first and the last stage.
+      others.push(
+        spawnDsat(
           [
             'worker',
             '--port',
@@ -526,16 +536,15 @@ describe.skip('a Python worker and a Python client in a real mesh', () => {
             '--tracker-address',
             tracker,
             '--stages',
-            stage,
+            'ingest,finish',
             '--concurrency',
             '16',
             '--handler',
             HANDLERS,
           ],
           { DSAT_LOG_LEVEL: 'warn' },
-        );
-        others.push(w);
-      }
+        ),
+      );
       const pyWorker = (id: string) =>
         spawnPython('worker.py', [
           '--routers',
@@ -599,27 +608,28 @@ describe.skip('a Python worker and a Python client in a real mesh', () => {
 
       // Checked on the store itself, not on what the client says: one terminal transition per
       // task, and the kill did hit attempts in flight, which were redone by the second worker.
+      const stored = await Promise.all(
+        results.map(async (r) => ({
+          index: r.index,
+          task: (await statusClient.getTask({ taskId: r.task_id })).task,
+          transitions: (await statusClient.getTaskHistory({ taskId: r.task_id })).transitions,
+        })),
+      );
       let workerLost = 0;
       const enrichedBy = new Set<string>();
-      for (const r of results) {
-        const { task } = await statusClient.getTask({ taskId: r.task_id });
+      for (const { index, task, transitions } of stored) {
         expect(task?.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
         expect(JSON.parse(Buffer.from(task!.output!.data).toString())).toEqual(
-          expectedOutput(r.index),
+          expectedOutput(index),
         );
-        const { transitions } = await statusClient.getTaskHistory({ taskId: r.task_id });
-        const terminal = transitions.filter((t) =>
-          [
-            TaskState.TASK_STATE_SUCCEEDED,
-            TaskState.TASK_STATE_FAILED,
-            TaskState.TASK_STATE_DEAD_LETTERED,
-            TaskState.TASK_STATE_CANCELLED,
-          ].includes(t.toState),
-        );
+        const terminal = transitions.filter((t) => TERMINAL.includes(t.toState));
         expect(terminal.map((t) => t.toState)).toEqual([TaskState.TASK_STATE_SUCCEEDED]);
         workerLost += transitions.filter((t) => t.reason === 'WORKER_LOST').length;
-        for (const t of transitions)
-          if (t.stage === 'enrich' && t.workerId) enrichedBy.add(t.workerId);
+        for (const t of transitions) {
+          if (t.stage === 'enrich' && t.toState === TaskState.TASK_STATE_RUNNING) {
+            enrichedBy.add(t.workerId);
+          }
+        }
       }
       expect(workerLost).toBeGreaterThan(0);
       expect(enrichedBy).toEqual(new Set(['py-first', 'py-second']));
