@@ -48,7 +48,10 @@ function gateWrites(store: StatusStore): Gate {
       return waiting.length;
     },
     release(fail) {
-      for (const w of waiting.splice(0)) fail === undefined ? w.go() : w.stop(fail);
+      for (const w of waiting.splice(0)) {
+        if (fail === undefined) w.go();
+        else w.stop(fail);
+      }
     },
     restore() {
       db.batch = original;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
-import { TaskState } from '../../../gen/dsat/task/v1/task';
+import type { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { StatusStore } from '../../../services/status/status-store';
 import {
   ALL_TASK_STATES,
