@@ -1,25 +1,240 @@
+import crypto from 'node:crypto';
+import { delay } from 'abort-controller-x';
+import { Status } from 'nice-grpc-common';
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
+import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { RouterConfig } from '../shared/config';
+import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
 import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import type { Membership } from '../shared/membership';
+import { startMembership } from '../shared/membership';
+import { openBidiStream, rawClient } from '../shared/raw-stream';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
-import { withUnimplemented } from '../shared/unimplemented';
+import { Dispatcher } from './dispatcher';
+import type { HeldTaskInit } from './held-task';
+import { createFeedFollower, FOLLOWED_STATES } from './feed-follower';
+import { createPipelineRegistry } from './pipeline-registry';
+import { rebuildQueues } from './queue-rebuild';
+import { FAILURE_REASONS } from './retry-policy';
+import { createRouterService } from './router-service';
+import { createStageForwarder } from './stage-forwarder';
+import { createStatusWriter } from './status-writer';
+import { TaskIntake } from './task-intake';
+import { createTransitionIds } from './transition-write';
+import type { WorkerSession } from './worker-session';
+
+/** A running router, with its dispatcher for tests and operators' tools. */
+export interface RouterHandle extends ServiceHandle {
+  readonly routerId: string;
+  readonly dispatcher: Dispatcher;
+  /** Resolves once the ready queues were rebuilt from the store and the feed is followed. */
+  readonly ready: Promise<void>;
+  /** Writes to the status service queued or in flight. */
+  readonly pendingWrites: number;
+}
 
 export async function startRouterServer(
   config: RouterConfig,
   deps: ServiceDeps,
-): Promise<ServiceHandle> {
+): Promise<RouterHandle> {
   const shutdown = hostShutdown(deps);
+  const logger = deps.logger;
+  const routerId = config.routerId || `router-${crypto.randomUUID().slice(0, 8)}`;
+  const ids = createTransitionIds(routerId, crypto.randomBytes(4).toString('hex'));
+  const stages = new Set(config.stages);
+  const serves = (stage: string) => stages.size === 0 || stages.has(stage);
+
+  const channelSettings = {
+    keepaliveTime: config.keepaliveTime,
+    keepaliveTimeout: config.keepaliveTimeout,
+    maxMessageSize: config.maxMessageSize,
+  };
+  const statusChannel = createDsatChannel(config.statusAddress, channelSettings);
+  const status = createDsatClient(StatusServiceDefinition, statusChannel);
+  const raw = rawClient(config.statusAddress, statusChannel);
+  const writer = createStatusWriter({
+    connect: () =>
+      openBidiStream(
+        raw,
+        StatusServiceDefinition.fullName,
+        StatusServiceDefinition.methods.applyTransitions,
+      ),
+    logger,
+    window: config.statusWindow,
+    maxMessageBytes: Math.max(64 * 1024, Math.floor(config.maxMessageSize / 2)),
+  });
+  const readTask = async (taskId: string): Promise<Task | undefined> => {
+    try {
+      return (await status.getTask({ taskId })).task;
+    } catch (err) {
+      if ((err as { code?: unknown }).code === Status.NOT_FOUND) return undefined;
+      throw err;
+    }
+  };
+  const pipelines = createPipelineRegistry(
+    async (name, version) => (await status.getPipeline({ name, version })).pipeline,
+    { ttlMs: config.pipelineCacheTtl },
+  );
+
+  const trackerChannel = createDsatChannel(config.trackerAddress, channelSettings);
+  const tracker = createDsatClient(TrackerServiceDefinition, trackerChannel, {
+    retryMaxAttempts: 1,
+  });
+  let address = '';
+  const forwarder = createStageForwarder({ tracker, selfAddress: () => address, logger });
+  const dispatcher = new Dispatcher({
+    writer,
+    ids,
+    logger,
+    strategy: config.dispatch,
+    serves,
+    forward: (tasks) => forwarder.forward(tasks),
+    readTask,
+    maxPayloadSize: config.maxPayloadSize,
+    progressCheckpointMs: config.progressCheckpoint,
+  });
+  for (const s of stages) dispatcher.ensureStage(s);
+  const accept = (init: HeldTaskInit) => {
+    if (serves(init.stage.name)) dispatcher.enqueue(init);
+    else forwarder.forward([init]);
+  };
+  const intake = new TaskIntake({
+    writer,
+    ids,
+    pipelines,
+    maxPayloadSize: config.maxPayloadSize,
+    logger,
+    accept,
+    readTask,
+  });
+  const sessions = new Set<WorkerSession>();
+  const listPage = (pageToken: string) =>
+    status.listUnfinishedTasks({ stages: [...stages], pageSize: 1000, pageToken });
+  const rebuild = async () =>
+    (await rebuildQueues({ listPage, pipelines, dispatcher, serves, logger })).revision;
+  const feed = createFeedFollower({
+    watch: (fromRevision, signal) =>
+      status.watchEvents(
+        {
+          filter: {
+            states: FOLLOWED_STATES,
+            pipeline: '',
+            stage: stages.size === 1 ? [...stages][0]! : '',
+            actionKey: '',
+          },
+          fromRevision,
+        },
+        { signal },
+      ),
+    readTask,
+    pipelines,
+    dispatcher,
+    ids,
+    serves,
+    logger,
+    rebuild,
+  });
+
   const server = await startGrpcServer({
     name: 'router',
     config,
-    logger: deps.logger,
+    logger,
     services: [
-      serviceEntry(RouterServiceDefinition, withUnimplemented(RouterServiceDefinition, {})),
+      serviceEntry(
+        RouterServiceDefinition,
+        createRouterService({
+          routerId,
+          intake,
+          dispatcher,
+          pipelines,
+          cancel: { writer, ids, dispatcher, readTask },
+          completion: {
+            writer,
+            ids,
+            pipelines,
+            readTask,
+            maxPayloadSize: config.maxPayloadSize,
+            accept,
+          },
+          session: {
+            dispatcher,
+            routerId,
+            heartbeatIntervalMs: config.heartbeatInterval,
+            serves,
+            logger,
+            sessions,
+          },
+          maxSubmitPending: config.maxSubmitPending,
+          serves,
+          logger,
+        }),
+      ),
     ],
   });
+  address = server.address;
+
+  // The queues are rebuilt in the background: the store may come up after the router.
+  const startup = new AbortController();
+  const ready = (async () => {
+    let backoff = 200;
+    for (;;) {
+      try {
+        const revision = await rebuild();
+        feed.start(revision);
+        return;
+      } catch (err) {
+        if (startup.signal.aborted) return;
+        logger.warn(
+          { err: (err as Error).message, retryInMs: backoff },
+          'cannot rebuild the queues yet',
+        );
+        await delay(startup.signal, backoff).catch(() => undefined);
+        if (startup.signal.aborted) return;
+        backoff = Math.min(backoff * 2, 5_000);
+      }
+    }
+  })();
+
+  let membership: Membership | undefined = startMembership({
+    tracker,
+    memberId: routerId,
+    kind: MemberKind.MEMBER_KIND_ROUTER,
+    address: server.address,
+    stages: [...stages],
+    load: () => dispatcher.load(),
+    logger,
+  });
+
   shutdown.on('not-serving', 'router health', () => server.setServing(false));
+  shutdown.on('stop-work', 'router dispatch', async () => {
+    startup.abort();
+    intake.stop();
+    dispatcher.stop(FAILURE_REASONS.routerShutdown);
+    await membership?.stop();
+    membership = undefined;
+  });
   shutdown.on('terminate-streams', 'router streams', () => server.terminateStreams());
   shutdown.on('server', 'router server', () => server.stop());
-  return { name: 'router', address: server.address, shutdown: () => shutdown.run('stop') };
+  shutdown.on('close-store', 'router status link', async () => {
+    await feed.stop();
+    forwarder.close();
+    await writer.close(config.shutdownGrace);
+    raw.close();
+    statusChannel.close();
+    trackerChannel.close();
+  });
+  return {
+    name: 'router',
+    address: server.address,
+    routerId,
+    dispatcher,
+    ready,
+    get pendingWrites() {
+      return writer.pending;
+    },
+    shutdown: () => shutdown.run('stop'),
+  };
 }

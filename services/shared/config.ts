@@ -323,6 +323,34 @@ export const routerConfigSpec = {
     'round-robin',
   ),
   maxPayloadSize: opt.bytes('DSAT_MAX_PAYLOAD_SIZE', 'Largest task payload accepted.', 1024 * 1024),
+  heartbeatInterval: opt.duration(
+    'DSAT_HEARTBEAT_INTERVAL',
+    'How often workers heartbeat a running attempt (told to them in Welcome).',
+    1_000,
+  ),
+  progressCheckpoint: opt.duration(
+    'DSAT_PROGRESS_CHECKPOINT',
+    'How often, at most, the progress a worker reports is stored, per running attempt.',
+    5_000,
+  ),
+  statusWindow: opt.int(
+    'DSAT_STATUS_WINDOW',
+    'Most write batches in flight at once on the stream to the status service.',
+    4,
+    1,
+    64,
+  ),
+  maxSubmitPending: opt.int(
+    'DSAT_MAX_SUBMIT_PENDING',
+    'Most tasks of one SubmitTasks stream waiting to be durable before the router stops reading it.',
+    10_000,
+    1,
+  ),
+  pipelineCacheTtl: opt.duration(
+    'DSAT_PIPELINE_CACHE_TTL',
+    'How long a submit may use a cached latest pipeline version before it is read again.',
+    1_000,
+  ),
 } as const;
 
 export const trackerConfigSpec = {
@@ -344,6 +372,16 @@ export const workerConfigSpec = {
     'DSAT_HANDLER',
     'Module whose exports are the stage handlers (a path to a .js or .ts file).',
     '',
+  ),
+  maxReconnectBackoff: opt.duration(
+    'DSAT_MAX_RECONNECT_BACKOFF',
+    'Longest wait between two attempts to reach a router (at most 5s).',
+    5_000,
+  ),
+  drainTimeout: opt.duration(
+    'DSAT_DRAIN_TIMEOUT',
+    'How long a draining worker waits for its running tasks before it aborts them.',
+    30_000,
   ),
 } as const;
 

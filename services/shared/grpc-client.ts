@@ -23,6 +23,9 @@ export function clientChannelOptions(settings: ChannelSettings = {}): ChannelOpt
     // A restarted peer is found again quickly; dsat reconnects on its own with capped backoff.
     'grpc.initial_reconnect_backoff_ms': 200,
     'grpc.max_reconnect_backoff_ms': 5_000,
+    // A batch of assignments or outcomes is often over 64 KiB; the default HTTP/2 window would
+    // make each such message wait for a WINDOW_UPDATE round trip.
+    'grpc-node.flow_control_window': 4 * 1024 * 1024,
   };
 }
 

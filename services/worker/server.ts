@@ -1,42 +1,139 @@
-import crypto from 'node:crypto';
-import { WorkerPhase, WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
+import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
+import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
+import type { Worker } from '../../sdk/worker';
+import { createWorker, WorkerPhase } from '../../sdk/worker';
 import type { WorkerConfig } from '../shared/config';
+import { durationMs } from '../shared/duration';
+import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
 import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import type { Membership } from '../shared/membership';
+import { startMembership } from '../shared/membership';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
 import { withUnimplemented } from '../shared/unimplemented';
+import { loadHandlerModule } from './handler-module';
 
+export interface WorkerHandle extends ServiceHandle {
+  /** The worker, or undefined when the process was started without a handler module. */
+  readonly worker: Worker | undefined;
+}
+
+/**
+ * The worker process: runs createWorker with the handlers of `--handler` for `--stages`, and
+ * serves WorkerService so that operators can see what it does and drain it.
+ */
 export async function startWorkerServer(
   config: WorkerConfig,
   deps: ServiceDeps,
-): Promise<ServiceHandle> {
+): Promise<WorkerHandle> {
   const shutdown = hostShutdown(deps);
-  const workerId = config.workerId || `worker-${crypto.randomUUID().slice(0, 8)}`;
+  const logger = deps.logger;
+  let worker: Worker | undefined;
+  if (config.handler !== '') {
+    const handlers = await loadHandlerModule(config.handler);
+    const stages = config.stages.length > 0 ? [...config.stages] : Object.keys(handlers);
+    for (const s of stages) {
+      if (!handlers[s]) throw new Error(`${config.handler} exports no handler for stage ${s}`);
+    }
+    worker = createWorker({
+      routers: config.routers,
+      handlers,
+      stages,
+      concurrency: config.concurrency,
+      workerId: config.workerId || undefined,
+      logger,
+      maxReconnectBackoffMs: config.maxReconnectBackoff,
+      drainTimeoutMs: config.drainTimeout,
+      channel: {
+        keepaliveTime: config.keepaliveTime,
+        keepaliveTimeout: config.keepaliveTimeout,
+        maxMessageSize: config.maxMessageSize,
+      },
+    });
+  } else {
+    logger.warn('no --handler given: this worker process runs no stages');
+  }
   const startedAt = new Date();
+  const idle = {
+    workerId: config.workerId,
+    stages: [...config.stages],
+    concurrency: config.concurrency,
+    inFlight: 0,
+    completed: 0,
+    failed: 0,
+    connectedRouter: '',
+    startedAt,
+    labels: {},
+  };
   const server = await startGrpcServer({
     name: 'worker',
     config,
-    logger: deps.logger,
+    logger,
     services: [
       serviceEntry(
         WorkerServiceDefinition,
         withUnimplemented(WorkerServiceDefinition, {
-          getWorkerInfo: () =>
-            Promise.resolve({
-              workerId,
-              stages: [...config.stages],
-              concurrency: config.concurrency,
-              phase: shutdown.started
-                ? WorkerPhase.WORKER_PHASE_STOPPED
-                : WorkerPhase.WORKER_PHASE_RUNNING,
-              startedAt,
-            }),
+          getWorkerInfo: async () => {
+            if (!worker) {
+              return {
+                ...idle,
+                phase: shutdown.started
+                  ? WorkerPhase.WORKER_PHASE_STOPPED
+                  : WorkerPhase.WORKER_PHASE_RUNNING,
+              };
+            }
+            const i = worker.info();
+            return {
+              workerId: i.workerId,
+              stages: [...i.stages],
+              concurrency: i.concurrency,
+              inFlight: i.inFlight,
+              completed: i.completed,
+              failed: i.failed,
+              connectedRouter: i.connectedRouter,
+              phase: i.phase,
+              startedAt: i.startedAt,
+              labels: { ...i.labels },
+            };
+          },
+          drainWorker: async (req) => {
+            if (!worker) return { inFlight: 0, phase: WorkerPhase.WORKER_PHASE_STOPPED };
+            const draining = worker.drain();
+            const wait = durationMs(req.wait);
+            if (wait > 0) {
+              let timer: NodeJS.Timeout | undefined;
+              await Promise.race([draining, new Promise((r) => (timer = setTimeout(r, wait)))]);
+              clearTimeout(timer);
+            }
+            return { inFlight: worker.info().inFlight, phase: worker.phase };
+          },
         }),
       ),
     ],
   });
+
+  const trackerChannel = createDsatChannel(config.trackerAddress);
+  let membership: Membership | undefined = worker
+    ? startMembership({
+        tracker: createDsatClient(TrackerServiceDefinition, trackerChannel, {
+          retryMaxAttempts: 1,
+        }),
+        memberId: worker.workerId,
+        kind: MemberKind.MEMBER_KIND_WORKER,
+        address: server.address,
+        stages: worker.info().stages,
+        logger,
+      })
+    : undefined;
+
   shutdown.on('not-serving', 'worker health', () => server.setServing(false));
+  shutdown.on('stop-work', 'worker drain', async () => {
+    await worker?.drain(config.drainTimeout);
+    await membership?.stop();
+    membership = undefined;
+  });
   shutdown.on('terminate-streams', 'worker streams', () => server.terminateStreams());
   shutdown.on('server', 'worker server', () => server.stop());
-  return { name: 'worker', address: server.address, shutdown: () => shutdown.run('stop') };
+  shutdown.on('close-store', 'worker channels', () => trackerChannel.close());
+  return { name: 'worker', address: server.address, worker, shutdown: () => shutdown.run('stop') };
 }

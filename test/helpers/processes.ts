@@ -20,8 +20,12 @@ export interface RunningProcess {
 }
 
 /** Spawns `dsat ARGS...` as a real child process. */
-export function spawnDsat(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
-  return spawnProcess(process.execPath, [DSAT_BIN, ...args], env);
+export function spawnDsat(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  nodeArgs: string[] = [],
+): RunningProcess {
+  return spawnProcess(process.execPath, [...nodeArgs, DSAT_BIN, ...args], env);
 }
 
 /** Spawns any program as a real child process in the repository root. */

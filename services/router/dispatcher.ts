@@ -1,0 +1,743 @@
+import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
+import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
+import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
+import { TaskState } from '../../gen/dsat/task/v1/task';
+import { knownContentType } from '../shared/content-types';
+import type { Logger } from '../shared/logger';
+import type { HeldTaskInit, WorkerLink } from './held-task';
+import { attemptKey, HeldTask, taskKey } from './held-task';
+import type { CompiledStage } from './pipeline-registry';
+import { ReadyQueue } from './ready-queue';
+import type { FailurePlan } from './retry-policy';
+import { FAILURE_REASONS, planFailure, planLeaseLost, planRequeue } from './retry-policy';
+import { StageStats } from './stage-stats';
+import type { StagePlan } from './stage-routing';
+import { planPublish, planStageDone } from './stage-routing';
+import type { StatusWriter } from './status-writer';
+import type { TransitionIds } from './transition-write';
+import { transitionWrite } from './transition-write';
+
+export type DispatchStrategy = 'round-robin' | 'least-in-flight';
+
+export interface DispatcherOptions {
+  readonly writer: StatusWriter;
+  readonly ids: TransitionIds;
+  readonly logger: Logger;
+  readonly strategy?: DispatchStrategy;
+  /** Whether this router serves a stage; tasks at other stages are handed to `forward`. */
+  readonly serves: (stage: string) => boolean;
+  /** Tasks durably queued at stages another router serves. Default: left to that router's feed. */
+  readonly forward?: (tasks: readonly HeldTaskInit[]) => void;
+  /** Reads a task, to find the branches a fan-out created. */
+  readonly readTask?: (taskId: string) => Promise<Task | undefined>;
+  /** Largest output a result may carry; bigger ones fail the task (PAYLOAD_TOO_LARGE). */
+  readonly maxPayloadSize?: number;
+  /** How often, at most, a running attempt's progress is stored. */
+  readonly progressCheckpointMs?: number;
+  /** Monotonic milliseconds. */
+  readonly now?: () => number;
+  /** How often the lease and progress sweep runs; 0 disables its timer (tests call sweep()). */
+  readonly sweepIntervalMs?: number;
+}
+
+interface StageState {
+  readonly name: string;
+  readonly queue: ReadyQueue<HeldTask>;
+  links: WorkerLink[];
+  /** Round-robin position in `links`. */
+  rr: number;
+  readonly stats: StageStats;
+}
+
+/** The answer a report got, kept a while so that a repeated report gets the same answer. */
+interface PastReport {
+  readonly accepted: boolean;
+  readonly reason: string;
+}
+
+/** A report being written: its plan's outcomes arrive one by one, then the worker is answered. */
+interface ReportWrite {
+  readonly task: HeldTask;
+  /** The stream to answer; none for a PUBLISH stage's move. */
+  readonly link: WorkerLink | undefined;
+  plan: StagePlan | FailurePlan;
+  outcomes: TransitionOutcome[];
+  left: number;
+  readonly kind: 'result' | 'failure';
+}
+
+const RECENT_REPORTS = 100_000;
+const EMPTY_INPUT: Payload = { data: Buffer.alloc(0), contentType: '' };
+const MAX_CREDIT = 100_000;
+
+export const CANCEL_REASONS = {
+  requested: 'CANCEL_REQUESTED',
+  leaseLost: 'LEASE_LOST',
+  dispatchRefused: 'DISPATCH_REFUSED',
+  superseded: 'SUPERSEDED',
+} as const;
+
+/**
+ * The router's dispatch: the ready queue of every stage it serves, the worker streams with their
+ * credit, and every attempt in flight. A task goes only to a worker with free credit (round robin
+ * or least in flight), DISPATCHED and RUNNING are written without waiting, and a report is acked
+ * only once its writes are committed. Everything here runs on the event loop without awaiting:
+ * writes complete through callbacks, and dispatch runs once per tick for everything that is ready.
+ */
+export class Dispatcher {
+  private readonly stages = new Map<string, StageState>();
+  private readonly held = new Map<string, HeldTask>();
+  private readonly links = new Set<WorkerLink>();
+  private readonly recent = new Map<string, PastReport>();
+  private readonly writer: StatusWriter;
+  private readonly ids: TransitionIds;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly strategy: DispatchStrategy;
+  private readonly checkpointMs: number;
+  private readonly maxPayload: number;
+  private dispatchScheduled = false;
+  private stopped = false;
+  private stopReason: string | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  /** Reports for attempts this router does not hold (stale or not assigned to the stream). */
+  staleReports = 0;
+  leaseLosses = 0;
+
+  constructor(private readonly options: DispatcherOptions) {
+    this.writer = options.writer;
+    this.ids = options.ids;
+    this.logger = options.logger;
+    this.now = options.now ?? (() => performance.now());
+    this.strategy = options.strategy ?? 'round-robin';
+    this.checkpointMs = options.progressCheckpointMs ?? 5_000;
+    this.maxPayload = options.maxPayloadSize ?? Number.MAX_SAFE_INTEGER;
+    const every = options.sweepIntervalMs ?? 250;
+    if (every > 0) {
+      this.sweepTimer = setInterval(() => this.sweep(), every);
+      this.sweepTimer.unref();
+    }
+  }
+
+  // ---- worker streams -----------------------------------------------------------------------
+
+  addLink(link: WorkerLink): void {
+    this.links.add(link);
+    for (const s of link.stages) this.stage(s).links.push(link);
+  }
+
+  grantCredit(link: WorkerLink, n: number): void {
+    if (!this.links.has(link)) return;
+    link.credit = Math.min(MAX_CREDIT, link.credit + n);
+    if (!link.draining && n > 0) this.scheduleDispatch();
+  }
+
+  drainLink(link: WorkerLink): void {
+    link.draining = true;
+  }
+
+  /** A stream ended: its running attempts are queued again at once (WORKER_LOST). */
+  removeLink(link: WorkerLink, reason: string = FAILURE_REASONS.workerLost): void {
+    if (!this.links.delete(link)) return;
+    if (this.stopReason !== undefined) reason = this.stopReason;
+    link.draining = true;
+    for (const s of link.stages) {
+      const st = this.stages.get(s);
+      if (!st) continue;
+      st.links = st.links.filter((l) => l !== link);
+      if (st.rr >= st.links.length) st.rr = 0;
+    }
+    let requeued = 0;
+    for (const t of [...link.holding.values()]) {
+      if (t.phase !== 'running') continue;
+      this.release(t);
+      this.requeue(t, TaskState.TASK_STATE_RUNNING, reason);
+      requeued++;
+    }
+    if (requeued > 0) {
+      this.logger.info(
+        { workerId: link.workerId, sessionId: link.sessionId, requeued, reason },
+        'worker stream ended with attempts in flight; queued them again',
+      );
+    }
+  }
+
+  // ---- tasks --------------------------------------------------------------------------------
+
+  /**
+   * Holds a task that is durably QUEUED at one of this router's stages. A task already held at
+   * the same stage and the same or a newer attempt is left alone (false). A PUBLISH stage moves
+   * on at once, without a worker.
+   */
+  enqueue(init: HeldTaskInit): boolean {
+    const key = taskKey(init.taskId, init.branchId);
+    const existing = this.held.get(key);
+    if (existing) {
+      if (existing.stage.name === init.stage.name && existing.attempt >= init.attempt) return false;
+      this.drop(key, CANCEL_REASONS.superseded);
+    }
+    const t = new HeldTask(init);
+    this.held.set(key, t);
+    if (t.stage.publish) {
+      this.publish(t);
+      return true;
+    }
+    this.stage(t.stage.name).queue.push(t);
+    this.scheduleDispatch();
+    return true;
+  }
+
+  /**
+   * Takes over an attempt that no live stream runs (found DISPATCHED or RUNNING when the router
+   * started): queued again with attempt + 1 and `reason`, or dead-lettered when it was the last.
+   */
+  adopt(
+    init: HeldTaskInit,
+    from: TaskState.TASK_STATE_RUNNING | TaskState.TASK_STATE_DISPATCHED,
+    reason: string,
+  ): void {
+    this.requeue(new HeldTask(init), from, reason);
+  }
+
+  /** Whether the task (or branch) is held, at which stage and attempt. */
+  holding(taskId: string, branchId = ''): { stage: string; attempt: number } | undefined {
+    const t = this.held.get(taskKey(taskId, branchId));
+    return t && { stage: t.stage.name, attempt: t.attempt };
+  }
+
+  /**
+   * Forgets a task someone else moved (cancelled, timed out, requeued elsewhere): out of its
+   * queue, or its worker is told to abort (`reason`). A report being written is left to its write,
+   * which the store will refuse.
+   */
+  drop(key: string, reason: string): boolean {
+    const t = this.held.get(key);
+    if (!t) return false;
+    if (t.phase === 'reporting') return false;
+    this.held.delete(key);
+    if (t.phase === 'queued') {
+      this.stages.get(t.stage.name)?.queue.remove(t);
+      return true;
+    }
+    const link = t.link!;
+    this.release(t);
+    this.remember(t, false, reason);
+    link.cancel({ taskId: t.taskId, attempt: t.attempt }, reason);
+    return true;
+  }
+
+  /**
+   * Stops dispatching (shutdown): queued tasks stay QUEUED in the store for the next router, and
+   * attempts whose streams end from now on are requeued with `reason`.
+   */
+  stop(reason: string = FAILURE_REASONS.routerShutdown): void {
+    this.stopped = true;
+    this.stopReason = reason;
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  // ---- dispatch -----------------------------------------------------------------------------
+
+  /** Makes a stage appear in the load report before any task or worker. */
+  ensureStage(name: string): void {
+    this.stage(name);
+  }
+
+  private stage(name: string): StageState {
+    let s = this.stages.get(name);
+    if (!s) {
+      s = { name, queue: new ReadyQueue<HeldTask>(), links: [], rr: 0, stats: new StageStats() };
+      this.stages.set(name, s);
+    }
+    return s;
+  }
+
+  private scheduleDispatch() {
+    if (this.dispatchScheduled || this.stopped) return;
+    this.dispatchScheduled = true;
+    setImmediate(this.dispatchPass);
+  }
+
+  private readonly dispatchPass = () => {
+    this.dispatchScheduled = false;
+    if (this.stopped) return;
+    const touched = new Set<WorkerLink>();
+    let active: StageState[] = [];
+    for (const s of this.stages.values())
+      if (s.queue.size > 0 && s.links.length > 0) active.push(s);
+    // One task per stage per turn, so that a worker serving several stages is shared fairly.
+    while (active.length > 0) {
+      const still: StageState[] = [];
+      for (const s of active) {
+        const link = this.pick(s);
+        if (link === undefined) continue;
+        const t = s.queue.shift()!;
+        this.start(t, link, s);
+        touched.add(link);
+        if (s.queue.size > 0) still.push(s);
+      }
+      active = still;
+    }
+    for (const link of touched) link.flush();
+  };
+
+  private pick(s: StageState): WorkerLink | undefined {
+    const links = s.links;
+    const n = links.length;
+    if (this.strategy === 'least-in-flight') {
+      let best: WorkerLink | undefined;
+      let bestAt = 0;
+      for (let i = 0; i < n; i++) {
+        const at = (s.rr + i) % n;
+        const l = links[at]!;
+        if (l.credit <= 0 || l.draining) continue;
+        if (best === undefined || l.holding.size < best.holding.size) {
+          best = l;
+          bestAt = at;
+        }
+      }
+      if (best !== undefined) s.rr = (bestAt + 1) % n;
+      return best;
+    }
+    for (let i = 0; i < n; i++) {
+      const at = (s.rr + i) % n;
+      const l = links[at]!;
+      if (l.credit > 0 && !l.draining) {
+        s.rr = (at + 1) % n;
+        return l;
+      }
+    }
+    return undefined;
+  }
+
+  private start(t: HeldTask, link: WorkerLink, s: StageState) {
+    t.phase = 'running';
+    t.link = link;
+    t.lastBeat = this.now();
+    t.progressStoredAt = t.lastBeat;
+    if (t.stage.runTimeoutMs > 0) t.deadline = new Date(Date.now() + t.stage.runTimeoutMs);
+    link.credit--;
+    link.holding.set(t.attemptKey, t);
+    s.stats.inFlight++;
+    link.assign(t.toAssignment());
+    const w = link.workerId;
+    const ids = this.ids;
+    this.writer.write(
+      transitionWrite(
+        ids.next(),
+        t.taskId,
+        t.branchId,
+        TaskState.TASK_STATE_QUEUED,
+        t.attempt,
+        TaskState.TASK_STATE_DISPATCHED,
+        t.attempt,
+        '',
+        w,
+      ),
+      this.onDispatchOutcome,
+      t,
+    );
+    this.writer.write(
+      transitionWrite(
+        ids.next(),
+        t.taskId,
+        t.branchId,
+        TaskState.TASK_STATE_DISPATCHED,
+        t.attempt,
+        TaskState.TASK_STATE_RUNNING,
+        t.attempt,
+        '',
+        w,
+      ),
+      this.onDispatchOutcome,
+      t,
+    );
+  }
+
+  /** The store refused a dispatch: the task moved meanwhile (cancelled, say); abort the attempt. */
+  private readonly onDispatchOutcome = (o: TransitionOutcome, t: HeldTask) => {
+    if (o.code === 0 || o.code === 14) return;
+    if (this.held.get(t.key) !== t || t.phase !== 'running') return;
+    this.logger.debug(
+      { taskId: t.taskId, attempt: t.attempt, reason: o.reason },
+      'dispatch refused by the store; aborting the attempt',
+    );
+    this.drop(t.key, CANCEL_REASONS.dispatchRefused);
+  };
+
+  /** Takes a running attempt off its stream's books (credit was used; the worker re-grants). */
+  private release(t: HeldTask) {
+    if (t.link) t.link.holding.delete(t.attemptKey);
+    if (t.phase === 'running') {
+      const s = this.stages.get(t.stage.name);
+      if (s) s.stats.inFlight--;
+    }
+  }
+
+  private requeue(
+    t: HeldTask,
+    from: TaskState.TASK_STATE_RUNNING | TaskState.TASK_STATE_DISPATCHED,
+    reason: string,
+  ) {
+    if (this.held.get(t.key) === t) this.held.delete(t.key);
+    this.remember(t, false, 'STALE_ATTEMPT');
+    const plan = planRequeue(t, from, reason, t.link?.workerId ?? '', this.ids.next);
+    if (plan.kind !== 'requeued') {
+      this.stage(t.stage.name).stats.finished(false);
+      for (const w of plan.writes) this.writer.write(w);
+      return;
+    }
+    const next = t.nextAttempt();
+    if (!this.held.has(next.key) && !this.stopped) {
+      this.held.set(next.key, next);
+      this.stage(next.stage.name).queue.push(next);
+      this.scheduleDispatch();
+    }
+    this.writer.write(plan.writes[0]!, this.onRequeueOutcome, next);
+  }
+
+  private readonly onRequeueOutcome = (o: TransitionOutcome, t: HeldTask) => {
+    if (o.code === 0 || o.code === 14) return;
+    if (this.held.get(t.key) === t) this.drop(t.key, CANCEL_REASONS.dispatchRefused);
+  };
+
+  // ---- PUBLISH --------------------------------------------------------------------------------
+
+  private publish(t: HeldTask) {
+    t.phase = 'reporting';
+    const plan = planPublish(t, t.input ?? EMPTY_INPUT, this.ids.next);
+    this.writeReport({ task: t, link: undefined, plan, outcomes: [], left: 0, kind: 'result' });
+  }
+
+  // ---- reports from workers -------------------------------------------------------------------
+
+  private find(link: WorkerLink, taskId: string, attempt: number): HeldTask | undefined {
+    return link.holding.get(attemptKey(taskId, attempt));
+  }
+
+  /**
+   * Answers a report that matches no running attempt of this stream: a repeat of a report already
+   * answered gets the same answer; anything else is refused (a stale attempt, or a task that
+   * was never assigned to this stream).
+   */
+  private answerUnknown(link: WorkerLink, taskId: string, attempt: number) {
+    const past = this.recent.get(attemptKey(taskId, attempt));
+    if (past) {
+      link.ack({ taskId, attempt, accepted: past.accepted, reason: past.reason });
+      return;
+    }
+    this.staleReports++;
+    const held = this.held.get(taskId);
+    const reason =
+      held !== undefined && held.attempt !== attempt ? 'STALE_ATTEMPT' : 'NOT_ASSIGNED';
+    link.ack({ taskId, attempt, accepted: false, reason });
+  }
+
+  onResults(link: WorkerLink, results: readonly Result[]): void {
+    for (const r of results) {
+      const t = this.find(link, r.taskId, r.attempt);
+      if (t === undefined) {
+        this.answerUnknown(link, r.taskId, r.attempt);
+        continue;
+      }
+      if (t.phase === 'reporting') {
+        t.repeats++;
+        continue;
+      }
+      this.leaveRunning(t);
+      const output: Payload = { data: r.output, contentType: r.contentType };
+      const problem = this.checkOutput(output);
+      const plan: StagePlan | FailurePlan = problem
+        ? planFailure(t, problem, link.workerId, this.ids.next)
+        : planStageDone(
+            t,
+            TaskState.TASK_STATE_RUNNING,
+            output,
+            r.nextStages,
+            link.workerId,
+            this.ids.next,
+          );
+      this.writeReport({ task: t, link, plan, outcomes: [], left: 0, kind: 'result' });
+    }
+  }
+
+  onFailures(link: WorkerLink, failures: readonly Failure[]): void {
+    for (const f of failures) {
+      const t = this.find(link, f.taskId, f.attempt);
+      if (t === undefined) {
+        this.answerUnknown(link, f.taskId, f.attempt);
+        continue;
+      }
+      if (t.phase === 'reporting') {
+        t.repeats++;
+        continue;
+      }
+      this.leaveRunning(t);
+      const error: TaskError = f.error
+        ? {
+            code: (f.error.code || 'HANDLER_ERROR').slice(0, 128),
+            message: f.error.message.slice(0, 4096),
+            retryable: f.error.retryable,
+            details: f.error.details,
+          }
+        : {
+            code: 'HANDLER_ERROR',
+            message: 'the worker reported no error',
+            retryable: true,
+            details: {},
+          };
+      const plan = planFailure(t, error, link.workerId, this.ids.next);
+      this.writeReport({ task: t, link, plan, outcomes: [], left: 0, kind: 'failure' });
+    }
+  }
+
+  onHeartbeats(link: WorkerLink, heartbeats: readonly Heartbeat[]): void {
+    const now = this.now();
+    for (const h of heartbeats) {
+      const t = this.find(link, h.taskId, h.attempt);
+      if (t === undefined || t.phase !== 'running') continue;
+      t.lastBeat = now;
+      if (h.progress) {
+        t.progress = h.progress;
+        t.progressDirty = true;
+      }
+    }
+  }
+
+  private leaveRunning(t: HeldTask) {
+    const s = this.stages.get(t.stage.name);
+    if (s) s.stats.inFlight--;
+    t.phase = 'reporting';
+  }
+
+  private checkOutput(output: Payload): TaskError | undefined {
+    if (knownContentType(output.contentType) === undefined) {
+      return {
+        code: 'UNKNOWN_CONTENT_TYPE',
+        message: `the result's content_type ${JSON.stringify(output.contentType.slice(0, 100))} is not a known type`,
+        retryable: false,
+        details: {},
+      };
+    }
+    if (output.data.length > this.maxPayload) {
+      return {
+        code: 'PAYLOAD_TOO_LARGE',
+        message: `the result's output is ${output.data.length} bytes, more than the ${this.maxPayload} allowed`,
+        retryable: false,
+        details: {},
+      };
+    }
+    return undefined;
+  }
+
+  private writeReport(report: ReportWrite) {
+    report.left = report.plan.writes.length;
+    report.outcomes = [];
+    for (const w of report.plan.writes) this.writer.write(w, this.onReportOutcome, report);
+  }
+
+  private readonly onReportOutcome = (o: TransitionOutcome, report: ReportWrite) => {
+    report.outcomes.push(o);
+    if (--report.left > 0) return;
+    this.finishReport(report);
+  };
+
+  private finishReport(report: ReportWrite) {
+    const t = report.task;
+    const first = report.outcomes[0]!;
+    const plan = report.plan;
+    // A store that cannot fan out refuses the write; the task must not hang RUNNING: fail it.
+    if (first.code === 3 && plan.kind === 'fanned-out') {
+      const error: TaskError = {
+        code: 'FAN_OUT_UNSUPPORTED',
+        message: `the status store refused the fan-out: ${first.message}`,
+        retryable: false,
+        details: {},
+      };
+      const refused = plan.writes[0]!;
+      const w = transitionWrite(
+        this.ids.next(),
+        t.taskId,
+        t.branchId,
+        refused.expectedState,
+        t.attempt,
+        TaskState.TASK_STATE_FAILED,
+        t.attempt,
+        '',
+        refused.workerId,
+        'FAN_OUT_UNSUPPORTED',
+      );
+      w.error = error;
+      report.plan = { kind: 'failed', writes: [w] };
+      this.writeReport(report);
+      return;
+    }
+    const accepted = first.code === 0;
+    const reason = accepted ? '' : first.reason || 'REFUSED';
+    if (this.held.get(t.key) === t) this.held.delete(t.key);
+    if (report.link !== undefined) {
+      t.link?.holding.delete(t.attemptKey);
+      const entry = { taskId: t.taskId, attempt: t.attempt, accepted, reason };
+      for (let i = 0; i <= t.repeats; i++) report.link.ack(entry);
+      this.remember(t, accepted, reason);
+    }
+    if (!accepted) {
+      if (first.code !== 9 && first.code !== 14) {
+        this.logger.warn(
+          { taskId: t.taskId, code: first.code, reason: first.reason },
+          `report refused by the store: ${first.message}`,
+        );
+      }
+      return;
+    }
+    const ok =
+      plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
+    this.stage(t.stage.name).stats.finished(ok);
+    if (plan.kind === 'advanced' && 'next' in plan) {
+      const n = plan.next[0]!;
+      this.follow([
+        {
+          taskId: t.taskId,
+          branchId: t.branchId,
+          pipeline: t.pipeline,
+          stage: n.stage,
+          attempt: 1,
+          priority: t.priority,
+          hops: n.hops,
+          traceparent: t.traceparent,
+          input: n.input,
+          progress: undefined,
+        },
+      ]);
+    } else if (plan.kind === 'fanned-out' && 'next' in plan) {
+      this.followBranches(t, plan);
+    }
+  }
+
+  /** Tasks a commit queued: held here when this router serves their stage, else forwarded. */
+  private follow(inits: readonly HeldTaskInit[]) {
+    const away: HeldTaskInit[] = [];
+    for (const init of inits) {
+      if (this.options.serves(init.stage.name)) this.enqueue(init);
+      else away.push(init);
+    }
+    if (away.length > 0) this.options.forward?.(away);
+  }
+
+  /** After a fan-out the store names the branches; read them and hold the ones queued here. */
+  private followBranches(t: HeldTask, plan: StagePlan) {
+    const read = this.options.readTask;
+    if (!read) return;
+    read(t.taskId).then(
+      (task) => {
+        if (!task) return;
+        const inits: HeldTaskInit[] = [];
+        for (const b of task.branches) {
+          if (b.state !== TaskState.TASK_STATE_QUEUED) continue;
+          const n = plan.next.find((x) => x.stage.name === b.stage);
+          if (!n) continue;
+          inits.push({
+            taskId: t.taskId,
+            branchId: b.branchId,
+            pipeline: t.pipeline,
+            stage: n.stage,
+            attempt: b.attempt,
+            priority: t.priority,
+            hops: n.hops,
+            traceparent: t.traceparent,
+            input: n.input,
+            progress: undefined,
+          });
+        }
+        this.follow(inits);
+      },
+      (err: unknown) => this.logger.warn({ err, taskId: t.taskId }, 'cannot read fan-out branches'),
+    );
+  }
+
+  private remember(t: HeldTask, accepted: boolean, reason: string) {
+    const k = t.attemptKey;
+    this.recent.delete(k);
+    this.recent.set(k, { accepted, reason });
+    if (this.recent.size > RECENT_REPORTS) {
+      const oldest = this.recent.keys().next().value;
+      if (oldest !== undefined) this.recent.delete(oldest);
+    }
+  }
+
+  // ---- the lease and progress checkpoints ------------------------------------------------------
+
+  /** Enforces heartbeat timeouts and stores progress now and then. Runs on a timer. */
+  sweep(): void {
+    if (this.stopped) return;
+    const now = this.now();
+    for (const link of this.links) {
+      for (const t of link.holding.values()) {
+        if (t.phase !== 'running') continue;
+        const hb = t.stage.heartbeatTimeoutMs;
+        if (hb > 0 && now - t.lastBeat > hb) this.leaseLost(t);
+        else if (t.progressDirty && now - t.progressStoredAt >= this.checkpointMs) {
+          this.checkpoint(t, now);
+        }
+      }
+    }
+  }
+
+  private leaseLost(t: HeldTask) {
+    const link = t.link!;
+    this.leaseLosses++;
+    const plan = planLeaseLost(t, link.workerId, this.ids.next);
+    for (const w of plan.writes) this.writer.write(w);
+    this.held.delete(t.key);
+    this.release(t);
+    this.remember(t, false, CANCEL_REASONS.leaseLost);
+    this.stage(t.stage.name).stats.finished(false);
+    link.cancel({ taskId: t.taskId, attempt: t.attempt }, CANCEL_REASONS.leaseLost);
+    this.logger.info(
+      { taskId: t.taskId, attempt: t.attempt, workerId: link.workerId, stage: t.stage.name },
+      'heartbeat timeout: lease lost',
+    );
+  }
+
+  private checkpoint(t: HeldTask, now: number) {
+    t.progressDirty = false;
+    t.progressStoredAt = now;
+    const w = transitionWrite(
+      this.ids.next(),
+      t.taskId,
+      t.branchId,
+      TaskState.TASK_STATE_RUNNING,
+      t.attempt,
+      TaskState.TASK_STATE_RUNNING,
+      t.attempt,
+      '',
+      t.link?.workerId ?? '',
+      'PROGRESS',
+    );
+    w.progress = t.progress;
+    this.writer.write(w);
+  }
+
+  // ---- load -------------------------------------------------------------------------------
+
+  load(): StageLoad[] {
+    const out: StageLoad[] = [];
+    for (const s of this.stages.values()) {
+      let credit = 0;
+      for (const l of s.links) if (!l.draining) credit += l.credit;
+      out.push(s.stats.load(s.name, s.queue.size, s.links.length, credit));
+    }
+    return out.sort((a, b) => a.stage.localeCompare(b.stage));
+  }
+
+  /** Counts for tests and logs. */
+  counts(): { held: number; queued: number; links: number } {
+    let queued = 0;
+    for (const s of this.stages.values()) queued += s.queue.size;
+    return { held: this.held.size, queued, links: this.links.size };
+  }
+}
+
+export type { CompiledStage };

@@ -1,0 +1,94 @@
+import type { CallContext } from 'nice-grpc-common';
+import type { RouterServiceImplementation } from '../../gen/dsat/router/v1/router';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import type { Logger } from '../shared/logger';
+import type { TerminatorContext } from '../shared/terminator';
+import type { AsyncCompletionOptions } from './async-completion';
+import { completeAsync } from './async-completion';
+import type { Dispatcher } from './dispatcher';
+import type { HeldTaskInit } from './held-task';
+import type { PipelineRegistry } from './pipeline-registry';
+import type { TaskCancelOptions } from './task-cancel';
+import { cancelTask } from './task-cancel';
+import type { TaskIntake } from './task-intake';
+import { runSubmitStream } from './task-intake';
+import type { WorkerSessionOptions } from './worker-session';
+import { runWorkerSession } from './worker-session';
+
+export interface RouterServiceDeps {
+  readonly routerId: string;
+  readonly intake: TaskIntake;
+  readonly dispatcher: Dispatcher;
+  readonly pipelines: PipelineRegistry;
+  readonly cancel: TaskCancelOptions;
+  readonly completion: AsyncCompletionOptions;
+  readonly session: WorkerSessionOptions;
+  readonly maxSubmitPending: number;
+  readonly serves: (stage: string) => boolean;
+  readonly logger: Logger;
+}
+
+function traceparentOf(context: CallContext): string {
+  const v = context.metadata.get('traceparent');
+  return typeof v === 'string' ? v : '';
+}
+
+/** RouterService: each handler checks its input and calls the domain module that does the work. */
+export function createRouterService(
+  deps: RouterServiceDeps,
+): RouterServiceImplementation<TerminatorContext> {
+  return {
+    submitTask: (req, context) => deps.intake.submit(req, traceparentOf(context)),
+
+    submitTasks: (requests, context) =>
+      runSubmitStream(
+        requests,
+        context.signal,
+        deps.intake,
+        deps.maxSubmitPending,
+        deps.logger,
+        traceparentOf(context),
+      ),
+
+    async cancelTask(req) {
+      const task: Task = await cancelTask(deps.cancel, req.taskId, req.reason);
+      return { task };
+    },
+
+    completeAsync: (req) => completeAsync(deps.completion, req),
+
+    getRouterLoad: () =>
+      Promise.resolve({ routerId: deps.routerId, stages: deps.dispatcher.load() }),
+
+    connectWorker: (requests, context) => runWorkerSession(requests, context.signal, deps.session),
+
+    async *forwardTasks(requests) {
+      for await (const req of requests) {
+        const taskIds: string[] = [];
+        for (const a of req.tasks) {
+          if (!deps.serves(a.stage)) continue;
+          const pipeline = await deps.pipelines
+            .version(a.pipeline, a.pipelineVersion)
+            .catch(() => undefined);
+          const stage = pipeline?.stages.get(a.stage);
+          if (!pipeline || !stage) continue;
+          const init: HeldTaskInit = {
+            taskId: a.taskId,
+            branchId: a.branchId,
+            pipeline,
+            stage,
+            attempt: a.attempt,
+            priority: a.priority,
+            hops: a.hops,
+            traceparent: a.traceparent,
+            input: a.input,
+            progress: a.progress,
+          };
+          deps.dispatcher.enqueue(init);
+          taskIds.push(a.taskId);
+        }
+        yield { taskIds };
+      }
+    },
+  };
+}

@@ -1,0 +1,265 @@
+import type { ClientDuplexStream } from '@grpc/grpc-js';
+import type {
+  ApplyTransitionsRequest,
+  ApplyTransitionsResponse,
+  TransitionOutcome,
+  TransitionWrite,
+} from '../../gen/dsat/status/v1/status';
+import type { Logger } from '../shared/logger';
+
+/** Called once with the outcome of a write: committed (code 0), refused, or given up (14). */
+export type OutcomeHandler<C> = (outcome: TransitionOutcome, context: C) => void;
+
+export type ApplyStream = ClientDuplexStream<ApplyTransitionsRequest, ApplyTransitionsResponse>;
+
+export interface StatusWriterOptions {
+  /** Opens a new ApplyTransitions stream (after a break, again). */
+  readonly connect: () => ApplyStream;
+  readonly logger: Logger;
+  /** Most messages in flight at once; more writes wait and ride in the next, larger message. */
+  readonly window?: number;
+  /** Most bytes of writes in one message (payloads dominate), under the gRPC message limit. */
+  readonly maxMessageBytes?: number;
+}
+
+/**
+ * The router's one long-lived write stream to the status service. Every write queued within a
+ * tick goes out in one message; several messages may be in flight (pipelining). Writes are sent,
+ * and re-sent after a broken stream, strictly in the order they were queued, so the store applies
+ * a router's writes in that order: a requeue queued after a dispatch is applied after it. Writes
+ * are idempotent by transition_id, so re-sending one that was committed is answered OK again.
+ */
+export interface StatusWriter {
+  /** Queues a write; `onOutcome` runs once when it is committed or refused. Never awaited here. */
+  write<C>(write: TransitionWrite, onOutcome?: OutcomeHandler<C>, context?: C): void;
+  /** Queues writes (one atomic message if they fit) and resolves with their outcomes, in order. */
+  commit(writes: readonly TransitionWrite[]): Promise<TransitionOutcome[]>;
+  /** Writes queued or in flight. */
+  readonly pending: number;
+  /** Waits up to `graceMs` for pending writes, then gives the rest up with code UNAVAILABLE. */
+  close(graceMs: number): Promise<void>;
+}
+
+interface Pending {
+  readonly write: TransitionWrite;
+  readonly handler: OutcomeHandler<unknown> | undefined;
+  readonly context: unknown;
+  readonly bytes: number;
+  message: SentMessage | undefined;
+}
+
+interface SentMessage {
+  readonly writes: Pending[];
+  remaining: number;
+}
+
+const UNAVAILABLE = 14;
+const WRITE_OVERHEAD = 160;
+
+export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
+  const { connect, logger } = options;
+  const window = options.window ?? 4;
+  const maxBytes = options.maxMessageBytes ?? 2 * 1024 * 1024;
+
+  let queue: Pending[] = [];
+  let head = 0;
+  const inflight = new Map<string, Pending>();
+  let sent: SentMessage[] = [];
+  let inflightMessages = 0;
+  let stream: ApplyStream | undefined;
+  let flushScheduled = false;
+  let closed = false;
+  let backoffMs = 100;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+  let idleWaiters: (() => void)[] = [];
+
+  const queued = () => queue.length - head;
+  const pendingCount = () => queued() + inflight.size;
+
+  function settle(p: Pending, outcome: TransitionOutcome) {
+    if (!p.handler) return;
+    try {
+      p.handler(outcome, p.context);
+    } catch (err) {
+      logger.error({ err, transitionId: p.write.transitionId }, 'write outcome handler failed');
+    }
+  }
+
+  function checkIdle() {
+    if (pendingCount() > 0 || idleWaiters.length === 0) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  function onResponse(res: ApplyTransitionsResponse) {
+    backoffMs = 100;
+    for (const outcome of res.outcomes) {
+      const p = inflight.get(outcome.transitionId);
+      if (p === undefined) continue;
+      inflight.delete(outcome.transitionId);
+      const m = p.message;
+      if (m !== undefined && --m.remaining === 0) inflightMessages--;
+      if (outcome.code !== 0 && outcome.code !== 9 && outcome.code !== 5) {
+        logger.warn(
+          { transitionId: outcome.transitionId, code: outcome.code, reason: outcome.reason },
+          `status refused a write: ${outcome.message}`,
+        );
+      }
+      settle(p, outcome);
+    }
+    while (sent.length > 0 && sent[0]!.remaining === 0) sent.shift();
+    if (queued() > 0) flush();
+    checkIdle();
+  }
+
+  function onBroken(stream_: ApplyStream, err: unknown) {
+    if (stream !== stream_) return;
+    stream = undefined;
+    // Everything sent and not answered goes back in front, in its original order.
+    const resend: Pending[] = [];
+    for (const m of sent)
+      for (const p of m.writes) if (inflight.has(p.write.transitionId)) resend.push(p);
+    for (const p of resend) p.message = undefined;
+    inflight.clear();
+    sent = [];
+    inflightMessages = 0;
+    queue = resend.concat(queue.slice(head));
+    head = 0;
+    if (closed) return;
+    const wait = backoffMs;
+    backoffMs = Math.min(backoffMs * 2, 2_000);
+    logger.warn(
+      {
+        err: err instanceof Error ? err.message : String(err),
+        pending: pendingCount(),
+        retryInMs: wait,
+      },
+      'status write stream broke; re-sending pending writes after a pause',
+    );
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined;
+      open();
+      flush();
+    }, wait);
+  }
+
+  function open() {
+    if (closed || stream) return;
+    const s = connect();
+    stream = s;
+    s.on('data', onResponse);
+    s.on('error', (err) => onBroken(s, err));
+    s.on('end', () => onBroken(s, new Error('stream ended')));
+  }
+
+  function flush() {
+    flushScheduled = false;
+    if (!stream) {
+      if (!reconnectTimer && !closed) open();
+      if (!stream) return;
+    }
+    while (queued() > 0 && inflightMessages < window) {
+      const writes: Pending[] = [];
+      let bytes = 0;
+      while (queued() > 0) {
+        const p = queue[head]!;
+        if (writes.length > 0 && bytes + p.bytes > maxBytes) break;
+        head++;
+        writes.push(p);
+        bytes += p.bytes;
+      }
+      const message: SentMessage = { writes, remaining: writes.length };
+      for (const p of writes) {
+        p.message = message;
+        inflight.set(p.write.transitionId, p);
+      }
+      sent.push(message);
+      inflightMessages++;
+      stream.write({ writes: writes.map((p) => p.write) });
+    }
+    if (head > 1024 && head * 2 > queue.length) {
+      queue = queue.slice(head);
+      head = 0;
+    }
+  }
+
+  function scheduleFlush() {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+
+  function write<C>(w: TransitionWrite, onOutcome?: OutcomeHandler<C>, context?: C) {
+    const p: Pending = {
+      write: w,
+      handler: onOutcome as OutcomeHandler<unknown> | undefined,
+      context,
+      bytes: WRITE_OVERHEAD + (w.payload?.data.length ?? 0) + (w.progress?.details.length ?? 0),
+      message: undefined,
+    };
+    if (closed) {
+      settle(p, givenUp(w, 'the router is shutting down'));
+      return;
+    }
+    queue.push(p);
+    scheduleFlush();
+  }
+
+  return {
+    write,
+    commit(writes) {
+      return new Promise((resolve) => {
+        const outcomes: TransitionOutcome[] = new Array<TransitionOutcome>(writes.length);
+        let left = writes.length;
+        if (left === 0) return resolve(outcomes);
+        writes.forEach((w, i) =>
+          write(w, (o: TransitionOutcome) => {
+            outcomes[i] = o;
+            if (--left === 0) resolve(outcomes);
+          }),
+        );
+      });
+    },
+    get pending() {
+      return pendingCount();
+    },
+    async close(graceMs) {
+      if (pendingCount() > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          idleWaiters.push(resolve);
+          timer = setTimeout(resolve, graceMs);
+        });
+        clearTimeout(timer);
+      }
+      closed = true;
+      clearTimeout(reconnectTimer);
+      const left = [...queue.slice(head), ...inflight.values()];
+      queue = [];
+      head = 0;
+      inflight.clear();
+      sent = [];
+      const s = stream;
+      stream = undefined;
+      s?.removeAllListeners();
+      s?.on('error', () => undefined);
+      s?.cancel();
+      for (const p of left)
+        settle(p, givenUp(p.write, 'the router shut down before the write was answered'));
+    },
+  };
+}
+
+function givenUp(w: TransitionWrite, message: string): TransitionOutcome {
+  return {
+    transitionId: w.transitionId,
+    taskId: w.taskId,
+    code: UNAVAILABLE,
+    reason: 'ROUTER_SHUTTING_DOWN',
+    message,
+    revision: 0,
+    seq: 0,
+    duplicate: false,
+  };
+}

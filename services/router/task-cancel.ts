@@ -1,0 +1,77 @@
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { TaskState } from '../../gen/dsat/task/v1/task';
+import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
+import type { Dispatcher } from './dispatcher';
+import { CANCEL_REASONS } from './dispatcher';
+import { taskKey } from './held-task';
+import type { StatusWriter } from './status-writer';
+import type { TransitionIds } from './transition-write';
+import { stateName, TERMINAL, transitionWrite } from './transition-write';
+
+export interface TaskCancelOptions {
+  readonly writer: StatusWriter;
+  readonly ids: TransitionIds;
+  readonly dispatcher: Dispatcher;
+  readonly readTask: (taskId: string) => Promise<Task | undefined>;
+}
+
+const TASK_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const ATTEMPTS = 5;
+
+/**
+ * CancelTask: a compare-and-set from the state the task is in to CANCELLED, tried again when the
+ * task moved in between. The router that holds the task learns it from the feed (or here, when it
+ * is this one) and tells the worker, whose handler sees its signal aborted.
+ */
+export async function cancelTask(
+  options: TaskCancelOptions,
+  taskId: string,
+  reason: string,
+): Promise<Task> {
+  if (!TASK_ID.test(taskId))
+    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
+  const why = reason.slice(0, 1024);
+  for (let i = 0; i < ATTEMPTS; i++) {
+    const task = await options.readTask(taskId);
+    if (task === undefined) throw notFound('task', taskId, 'task_id');
+    if (task.state === TaskState.TASK_STATE_CANCELLED) return task;
+    if (TERMINAL.has(task.state)) {
+      throw failedPrecondition(
+        'TASK_FINISHED',
+        `task ${taskId} already ended ${stateName(task.state)}`,
+        {
+          task_id: taskId,
+          state: stateName(task.state),
+        },
+      );
+    }
+    const w = transitionWrite(
+      options.ids.next(),
+      taskId,
+      '',
+      task.state,
+      task.attempt,
+      TaskState.TASK_STATE_CANCELLED,
+      task.attempt,
+      '',
+      '',
+      CANCEL_REASONS.requested,
+    );
+    w.error = { code: 'CANCELLED', message: why, retryable: false, details: {} };
+    const [o] = await options.writer.commit([w]);
+    if (o!.code === 0) {
+      options.dispatcher.drop(taskKey(taskId, ''), CANCEL_REASONS.requested);
+      return (await options.readTask(taskId)) ?? { ...task, state: TaskState.TASK_STATE_CANCELLED };
+    }
+    if (o!.code !== 9) {
+      throw new DsatError(
+        'UNAVAILABLE',
+        o!.reason || 'CANCEL_FAILED',
+        `cannot cancel task ${taskId}: ${o!.message}`,
+      );
+    }
+  }
+  throw new DsatError('ABORTED', 'TASK_BUSY', `task ${taskId} kept moving; try the cancel again`, {
+    metadata: { task_id: taskId },
+  });
+}

@@ -1,0 +1,396 @@
+import crypto from 'node:crypto';
+import { AbortError } from 'abort-controller-x';
+import { Status } from 'nice-grpc-common';
+import type {
+  SubmitTaskRequest,
+  SubmitTaskResponse,
+  SubmitTasksAck,
+  SubmitTasksEntry,
+  SubmitTasksRequest,
+  SubmitTasksResponse,
+} from '../../gen/dsat/router/v1/router';
+import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v1/status';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { TaskState } from '../../gen/dsat/task/v1/task';
+import { AsyncQueue } from '../shared/async-queue';
+import { checkContentType, needsBytes } from '../shared/content-types';
+import type { ErrorKind } from '../shared/errors';
+import { DsatError, invalidArgument } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import type { HeldTaskInit } from './held-task';
+import type { CompiledPipeline, PipelineRegistry } from './pipeline-registry';
+import type { StatusWriter } from './status-writer';
+import type { TransitionIds } from './transition-write';
+
+const PIPELINE_NAME = /^[a-z0-9_-]{1,63}$/;
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const PRINTABLE = /^[\x20-\x7e]*$/;
+export const MAX_PRIORITY = 1000;
+export const MAX_IDEMPOTENCY_KEY = 128;
+
+export interface TaskIntakeOptions {
+  readonly writer: StatusWriter;
+  readonly ids: TransitionIds;
+  readonly pipelines: PipelineRegistry;
+  readonly maxPayloadSize: number;
+  readonly logger: Logger;
+  /** Holds (or forwards) a task once its create is committed. */
+  readonly accept: (task: HeldTaskInit) => void;
+  /** Reads a task, for the trace id of a repeated idempotency key. */
+  readonly readTask?: (taskId: string) => Promise<Task | undefined>;
+}
+
+/** A submit that passed every check that needs no pipeline. */
+interface CheckedSubmit {
+  readonly pipeline: string;
+  readonly payload: Buffer;
+  readonly contentType: string;
+  readonly priority: number;
+  readonly idempotencyKey: string;
+  readonly traceparent: string;
+}
+
+interface CreateContext {
+  readonly taskId: string;
+  readonly traceId: string;
+  readonly pipeline: CompiledPipeline;
+  readonly checked: CheckedSubmit;
+  readonly done: (outcome: TransitionOutcome, ctx: CreateContext) => void;
+}
+
+/** The trace id of a valid W3C traceparent, or undefined. */
+export function traceIdOf(traceparent: string): string | undefined {
+  const m = TRACEPARENT.exec(traceparent);
+  if (!m || m[1] === 'ff' || /^0+$/.test(m[2]!) || /^0+$/.test(m[3]!)) return undefined;
+  return m[2];
+}
+
+/**
+ * A fresh traceparent for a task submitted without one, so that every task has a trace id from
+ * its first transition. The tracing work replaces this with the `dsat.submit` span's context.
+ */
+export function newTraceparent(): string {
+  const b = crypto.randomBytes(24).toString('hex');
+  return `00-${b.slice(0, 32)}-${b.slice(32)}-01`;
+}
+
+/**
+ * Submits: every check of the request (each bad field named), the pipeline's latest version
+ * pinned, then one create write (SUBMITTED + QUEUED at the entry stage, with the payload). The
+ * answer, and the task's entry into a ready queue, come only once that write is committed.
+ */
+export class TaskIntake {
+  private stopped = false;
+
+  constructor(private readonly options: TaskIntakeOptions) {}
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** Checks a request; throws the DsatError that names the bad field. */
+  check(req: SubmitTaskRequest, metadataTraceparent = ''): CheckedSubmit {
+    if (this.stopped) {
+      throw new DsatError(
+        'UNAVAILABLE',
+        'ROUTER_STOPPING',
+        'the router is shutting down; submit to another router',
+      );
+    }
+    if (req.pipeline === '') throw invalidArgument('pipeline', 'is required');
+    if (!PIPELINE_NAME.test(req.pipeline)) {
+      throw invalidArgument('pipeline', 'must be 1 to 63 lower case letters, digits, "-" or "_"');
+    }
+    const contentType = checkContentType(req.contentType);
+    const max = this.options.maxPayloadSize;
+    if (req.payload.length > max) {
+      throw new DsatError(
+        'RESOURCE_EXHAUSTED',
+        'PAYLOAD_TOO_LARGE',
+        `payload: ${req.payload.length} bytes is more than the ${max} bytes allowed (--max-payload-size)`,
+        { field: 'payload', metadata: { limit: String(max), size: String(req.payload.length) } },
+      );
+    }
+    if (req.payload.length === 0 && needsBytes(contentType)) {
+      throw invalidArgument(
+        'payload',
+        `is empty, which is not a value of ${contentType}`,
+        'PAYLOAD_EMPTY',
+      );
+    }
+    if (!Number.isInteger(req.priority) || Math.abs(req.priority) > MAX_PRIORITY) {
+      throw invalidArgument(
+        'priority',
+        `must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`,
+      );
+    }
+    const key = req.idempotencyKey;
+    if (key.length > MAX_IDEMPOTENCY_KEY || !PRINTABLE.test(key)) {
+      throw invalidArgument(
+        'idempotency_key',
+        `must be at most ${MAX_IDEMPOTENCY_KEY} printable ASCII characters`,
+      );
+    }
+    let traceparent = req.traceparent;
+    if (traceparent !== '') {
+      if (traceIdOf(traceparent) === undefined) {
+        throw invalidArgument(
+          'traceparent',
+          'is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)',
+        );
+      }
+    } else if (traceIdOf(metadataTraceparent) !== undefined) {
+      traceparent = metadataTraceparent;
+    } else {
+      traceparent = newTraceparent();
+    }
+    return {
+      pipeline: req.pipeline,
+      payload: req.payload,
+      contentType: req.contentType === '' ? 'application/octet-stream' : req.contentType,
+      priority: req.priority,
+      idempotencyKey: key,
+      traceparent,
+    };
+  }
+
+  private create(checked: CheckedSubmit, pipeline: CompiledPipeline, done: CreateContext['done']) {
+    const taskId = crypto.randomUUID();
+    const traceId = traceIdOf(checked.traceparent) ?? '';
+    const w: TransitionWrite = {
+      transitionId: this.options.ids.next(),
+      taskId,
+      expectedState: TaskState.TASK_STATE_UNSPECIFIED,
+      expectedAttempt: 0,
+      toState: TaskState.TASK_STATE_QUEUED,
+      stage: pipeline.entry.name,
+      attempt: 1,
+      workerId: '',
+      reason: 'SUBMITTED',
+      error: undefined,
+      payload: { data: checked.payload, contentType: checked.contentType },
+      progress: undefined,
+      create: {
+        pipeline: pipeline.name,
+        pipelineVersion: pipeline.version,
+        idempotencyKey: checked.idempotencyKey,
+        priority: checked.priority,
+        traceparent: checked.traceparent,
+      },
+      branchId: '',
+      asyncToken: '',
+      fanOutStages: [],
+    };
+    const ctx: CreateContext = { taskId, traceId, pipeline, checked, done };
+    this.options.writer.write(w, this.onCreated, ctx);
+  }
+
+  private readonly onCreated = (o: TransitionOutcome, ctx: CreateContext) => {
+    if (o.code === 0 && !o.duplicate && o.taskId === ctx.taskId) {
+      this.options.accept({
+        taskId: ctx.taskId,
+        branchId: '',
+        pipeline: ctx.pipeline,
+        stage: ctx.pipeline.entry,
+        attempt: 1,
+        priority: ctx.checked.priority,
+        hops: 0,
+        traceparent: ctx.checked.traceparent,
+        input: { data: ctx.checked.payload, contentType: ctx.checked.contentType },
+        progress: undefined,
+      });
+    }
+    ctx.done(o, ctx);
+  };
+
+  /** SubmitTask: resolves once the task is durably QUEUED at its entry stage. */
+  async submit(req: SubmitTaskRequest, metadataTraceparent = ''): Promise<SubmitTaskResponse> {
+    const checked = this.check(req, metadataTraceparent);
+    const pipeline = await this.options.pipelines.latest(checked.pipeline);
+    const { outcome, ctx } = await new Promise<{ outcome: TransitionOutcome; ctx: CreateContext }>(
+      (resolve) => this.create(checked, pipeline, (outcome, ctx) => resolve({ outcome, ctx })),
+    );
+    if (outcome.code !== 0) throw refusal(outcome);
+    if (outcome.duplicate || outcome.taskId !== ctx.taskId) {
+      const first = await this.options.readTask?.(outcome.taskId).catch(() => undefined);
+      return { taskId: outcome.taskId, traceId: first?.traceId ?? '', duplicate: true };
+    }
+    return { taskId: ctx.taskId, traceId: ctx.traceId, duplicate: false };
+  }
+
+  /**
+   * One SubmitTasks batch: each entry is checked and created on its own, and `onAck` runs for
+   * each as soon as its create is committed (or at once when it is refused).
+   */
+  async submitBatch(
+    entries: readonly SubmitTasksEntry[],
+    onAck: (ack: SubmitTasksAck) => void,
+    metadataTraceparent = '',
+  ): Promise<void> {
+    const checked: (CheckedSubmit | undefined)[] = [];
+    const names = new Set<string>();
+    for (const e of entries) {
+      try {
+        const c = this.check(e.task ?? emptyRequest(), metadataTraceparent);
+        checked.push(c);
+        names.add(c.pipeline);
+      } catch (err) {
+        checked.push(undefined);
+        onAck(errorAck(e.clientRef, err));
+      }
+    }
+    const pipelines = new Map<string, CompiledPipeline | DsatError>();
+    await Promise.all(
+      [...names].map((name) =>
+        this.options.pipelines.latest(name).then(
+          (p) => pipelines.set(name, p),
+          (err: unknown) =>
+            pipelines.set(
+              name,
+              err instanceof DsatError
+                ? err
+                : new DsatError('UNAVAILABLE', 'STATUS_UNAVAILABLE', 'cannot read the pipeline'),
+            ),
+        ),
+      ),
+    );
+    entries.forEach((e, i) => {
+      const c = checked[i];
+      if (c === undefined) return;
+      const p = pipelines.get(c.pipeline)!;
+      if (p instanceof DsatError) {
+        onAck(errorAck(e.clientRef, p));
+        return;
+      }
+      this.create(c, p, (o, ctx) => {
+        if (o.code !== 0) {
+          onAck(errorAck(e.clientRef, refusal(o)));
+          return;
+        }
+        const duplicate = o.duplicate || o.taskId !== ctx.taskId;
+        onAck({
+          clientRef: e.clientRef,
+          taskId: o.taskId,
+          traceId: duplicate ? '' : ctx.traceId,
+          code: 0,
+          message: '',
+          duplicate,
+        });
+      });
+    });
+  }
+}
+
+function emptyRequest(): SubmitTaskRequest {
+  return {
+    pipeline: '',
+    payload: Buffer.alloc(0),
+    contentType: '',
+    idempotencyKey: '',
+    priority: 0,
+    traceparent: '',
+  };
+}
+
+/** A refused create as the error the caller gets. */
+function refusal(o: TransitionOutcome): DsatError {
+  const kind: ErrorKind =
+    o.code === Status.UNAVAILABLE
+      ? 'UNAVAILABLE'
+      : o.code === Status.INVALID_ARGUMENT
+        ? 'INVALID_ARGUMENT'
+        : o.code === Status.RESOURCE_EXHAUSTED
+          ? 'RESOURCE_EXHAUSTED'
+          : o.code === Status.NOT_FOUND
+            ? 'NOT_FOUND'
+            : o.code === Status.FAILED_PRECONDITION
+              ? 'FAILED_PRECONDITION'
+              : 'INTERNAL';
+  return new DsatError(
+    kind,
+    o.reason || 'CREATE_REFUSED',
+    `the status service refused the task: ${o.message}`,
+  );
+}
+
+function errorAck(clientRef: string, err: unknown): SubmitTasksAck {
+  const e =
+    err instanceof DsatError
+      ? err
+      : new DsatError('INTERNAL', 'INTERNAL', 'internal error; the router log has the details');
+  return {
+    clientRef,
+    taskId: '',
+    traceId: '',
+    code: e.status,
+    message: e.message,
+    duplicate: false,
+  };
+}
+
+/**
+ * The SubmitTasks handler body: reads batches, acks each entry as soon as it is durable (every
+ * ack ready in a tick goes in one message), and stops reading while `maxPending` entries wait,
+ * so a fast producer cannot fill the router's memory.
+ */
+export async function* runSubmitStream(
+  requests: AsyncIterable<SubmitTasksRequest>,
+  signal: AbortSignal,
+  intake: TaskIntake,
+  maxPending: number,
+  logger: Logger,
+  metadataTraceparent = '',
+): AsyncGenerator<SubmitTasksResponse> {
+  const out = new AsyncQueue<SubmitTasksResponse>();
+  let pending = 0;
+  let inputDone = false;
+  let resume: (() => void) | undefined;
+  let acks: SubmitTasksAck[] = [];
+  let flushScheduled = false;
+  const flush = () => {
+    flushScheduled = false;
+    if (acks.length > 0) {
+      out.push({ acks });
+      acks = [];
+    }
+    if (inputDone && pending === 0) out.end();
+  };
+  const onAck = (ack: SubmitTasksAck) => {
+    acks.push(ack);
+    pending--;
+    if (resume && pending < maxPending) {
+      const r = resume;
+      resume = undefined;
+      r();
+    }
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  };
+  const onAbort = () => {
+    out.fail(new AbortError());
+    resume?.();
+  };
+  if (signal.aborted) onAbort();
+  signal.addEventListener('abort', onAbort);
+  const reading = (async () => {
+    for await (const req of requests) {
+      pending += req.entries.length;
+      intake.submitBatch(req.entries, onAck, metadataTraceparent).catch((err: unknown) => {
+        logger.error({ err }, 'submit batch failed');
+      });
+      while (pending >= maxPending && !signal.aborted) {
+        await new Promise<void>((r) => (resume = r));
+      }
+    }
+    inputDone = true;
+    if (!flushScheduled) flush();
+  })().catch((err: unknown) => out.fail(err));
+  try {
+    yield* out;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    void reading;
+  }
+}
