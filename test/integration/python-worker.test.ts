@@ -501,11 +501,7 @@ async function startMesh(dataDir: string): Promise<Mesh> {
   return { status, tracker, router, processes };
 }
 
-// Skipped until the router, the worker SDK and the status store land on main: today the services
-// answer UNIMPLEMENTED. Enable it when `git merge main` brings them.
-// Skipped until the router, the worker SDK and the tracker land on main (today they answer
-// UNIMPLEMENTED); it passed on a trial merge of the router branch.
-describe.skip('a Python worker and a Python client in a real mesh', () => {
+describe('a Python worker and a Python client in a real mesh', () => {
   const data = tempDir('dsat-py-');
   let mesh: Mesh | undefined;
   const others: RunningProcess[] = [];
@@ -596,7 +592,7 @@ describe.skip('a Python worker and a Python client in a real mesh', () => {
       const second = pyWorker('py-second');
       others.push(second);
 
-      expect(await within(client.exited, 40_000, 'the client to finish')).toBe(0);
+      expect(await within(client.exited, 60_000, 'the client to finish')).toBe(0);
       const results = client.stdout.map(
         (l) => JSON.parse(l) as { index: number; task_id: string; state: string; output: unknown },
       );
@@ -633,8 +629,45 @@ describe.skip('a Python worker and a Python client in a real mesh', () => {
       }
       expect(workerLost).toBeGreaterThan(0);
       expect(enrichedBy).toEqual(new Set(['py-first', 'py-second']));
+
+      // The client's other paths on the real services: SubmitTask followed live, and ListTasks.
+      const meshFlags = ['--router', router, '--status', status, '--json'];
+      const followed = await python([
+        'client.py',
+        ...meshFlags,
+        'submit',
+        '--pipeline',
+        'py-demo',
+        '--payload',
+        '{"n": 1000, "text": "item-1000"}',
+        '--follow',
+      ]);
+      const events = followed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, { to?: string } & Record<string, unknown>>);
+      expect(events[0]).toMatchObject({ task_id: expect.any(String), duplicate: false });
+      expect(events.filter((e) => e.transition).map((e) => e.transition!.to)).toContain(
+        'SUCCEEDED',
+      );
+      expect(events[events.length - 1]!.final).toMatchObject({
+        state: 'SUCCEEDED',
+        output: expectedOutput(1000),
+      });
+      const listed = await python([
+        'client.py',
+        ...meshFlags,
+        'list',
+        '--pipeline',
+        'py-demo',
+        '--state',
+        'SUCCEEDED',
+        '--limit',
+        '500',
+      ]);
+      expect(listed.stdout.trim().split('\n')).toHaveLength(201);
     } finally {
       for (const c of channels) c.close();
     }
-  });
+  }, 120_000);
 });
