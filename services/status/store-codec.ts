@@ -131,7 +131,13 @@ function readError(r: ByteReader): TaskError {
   const details: Record<string, string> = {};
   for (let n = r.uint(); n > 0; n--) {
     const k = r.str();
-    details[k] = r.str();
+    // defineProperty keeps a key such as "__proto__" as data instead of setting the prototype.
+    Object.defineProperty(details, k, {
+      value: r.str(),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return { code, message, retryable, details };
 }
