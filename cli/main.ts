@@ -8,11 +8,13 @@ import {
 import { exitWithError, serviceCommand } from '../services/shared/run-service';
 import { startRouterServer } from '../services/router/server';
 import { startStatusServer } from '../services/status/server';
+import { readPipelineFile } from '../services/tracker/pipeline-file';
 import { startTrackerServer } from '../services/tracker/server';
 import { startWorkerServer } from '../services/worker/server';
 import { addMeshOptions } from './command-context';
 import { taskCommands } from './commands/task-commands';
 import { trackerCommands } from './commands/tracker-commands';
+import { benchCommand } from './commands/bench';
 import { upCommand } from './commands/up';
 
 const program = new Command('dsat')
@@ -53,7 +55,14 @@ const program = new Command('dsat')
   );
 
 addMeshOptions(program);
-for (const c of [...taskCommands(), ...trackerCommands()]) program.addCommand(c);
+for (const c of [...taskCommands(), ...trackerCommands(readPipelineFile), benchCommand()]) {
+  program.addCommand(c);
+}
+// `dsat ... | head` closes stdout early; that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 program.addHelpText(
   'after',
   `

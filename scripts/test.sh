@@ -21,7 +21,10 @@ check() {
   fi
 }
 
-check "test set-up" bash scripts/test-setup.sh
+# kubectl renders deploy/k8s (test/integration/deploy-manifests.test.ts); protoc, its gRPC Python
+# plugin, grpcio and protobuf generate and run examples/python (test/integration/python-worker.test.ts).
+check "test set-up" bash scripts/test-setup.sh --if-missing kubectl kubernetes-client \
+  protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 check "buf lint" buf lint
 check "generated code drift" bash scripts/check-gen.sh
 check "buf breaking (report)" bash scripts/check-breaking.sh

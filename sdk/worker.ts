@@ -1,3 +1,4 @@
+import { processSpanHooks } from './process-span';
 import crypto from 'node:crypto';
 import os from 'node:os';
 import * as grpc from '@grpc/grpc-js';
@@ -71,8 +72,8 @@ export interface TaskContext {
   /** A logger bound to the task, stage and attempt. */
   readonly logger: WorkerLogger;
   /**
-   * The active span of this attempt. Left undefined by the SDK: the `aroundTask` hook of the
-   * tracing setup sets it (tracing is wired in by a later piece of work).
+   * The active span of this attempt (`dsat.process <stage>`), set by the default `aroundTask`
+   * hook; undefined when custom hooks leave it unset.
    */
   span: Span | undefined;
   /** Reports progress; it rides in the next heartbeat (every heartbeat interval). */
@@ -281,7 +282,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const autoHeartbeat = options.autoHeartbeat ?? true;
   const maxBackoff = Math.min(5_000, Math.max(100, options.maxReconnectBackoffMs ?? 5_000));
   const drainDefault = options.drainTimeoutMs ?? 30_000;
-  const hooks = options.hooks ?? {};
+  const hooks: WorkerHooks = options.hooks ?? processSpanHooks(() => workerId);
   const startedAt = new Date();
 
   let phase: WorkerPhase = WorkerPhase.WORKER_PHASE_CONNECTING;

@@ -1,4 +1,11 @@
+import path from 'node:path';
 import { Command, Option } from 'commander';
+import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
+import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
+import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
+import { SpanStore } from '../../services/shared/span-store';
+import { startTelemetry } from '../../services/shared/telemetry';
+import { readPipelineFile } from '../../services/tracker/pipeline-file';
 import type { ConfigProblem, ConfigSpec, FlagValues } from '../../services/shared/config';
 import {
   ConfigError,
@@ -28,7 +35,13 @@ interface UpOptions {
   workerPort?: string;
   sync?: boolean;
   logLevel?: string;
+  demo?: boolean;
+  traceReceiver?: boolean;
+  traceReceiverPort?: string;
 }
+
+const DEMO_PIPELINE = path.join(__dirname, '../../deploy/k8s/pipelines/demo.yaml');
+const DEMO_HANDLERS = path.join(__dirname, '../../deploy/demo-handlers.js');
 
 function defined(values: Record<string, string | boolean | undefined>): FlagValues {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
@@ -88,6 +101,9 @@ export function upCommand(): Command {
       '--log-level <level>',
       'Level of the JSON logs on stderr [env DSAT_LOG_LEVEL, default warn]',
     )
+    .option('--no-demo', 'Do not apply the demo pipeline nor run its workers')
+    .option('--no-trace-receiver', 'Do not keep spans for `dsat trace`')
+    .option('--trace-receiver-port <port>', 'Port of the OTLP/HTTP span receiver', '7418')
     .addHelpText(
       'after',
       '\nExamples:\n  $ dsat up\n  $ dsat up --data-dir /tmp/dsat --router-port 0\n  $ DSAT_LOG_LEVEL=debug dsat up',
@@ -109,6 +125,7 @@ export function upCommand(): Command {
       const workerFlags = defined({
         ...common,
         port: opts.workerPort ?? process.env.DSAT_WORKER_PORT ?? String(DEFAULT_PORTS.worker),
+        ...(opts.demo === false ? {} : { handler: DEMO_HANDLERS, stages: 'parse,hash,upper' }),
       });
       const trackerCheck = loadAll('tracker', trackerConfigSpec, trackerFlags, problems);
       const routerCheck = loadAll('router', routerConfigSpec, routerFlags, problems);
@@ -125,6 +142,21 @@ export function upCommand(): Command {
         process.stdout.write(`  ${h.name.padEnd(8)} ${h.address}\n`);
       try {
         process.stdout.write('dsat is starting:\n');
+        if (opts.traceReceiver !== false) {
+          const spans = new SpanStore();
+          const receiver = await startOtlpReceiver(spans, {
+            host: statusConfig.host,
+            port: Number(opts.traceReceiverPort ?? 7418),
+            logger,
+          });
+          const telemetry = startTelemetry({
+            serviceName: 'dsat',
+            spanProcessors: [spans.processor()],
+          });
+          shutdown.on('server', 'span receiver', () => receiver.close());
+          shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
+          process.stdout.write(`  ${'traces'.padEnd(8)} ${receiver.url}\n`);
+        }
         const status = await startStatusServer(statusConfig, deps('status'));
         print(status);
         const linked = { statusAddress: status.address };
@@ -142,6 +174,18 @@ export function upCommand(): Command {
           deps('router'),
         );
         print(router);
+        if (opts.demo !== false) {
+          const trackerClient = createDsatClient(
+            TrackerServiceDefinition,
+            createDsatChannel(tracker.address),
+          );
+          const applied = await trackerClient.applyPipeline({
+            pipeline: readPipelineFile(DEMO_PIPELINE),
+          });
+          process.stdout.write(
+            `  ${'demo'.padEnd(8)} pipeline ${applied.pipeline?.name} v${applied.pipeline?.version}: parse → hash → upper\n`,
+          );
+        }
         const worker = await startWorkerServer(
           loadConfig(workerConfigSpec, {
             ...workerFlags,
@@ -153,7 +197,10 @@ export function upCommand(): Command {
         print(worker);
         process.stdout.write(
           `dsat is up (data in ${statusConfig.dataDir}). Press Ctrl-C to stop.\n` +
-            `Next: in another terminal, try\n` +
+            `Next, in another terminal:\n` +
+            `  npx dsat submit demo '{"text":"hi"}' --follow\n` +
+            `  npx dsat tasks\n` +
+            `  npx dsat trace TASK_ID\n` +
             `  npx dsat --help\n`,
         );
       } catch (err) {

@@ -1,3 +1,11 @@
+import { isSpanContextValid } from '@opentelemetry/api';
+import {
+  formatTraceparent,
+  SPAN_NAMES,
+  SpanKind,
+  startTaskSpan,
+  taskAttributes,
+} from '../shared/task-tracing';
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
 import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
@@ -321,7 +329,7 @@ export class Dispatcher {
     link.credit--;
     link.holding.set(t.attemptKey, t);
     s.stats.inFlight++;
-    link.assign(t.toAssignment());
+    link.assign(t.toAssignment(dispatchTraceparent(t, link.workerId)));
     const w = link.workerId;
     const ids = this.ids;
     this.writer.write(
@@ -743,3 +751,28 @@ export class Dispatcher {
 }
 
 export type { CompiledStage };
+
+/**
+ * Records `dsat.dispatch <stage>` as a child of the task's stored context and returns the context
+ * the worker's `dsat.process` span hangs under; with tracing off, the task's own traceparent.
+ */
+function dispatchTraceparent(t: HeldTask, workerId: string): string {
+  const span = startTaskSpan(
+    SPAN_NAMES.dispatch(t.stage.name),
+    SpanKind.INTERNAL,
+    t.traceparent,
+    taskAttributes(
+      {
+        taskId: t.taskId,
+        pipeline: t.pipeline.name,
+        stage: t.stage.name,
+        attempt: t.attempt,
+        workerId,
+      },
+      'send',
+    ),
+  );
+  const sc = span.spanContext();
+  span.end();
+  return span.isRecording() || isSpanContextValid(sc) ? formatTraceparent(sc) : t.traceparent;
+}

@@ -108,7 +108,8 @@ export class HeldTask implements Queueable {
     });
   }
 
-  toAssignment(): Assignment {
+  /** `traceparent`: the dispatch span's context when tracing is on. */
+  toAssignment(traceparent = this.traceparent): Assignment {
     return {
       taskId: this.taskId,
       stage: this.stage.name,
@@ -116,7 +117,7 @@ export class HeldTask implements Queueable {
       pipeline: this.pipeline.name,
       input: this.input,
       deadline: this.deadline,
-      traceparent: this.traceparent,
+      traceparent,
       branchId: this.branchId,
       progress: this.progress,
       pipelineVersion: this.pipeline.version,

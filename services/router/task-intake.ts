@@ -1,4 +1,14 @@
 import crypto from 'node:crypto';
+import type { Span } from '@opentelemetry/api';
+import { isSpanContextValid } from '@opentelemetry/api';
+import {
+  endTaskSpan,
+  formatTraceparent,
+  SPAN_NAMES,
+  SpanKind,
+  startTaskSpan,
+  taskAttributes,
+} from '../shared/task-tracing';
 import { AbortError } from 'abort-controller-x';
 import { Status } from 'nice-grpc-common';
 import type {
@@ -55,6 +65,9 @@ interface CreateContext {
   readonly traceId: string;
   readonly pipeline: CompiledPipeline;
   readonly checked: CheckedSubmit;
+  /** The task's stored traceparent: the `dsat.submit` span's context when tracing is on. */
+  readonly traceparent: string;
+  readonly span: Span;
   readonly done: (outcome: TransitionOutcome, ctx: CreateContext) => void;
 }
 
@@ -66,8 +79,8 @@ export function traceIdOf(traceparent: string): string | undefined {
 }
 
 /**
- * A fresh traceparent for a task submitted without one, so that every task has a trace id from
- * its first transition. The tracing work replaces this with the `dsat.submit` span's context.
+ * A fresh traceparent for a task submitted without one while tracing is off, so that every task
+ * has a trace id from its first transition.
  */
 export function newTraceparent(): string {
   const b = crypto.randomBytes(24).toString('hex');
@@ -141,8 +154,6 @@ export class TaskIntake {
       }
     } else if (traceIdOf(metadataTraceparent) !== undefined) {
       traceparent = metadataTraceparent;
-    } else {
-      traceparent = newTraceparent();
     }
     return {
       pipeline: req.pipeline,
@@ -156,7 +167,18 @@ export class TaskIntake {
 
   private create(checked: CheckedSubmit, pipeline: CompiledPipeline, done: CreateContext['done']) {
     const taskId = crypto.randomUUID();
-    const traceId = traceIdOf(checked.traceparent) ?? '';
+    // The submit span parents the whole task: its context is what the task stores and carries.
+    const span = startTaskSpan(
+      SPAN_NAMES.submit,
+      SpanKind.PRODUCER,
+      checked.traceparent || undefined,
+      taskAttributes({ taskId, pipeline: pipeline.name, stage: pipeline.entry.name }, 'send'),
+    );
+    const sc = span.spanContext();
+    const traceparent = isSpanContextValid(sc)
+      ? formatTraceparent(sc)
+      : checked.traceparent || newTraceparent();
+    const traceId = traceIdOf(traceparent) ?? '';
     const w: TransitionWrite = {
       transitionId: this.options.ids.next(),
       taskId,
@@ -175,13 +197,13 @@ export class TaskIntake {
         pipelineVersion: pipeline.version,
         idempotencyKey: checked.idempotencyKey,
         priority: checked.priority,
-        traceparent: checked.traceparent,
+        traceparent,
       },
       branchId: '',
       asyncToken: '',
       fanOutStages: [],
     };
-    const ctx: CreateContext = { taskId, traceId, pipeline, checked, done };
+    const ctx: CreateContext = { taskId, traceId, pipeline, checked, traceparent, span, done };
     this.options.writer.write(w, this.onCreated, ctx);
   }
 
@@ -195,11 +217,12 @@ export class TaskIntake {
         attempt: 1,
         priority: ctx.checked.priority,
         hops: 0,
-        traceparent: ctx.checked.traceparent,
+        traceparent: ctx.traceparent,
         input: { data: ctx.checked.payload, contentType: ctx.checked.contentType },
         progress: undefined,
       });
     }
+    endTaskSpan(ctx.span, o.code === 0 ? undefined : { code: o.reason, message: o.message });
     ctx.done(o, ctx);
   };
 

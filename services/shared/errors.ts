@@ -21,7 +21,15 @@ export interface DsatErrorOptions {
   metadata?: Record<string, string>;
   /** The field that is wrong, reported as a BadRequest field violation. */
   field?: string;
+  /** Every bad field when there are several; `field` defaults to the first. */
+  violations?: readonly FieldViolation[];
   cause?: unknown;
+}
+
+/** One bad field of a request: its path (`pipeline.stages[2].next[0]`) and what is wrong. */
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
 }
 
 /**
@@ -33,15 +41,19 @@ export class DsatError extends Error {
   readonly reason: string;
   readonly metadata: Record<string, string>;
   readonly field: string | undefined;
+  readonly violations: readonly FieldViolation[];
 
   constructor(kind: ErrorKind, reason: string, message: string, options: DsatErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DsatError';
     this.kind = kind;
     this.reason = reason;
-    this.field = options.field;
+    this.field = options.field ?? options.violations?.[0]?.field;
+    this.violations =
+      options.violations ??
+      (this.field === undefined ? [] : [{ field: this.field, description: message }]);
     this.metadata = { ...(options.metadata ?? {}) };
-    if (options.field !== undefined) this.metadata.field = options.field;
+    if (this.field !== undefined) this.metadata.field = this.field;
   }
 
   get status(): Status {
@@ -52,6 +64,14 @@ export class DsatError extends Error {
 /** An INVALID_ARGUMENT error that names the bad field. */
 export function invalidArgument(field: string, message: string, reason = 'INVALID_FIELD') {
   return new DsatError('INVALID_ARGUMENT', reason, `${field}: ${message}`, { field });
+}
+
+/** One INVALID_ARGUMENT error listing every violation, each with its field. */
+export function invalidArguments(violations: readonly FieldViolation[], reason = 'INVALID_FIELDS') {
+  const lines = violations.map((v) => `${v.field}: ${v.description}`);
+  const message =
+    lines.length === 1 ? String(lines[0]) : `${lines.length} problems:\n  ${lines.join('\n  ')}`;
+  return new DsatError('INVALID_ARGUMENT', reason, message, { violations });
 }
 
 export function notFound(what: string, id: string, field?: string) {

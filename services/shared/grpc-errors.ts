@@ -14,10 +14,13 @@ export function toServerError(err: unknown): ServerError | undefined {
   const details = [
     ErrorInfo.fromPartial({ reason: err.reason, domain: ERROR_DOMAIN, metadata: err.metadata }),
   ];
-  if (err.field !== undefined) {
+  if (err.violations.length > 0) {
     details.push(
       BadRequest.fromPartial({
-        fieldViolations: [{ field: err.field, description: err.message }],
+        fieldViolations: err.violations.map((v) => ({
+          field: v.field,
+          description: v.description,
+        })),
       }) as unknown as ErrorInfo,
     );
   }

@@ -6,6 +6,7 @@ import type { LogLevel } from './logger';
 import { createLogger } from './logger';
 import type { ServiceDeps, ServiceHandle } from './service-host';
 import { createShutdown, exitOnSignals } from './shutdown';
+import { startTelemetry } from './telemetry';
 
 export type StartService<S extends ConfigSpec> = (
   config: ConfigOf<S>,
@@ -42,6 +43,9 @@ export function serviceCommand<S extends ConfigSpec>(
     const logger = createLogger(name, level);
     const shutdown = createShutdown(logger);
     exitOnSignals(shutdown, logger);
+    // Exports only when the standard OTEL_* variables ask for it; a no-op otherwise.
+    const telemetry = startTelemetry({ serviceName: `dsat-${name}` });
+    shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
     try {
       const handle = await start(config, { logger, shutdown });
       process.stdout.write(`${name} listening on ${handle.address}\n`);

@@ -22,8 +22,16 @@ export class Inbox<T> {
   /** The last revision published while subscribed, matched or not. */
   seen = 0;
   closedWith: Error | undefined;
+  private wokeAt = 0;
 
-  constructor(private readonly capacity: number) {}
+  /**
+   * @param progressEvery wake the watcher after this many revisions with nothing for it, so it
+   *   can tell its client how far it has seen (Infinity: never).
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly progressEvery = Number.POSITIVE_INFINITY,
+  ) {}
 
   push(item: T, weight: number, revision: number): void {
     this.seen = revision;
@@ -43,6 +51,7 @@ export class Inbox<T> {
   /** A commit with nothing for this watcher still moves its resume point. */
   skip(revision: number): void {
     this.seen = revision;
+    if (revision - this.wokeAt >= this.progressEvery) this.notify();
   }
 
   take(): T[] {
@@ -85,6 +94,7 @@ export class Inbox<T> {
   }
 
   private notify(): void {
+    this.wokeAt = this.seen;
     const wake = this.wake;
     if (wake !== undefined) wake();
   }
@@ -111,8 +121,12 @@ export class FeedHub {
     return n;
   }
 
-  subscribeEvents(match: (entry: FeedEntry) => boolean, capacity: number): EventSubscription {
-    const sub = { inbox: new Inbox<EventBatch>(capacity), match };
+  subscribeEvents(
+    match: (entry: FeedEntry) => boolean,
+    capacity: number,
+    progressEvery: number,
+  ): EventSubscription {
+    const sub = { inbox: new Inbox<EventBatch>(capacity, progressEvery), match };
     this.events.add(sub);
     return sub;
   }
@@ -138,11 +152,13 @@ export class FeedHub {
 
   publish(commit: PublishedCommit): void {
     if (this.events.size === 0 && this.tasks.size === 0) return;
-    // Transitions are built once per commit, and only for entries someone receives.
+    // Transitions are built once per commit, and only for entries someone receives; a commit's
+    // transitions share its time, so they share one Date.
     const built = new Map<FeedEntry, Transition>();
+    const at = new Date(commit.entries[0]?.entry.atMs ?? 0);
     const transition = (f: FeedEntry): Transition => {
       let t = built.get(f);
-      if (t === undefined) built.set(f, (t = toTransition(f, f.entry)));
+      if (t === undefined) built.set(f, (t = toTransition(f, f.entry, at)));
       return t;
     };
     for (const sub of this.events) {

@@ -11,29 +11,39 @@ import type {
   WatchEventsResponse,
   WatchTaskResponse,
 } from '../../gen/dsat/status/v1/status';
-import {
-  TaskState,
-  type Task,
-  type TaskFilter,
-  type Transition,
-} from '../../gen/dsat/task/v1/task';
+import { TaskState, type Task, type TaskFilter } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
-import { matchesActionKey, parseActionKey, type ActionKeyPattern } from './action-key';
-import { FeedHub, type EventBatch } from './feed-hub';
+import { ByteWriter } from './byte-codec';
+import { FeedHub } from './feed-hub';
+import { watchEvents, watchTask, type WatchSource } from './store-watch';
+import {
+  MATCH_ALL,
+  compileFilter,
+  filterMatches,
+  isEmptyFilter,
+  type CompiledFilter,
+} from './task-filter';
+import {
+  NAME,
+  checkTaskId,
+  clampPage,
+  defaultReason,
+  edgeName,
+  outcomeCode,
+  pickMove,
+  validateCreate,
+  validateWrite,
+} from './write-validation';
 import {
   CorruptValueError,
   DONE,
   FEED,
-  FORMAT,
   HEAD_KEY,
   IDEMPOTENCY,
   LIVE,
-  PIPELINE,
-  SCHEMA_KEY,
   decodeEnded,
   decodePageToken,
   decodeRecord,
-  decodeSegment,
   encodeEnded,
   encodePageToken,
   encodeRecord,
@@ -45,28 +55,36 @@ import {
   pipelineKey,
   prefixEnd,
   segmentKey,
-  segmentSeekKey,
-  EMPTY_LOG,
-  type EncodedLog,
+  jsonValue,
+  parseJson,
   type FeedEntry,
 } from './store-codec';
+import { loadStore } from './store-load';
+import { openLevel, writeMarker, type OpenedLevel, type StatusLevel } from './store-open';
 import {
-  openLevel,
-  storeDamaged,
-  writeMarker,
-  type OpenedLevel,
-  type StatusLevel,
-} from './store-open';
-import { foldEntry, isTraceparent, startTask, toTransition, type LogEntry } from './task-log';
-import {
-  TERMINAL_STATES,
-  checkTransition,
-  isTaskState,
-  isTerminalState,
-  stateName,
-  transitionRule,
-  type Move,
-} from './task-state-machine';
+  foldEntry,
+  foldEntryInto,
+  liveRevOf,
+  startTask,
+  toTransition,
+  type LogEntry,
+  type TaskSlot,
+} from './task-log';
+import { TERMINAL_STATES, checkTransition, isTerminalState, stateName } from './task-state-machine';
+
+/*
+ * The status store: the only writer of dsat's LevelDB (key layout in store-codec.ts).
+ *
+ * - Group commit: writes queue while a commit is in flight and all go into the next single
+ *   atomic batch, one sync per commit; a lone write commits at once.
+ * - Each commit writes ONE feed segment with all its transitions. A task record is put only at a
+ *   milestone an acknowledgement depends on (create, stage done with the next input, terminal,
+ *   redrive); DISPATCHED, RUNNING and progress live in the segment and in memory, and a restart
+ *   folds them back onto the record from the feed (store-load.ts).
+ * - Writes are applied to copies staged for the commit; the live cache, the revision and the
+ *   watchers see them only after the batch is synced, so a failed batch changes nothing.
+ * - The in-memory cache of live tasks is authoritative while the store runs (single writer).
+ */
 
 export interface StatusStoreOptions {
   /** The LevelDB directory. Created only when missing or empty. */
@@ -87,6 +105,8 @@ export interface StatusStoreOptions {
   readonly watchBufferSize?: number;
   /** An event watcher whose filter matches nothing is told its revision every this many revisions. */
   readonly watchProgressEvery?: number;
+  /** LevelDB's write buffer (default 16 MiB; LevelDB's own 4 MiB flushes several times a second under load). */
+  readonly writeBufferSize?: number;
   /** Retry the open this long while another process holds the lock (default 0: fail fast). */
   readonly lockWaitMs?: number;
   readonly signal?: AbortSignal;
@@ -131,6 +151,7 @@ export async function openStatusStore(options: StatusStoreOptions): Promise<Stat
   const opened = await openLevel(options.dir, {
     repair: options.repair ?? false,
     lockWaitMs: options.lockWaitMs ?? 0,
+    writeBufferSize: options.writeBufferSize ?? 16 * 1024 * 1024,
     signal: options.signal,
   });
   const store = new StatusStore(opened, options);
@@ -143,16 +164,6 @@ export async function openStatusStore(options: StatusStoreOptions): Promise<Stat
   return store;
 }
 
-interface TaskSlot {
-  readonly task: Task;
-  /** The whole log, in memory. The stored record embeds `log[0 .. embedded)`; the feed has the rest. */
-  readonly log: readonly LogEntry[];
-  readonly embedded: number;
-  /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
-  readonly liveRev: number;
-  readonly encoded: EncodedLog;
-}
-
 interface Waiter {
   readonly writes: readonly TransitionWrite[];
   resolve(outcomes: TransitionOutcome[]): void;
@@ -162,6 +173,8 @@ interface Waiter {
 /** A task touched by the commit being built. */
 interface Staged {
   slot: TaskSlot;
+  /** `slot.log`, which this commit owns and appends to. */
+  readonly log: LogEntry[];
   /** The state before this commit (published or read from disk); undefined for a create. */
   readonly before: TaskSlot | undefined;
   readonly wasLive: boolean;
@@ -170,16 +183,6 @@ interface Staged {
 }
 
 type Loaded = TaskSlot | null | CorruptValueError;
-
-/** A live task while its log is rebuilt at open. */
-interface Rebuilt {
-  task: Task;
-  readonly log: LogEntry[];
-  readonly embedded: number;
-  /** The seq of the record's fold: entries up to it only fill the log, later ones fold. */
-  readonly recordSeq: number;
-  readonly tailFrom: number;
-}
 
 /** Everything one group commit computes before its batch is written. Published only on success. */
 class CommitBuild {
@@ -193,29 +196,23 @@ class CommitBuild {
   duplicates = 0;
   created = 0;
 
+  /** Every transition of a commit is recorded at the commit's time: one Date for all. */
+  readonly at: Date;
+
   constructor(
     first: number,
     readonly atMs: number,
   ) {
     this.first = first;
     this.next = first;
+    this.at = new Date(atMs);
   }
 }
 
-type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+type Op = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 type Batch = ReturnType<StatusLevel['batch']>;
 
-interface CompiledFilter {
-  readonly states: ReadonlySet<TaskState> | undefined;
-  readonly pipeline: string;
-  readonly stage: string;
-  readonly actionKey: ActionKeyPattern | undefined;
-}
-
 const HOUR = 3_600_000;
-const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-const STAGE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
 const SWEEP_CHUNK = 2_000;
 
 export class StatusStore {
@@ -229,6 +226,8 @@ export class StatusStore {
   private readonly watchProgressEvery: number;
   private readonly now: () => number;
   private readonly hub = new FeedHub();
+  /** The one buffer every record and segment is encoded into (single writer, one at a time). */
+  private readonly scratch = new ByteWriter();
   private readonly live = new Map<string, TaskSlot>();
   private readonly pipelines = new Map<string, Pipeline[]>();
   private readonly decorators = new Map<string, readonly string[]>();
@@ -272,6 +271,18 @@ export class StatusStore {
     this.watchBufferSize = Math.max(1, options.watchBufferSize ?? 10_000);
     this.watchProgressEvery = Math.max(1, options.watchProgressEvery ?? 1_000);
     this.now = options.now ?? Date.now;
+    this.watchSource = {
+      hub: this.hub,
+      db: this.db,
+      bufferSize: this.watchBufferSize,
+      progressEvery: this.watchProgressEvery,
+      revision: () => this.revision,
+      feedStart: () => this.feedStart,
+      readSlot: (taskId) => this.readSlot(taskId),
+      matches: (f, fe) =>
+        this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage),
+      assertOpen: () => this.assertOpen(),
+    };
   }
 
   get openReport(): OpenReport {
@@ -393,7 +404,7 @@ export class StatusStore {
       if (key.startsWith(DONE)) {
         build.loaded.set(key.slice(DONE.length), this.decodeSlot(key, value));
       } else if (value !== undefined) {
-        const taskId = (JSON.parse(value) as [string])[0];
+        const taskId = String((parseJson(key, value) as [string])[0]);
         build.idempotency.set(key.slice(IDEMPOTENCY.length), taskId);
         if (!this.live.has(taskId) && !seen.has(DONE + taskId)) {
           seen.add(DONE + taskId);
@@ -408,7 +419,7 @@ export class StatusStore {
     );
   }
 
-  private decodeSlot(key: string, value: string | undefined): Loaded {
+  private decodeSlot(key: string, value: Uint8Array | undefined): Loaded {
     if (value === undefined) return null;
     try {
       const { task, log } = decodeRecord(key, value);
@@ -418,7 +429,7 @@ export class StatusStore {
           `a terminal record embeds ${log.length} of ${task.seq} entries`,
         );
       }
-      return { task, log, embedded: log.length, liveRev: liveRevOf(log), encoded: EMPTY_LOG };
+      return { task, log, embedded: log.length, liveRev: liveRevOf(log) };
     } catch (err) {
       return err instanceof CorruptValueError ? err : new CorruptValueError(key, String(err));
     }
@@ -454,7 +465,7 @@ export class StatusStore {
     validateCreate(w);
     const existing = this.current(w.taskId, build);
     if (existing !== undefined) {
-      const dup = findTransition(existing.log, w.transitionId);
+      const dup = findTransition(existing.log, w.transitionId, TaskState.TASK_STATE_QUEUED);
       if (dup !== undefined) return this.duplicate(w, w.taskId, dup, build);
       throw failedPrecondition('TASK_EXISTS', `task ${w.taskId} already exists`, {
         task_id: w.taskId,
@@ -509,10 +520,10 @@ export class StatusStore {
       log: [submitted, queued],
       embedded: 0,
       liveRev: submitted.revision,
-      encoded: EMPTY_LOG,
     };
     build.staged.set(w.taskId, {
       slot,
+      log: slot.log as LogEntry[],
       before: undefined,
       wasLive: false,
       milestone: true,
@@ -527,7 +538,7 @@ export class StatusStore {
   private applyMove(w: TransitionWrite, build: CommitBuild): TransitionOutcome {
     const cur = this.current(w.taskId, build);
     if (cur === undefined) throw notFound('task', w.taskId, 'task_id');
-    const dup = findTransition(cur.log, w.transitionId);
+    const dup = findTransition(cur.log, w.transitionId, w.toState);
     if (dup !== undefined) return this.duplicate(w, w.taskId, dup, build);
     const task = cur.task;
     if (w.expectedState === TaskState.TASK_STATE_UNSPECIFIED) {
@@ -605,26 +616,29 @@ export class StatusStore {
           : undefined,
       input: move === 'advance' ? (w.payload ?? (publishing ? task.input : undefined)) : undefined,
     });
-    const next = foldEntry(task, e);
     const milestone = move === 'advance' || move === 'redrive' || isTerminalState(w.toState);
-    const slot: TaskSlot = {
-      task: next,
-      log: [...cur.log, e],
-      embedded: cur.embedded,
-      liveRev: move === 'redrive' ? e.revision : cur.liveRev,
-      encoded: cur.encoded,
-    };
+    const liveRev = move === 'redrive' ? e.revision : cur.liveRev;
     const staged = build.staged.get(w.taskId);
+    let next: Task;
     if (staged === undefined) {
+      // First write to the task in this commit: copy what is published, once.
+      next = foldEntry(task, e, build.at);
+      const log = cur.log.slice();
+      log.push(e);
+      const slot = { task: next, log, embedded: cur.embedded, liveRev };
       build.staged.set(w.taskId, {
         slot,
+        log,
         before: cur,
         wasLive: this.live.has(w.taskId),
         milestone,
         idempotencyKey: '',
       });
     } else {
-      staged.slot = slot;
+      // The staged copies are this commit's own until it is published.
+      next = foldEntryInto(staged.slot.task, e, build.at);
+      staged.log.push(e);
+      if (liveRev !== staged.slot.liveRev) staged.slot = { ...staged.slot, liveRev };
       staged.milestone ||= milestone;
     }
     build.entries.push(feedEntry(next, e));
@@ -644,7 +658,7 @@ export class StatusStore {
   private refuse(w: TransitionWrite, err: unknown, build: CommitBuild): TransitionOutcome {
     const known = err instanceof DsatError;
     const reason = known ? err.reason : 'INTERNAL';
-    const code = known ? grpcCode(err) : 13;
+    const code = known ? outcomeCode(err) : 13;
     if (reason === 'STALE_ATTEMPT') build.refused.stale++;
     else if (reason === 'STATE_MISMATCH') build.refused.mismatch++;
     else if (reason === 'ILLEGAL_TRANSITION') build.refused.illegal++;
@@ -675,15 +689,19 @@ export class StatusStore {
    */
   private fill(build: CommitBuild, batch: Batch): void {
     const last = build.next - 1;
-    batch.put(segmentKey(build.first, last, build.atMs), encodeSegment(build.entries));
-    batch.put(HEAD_KEY, `[${last},${last}]`);
+    // Each encoded value is a view of one reused buffer: LevelDB copies it at put.
+    batch.put(
+      segmentKey(build.first, last, build.atMs),
+      encodeSegment(this.scratch, build.entries),
+    );
+    batch.put(HEAD_KEY, jsonValue([last, last]));
     for (const [id, s] of build.staged) {
       if (!s.milestone) continue;
       const task = s.slot.task;
       // A terminal record embeds the whole log; a live one only what was embedded before.
       const embedded = isTerminalState(task.state) ? s.slot.log.length : s.slot.embedded;
-      const { value, encoded } = encodeRecord(task, s.slot.log, embedded, s.slot.encoded);
-      s.slot = { ...s.slot, embedded, encoded };
+      const value = encodeRecord(this.scratch, task, s.slot.log, embedded);
+      if (embedded !== s.slot.embedded) s.slot = { ...s.slot, embedded };
       const before = s.before;
       const wasEnded = before !== undefined && !s.wasLive;
       if (wasEnded) batch.del(endedKey(before.task.state, endedAtMs(before.task), id));
@@ -695,7 +713,7 @@ export class StatusStore {
         batch.put(LIVE + id, value);
         if (wasEnded) batch.del(DONE + id);
       }
-      if (s.idempotencyKey !== '') batch.put(IDEMPOTENCY + s.idempotencyKey, JSON.stringify([id]));
+      if (s.idempotencyKey !== '') batch.put(IDEMPOTENCY + s.idempotencyKey, jsonValue([id]));
     }
   }
 
@@ -738,7 +756,14 @@ export class StatusStore {
     const slot = await this.readSlot(checkTaskId(taskId));
     if (slot === undefined) throw notFound('task', taskId, 'task_id');
     const size = clampPage(pageSize, 1000, 10_000);
-    const from = pageToken === '' ? 0 : Number(decodePageToken(pageToken, 'h', 'page_token')[0]);
+    const from = pageToken === '' ? 0 : Number(decodePageToken(pageToken, 'h')[0]);
+    if (!Number.isSafeInteger(from) || from < 0) {
+      throw invalidArgument(
+        'page_token',
+        'is not a token this list returned',
+        'INVALID_PAGE_TOKEN',
+      );
+    }
     const page = slot.log.slice(from, from + size);
     return {
       transitions: page.map((e) => toTransition(slot.task, e)),
@@ -775,6 +800,7 @@ export class StatusStore {
       tasks,
       nextPageToken: more ? encodePageToken('u', [lastRev]) : '',
       revision: this.revision,
+      readAt: new Date(this.now()),
     };
   }
 
@@ -812,6 +838,14 @@ export class StatusStore {
       cursor[0] === 'T'
         ? [Number(cursor[1]), String(cursor[2])]
         : [Number.MAX_SAFE_INTEGER, '\uffff'];
+    if (tasks.length === size) {
+      // The live tasks filled this page: the next one starts with the ended tasks, if any.
+      const { found } = await this.scanEnded(f, 1, endedBefore);
+      return {
+        tasks,
+        nextPageToken: found.length === 0 ? '' : encodePageToken('tasks', ['T', ...endedBefore]),
+      };
+    }
     const { found, more } = await this.scanEnded(f, size - tasks.length, endedBefore);
     const records =
       found.length === 0 ? [] : await this.db.getMany(found.map((x) => DONE + x.taskId));
@@ -836,9 +870,6 @@ export class StatusStore {
     before: [number, string],
   ): Promise<{ found: { endedAtMs: number; taskId: string }[]; more: boolean }> {
     const states = TERMINAL_STATES.filter((s) => f.states === undefined || f.states.has(s));
-    if (limit <= 0) {
-      return { found: [], more: states.length > 0 };
-    }
     const candidates: { endedAtMs: number; taskId: string }[] = [];
     for (const state of states) {
       const prefix = endedPrefix(state);
@@ -891,190 +922,31 @@ export class StatusStore {
 
   // ---- watches --------------------------------------------------------------------------------
 
-  /**
-   * The task's record (when fromRevision is 0), then each of its transitions after the record or
-   * after fromRevision, live, ending after a terminal state. The replay comes from the task's own
-   * log; the watcher subscribes before reading it, so the switch to live has no gap, and
-   * revisions already sent are skipped, so it has no duplicate.
-   */
-  async *watchTask(
+  /** See store-watch.ts: the record, then the task's transitions, ending after a terminal one. */
+  watchTask(
     taskId: string,
     fromRevision: number,
     signal?: AbortSignal,
   ): AsyncGenerator<WatchTaskResponse> {
-    checkTaskId(taskId);
-    this.checkResume(fromRevision);
-    const inbox = this.hub.subscribeTask(taskId, this.watchBufferSize);
-    try {
-      let replay = await this.readSlot(taskId);
-      if (replay === undefined) throw notFound('task', taskId, 'task_id');
-      let cursor = fromRevision;
-      if (fromRevision === 0) {
-        yield { event: { $case: 'snapshot', value: replay.task } };
-        cursor = replay.task.revision;
-      }
-      for (;;) {
-        if (isAborted(signal)) return;
-        if (inbox.closedWith !== undefined) throw inbox.closedWith;
-        if (replay === undefined && inbox.overflowed) {
-          inbox.resetOverflow();
-          replay = await this.readSlot(taskId);
-          if (replay === undefined) return; // deleted
-        }
-        if (replay !== undefined) {
-          for (const e of replay.log) {
-            if (e.revision <= cursor) continue;
-            yield { event: { $case: 'transition', value: toTransition(replay.task, e) } };
-            cursor = e.revision;
-            if (isTerminalState(e.to)) return;
-          }
-          if (isTerminalState(replay.task.state) && cursor >= replay.task.revision) return;
-          replay = undefined;
-          continue;
-        }
-        for (const t of inbox.take()) {
-          if (t.revision <= cursor) continue;
-          yield { event: { $case: 'transition', value: t } };
-          cursor = t.revision;
-          if (isTerminalState(t.toState)) return;
-        }
-        if (inbox.empty && !inbox.overflowed) await inbox.wait(signal);
-      }
-    } finally {
-      this.hub.unsubscribeTask(taskId, inbox);
-    }
+    return watchTask(this.watchSource, taskId, fromRevision, signal);
   }
 
-  /**
-   * The global feed from fromRevision (0 = from now), filtered, in revision order: stored
-   * segments first, then live commits. A watcher that falls behind its buffer reads the store.
-   */
-  async *watchEvents(
+  /** See store-watch.ts: the filtered global feed from a revision, stored then live. */
+  watchEvents(
     filter: TaskFilter | undefined,
     fromRevision: number,
     signal?: AbortSignal,
   ): AsyncGenerator<WatchEventsResponse> {
-    const f = compileFilter(filter);
-    this.checkResume(fromRevision);
-    const match = (fe: FeedEntry): boolean =>
-      this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage);
-    const sub = this.hub.subscribeEvents(match, this.watchBufferSize);
-    const inbox = sub.inbox;
-    let cursor = fromRevision === 0 ? this.revision : fromRevision;
-    let told = cursor;
-    let fromStore = cursor < this.revision;
-    try {
-      for (;;) {
-        if (isAborted(signal)) return;
-        if (inbox.closedWith !== undefined) throw inbox.closedWith;
-        const batches: EventBatch[] = [];
-        if (fromStore || inbox.overflowed) {
-          inbox.resetOverflow();
-          fromStore = false;
-          for await (const batch of this.readFeed(cursor, match)) {
-            if (isAborted(signal)) return;
-            cursor = batch.revision;
-            if (batch.transitions.length > 0 || cursor - told >= this.watchProgressEvery) {
-              yield { transitions: batch.transitions, revision: cursor };
-              told = cursor;
-            }
-          }
-          continue;
-        }
-        batches.push(...inbox.take());
-        for (const b of batches) {
-          if (b.revision <= cursor) continue;
-          const first = b.transitions[0];
-          const fresh =
-            first !== undefined && first.revision > cursor
-              ? b.transitions
-              : b.transitions.filter((t) => t.revision > cursor);
-          cursor = b.revision;
-          if (fresh.length > 0) {
-            yield { transitions: fresh, revision: cursor };
-            told = cursor;
-          }
-        }
-        if (inbox.empty && !inbox.overflowed && inbox.seen > cursor) {
-          cursor = inbox.seen; // commits with nothing for this filter
-          if (cursor - told >= this.watchProgressEvery) {
-            yield { transitions: [], revision: cursor };
-            told = cursor;
-          }
-        }
-        if (inbox.empty && !inbox.overflowed) await inbox.wait(signal);
-      }
-    } finally {
-      this.hub.unsubscribeEvents(sub);
-    }
+    return watchEvents(this.watchSource, filter, fromRevision, signal);
   }
 
-  /** Stored feed after `after`, in batches of about 1000 transitions, up to the head as of now. */
-  private async *readFeed(
-    after: number,
-    match: (fe: FeedEntry) => boolean,
-  ): AsyncGenerator<EventBatch> {
-    if (after + 1 < this.feedStart) throw compacted(after, this.feedStart);
-    const start = await this.segmentAtOrBefore(after + 1);
-    const it = this.db.iterator({ gte: start ?? FEED, lt: prefixEnd(FEED) });
-    try {
-      let transitions: Transition[] = [];
-      let revision = after;
-      for (;;) {
-        const chunk = await it.nextv(16);
-        if (chunk.length === 0) break;
-        for (const [key, value] of chunk) {
-          const { first, last } = parseSegmentKey(key);
-          if (last <= after) continue;
-          if (first > revision + 1) throw compacted(revision, first); // swept while we lagged
-          for (const fe of decodeSegment(key, value)) {
-            if (fe.entry.revision > after && match(fe))
-              transitions.push(toTransition(fe, fe.entry));
-          }
-          revision = last;
-          if (transitions.length >= 1000) {
-            yield { transitions, revision };
-            transitions = [];
-          }
-        }
-      }
-      if (transitions.length > 0 || revision > after) yield { transitions, revision };
-    } finally {
-      await it.close();
-    }
-  }
-
-  private async segmentAtOrBefore(revision: number): Promise<string | undefined> {
-    const keys = await this.db
-      .keys({ gte: FEED, lt: segmentSeekKey(revision), reverse: true, limit: 1 })
-      .all();
-    return keys[0];
-  }
-
-  private checkResume(fromRevision: number): void {
-    this.assertOpen();
-    if (!Number.isSafeInteger(fromRevision) || fromRevision < 0) {
-      throw invalidArgument('from_revision', 'must be a revision ≥ 0');
-    }
-    if (fromRevision > this.revision) {
-      throw new DsatError(
-        'OUT_OF_RANGE',
-        'REVISION_AHEAD',
-        `from_revision ${fromRevision} is ahead of the store's revision ${this.revision}`,
-        { field: 'from_revision' },
-      );
-    }
-    if (fromRevision !== 0 && fromRevision + 1 < this.feedStart)
-      throw compacted(fromRevision, this.feedStart);
-  }
+  private readonly watchSource: WatchSource;
 
   // ---- deletes, pipelines, sweeps ---------------------------------------------------------------
 
   /** Deletes terminal tasks (by id, and every terminal task matching `filter`); live ones stay. */
   async deleteTasks(taskIds: readonly string[], filter?: TaskFilter): Promise<number> {
-    taskIds.forEach((id, i) => {
-      if (!TASK_ID.test(id)) throw invalidArgument(`task_ids[${i}]`, 'is not a task id');
-    });
+    taskIds.forEach((id, i) => checkTaskId(id, `task_ids[${i}]`));
     const f = filter === undefined || isEmptyFilter(filter) ? undefined : compileFilter(filter);
     return this.exclusive(async () => {
       let deleted = 0;
@@ -1098,13 +970,11 @@ export class StatusStore {
     let deleted = 0;
     for (const state of TERMINAL_STATES) {
       if (f.states !== undefined && !f.states.has(state)) continue;
+      let after = ''; // pages on past rows the filter kept
       for (;;) {
+        const range = { lt: endedKey(state, endedBeforeMs, ''), limit: SWEEP_CHUNK };
         const rows = await this.db
-          .iterator({
-            gte: endedPrefix(state),
-            lt: endedKey(state, endedBeforeMs, ''),
-            limit: SWEEP_CHUNK,
-          })
+          .iterator(after === '' ? { ...range, gte: endedPrefix(state) } : { ...range, gt: after })
           .all();
         const ops: Op[] = [];
         for (const [key, value] of rows) {
@@ -1116,7 +986,9 @@ export class StatusStore {
           deleted++;
         }
         if (ops.length > 0) await this.write(ops);
-        if (rows.length < SWEEP_CHUNK || ops.length === 0) break;
+        const last = rows[rows.length - 1];
+        if (rows.length < SWEEP_CHUNK || last === undefined) break;
+        after = last[0];
       }
     }
     return deleted;
@@ -1124,7 +996,7 @@ export class StatusStore {
 
   /** Stores a new version of a pipeline, unless it equals the latest one (then changed=false). */
   async savePipeline(pipeline: Pipeline): Promise<SavePipelineResponse> {
-    if (!STAGE_NAME.test(pipeline.name)) {
+    if (!NAME.test(pipeline.name)) {
       throw invalidArgument(
         'pipeline.name',
         'must be lower case letters, digits, "-" or "_", at most 63',
@@ -1142,7 +1014,7 @@ export class StatusStore {
       };
       await this.db.put(
         pipelineKey(stored.name, stored.version),
-        JSON.stringify(Pipeline.toJSON(stored)),
+        jsonValue(Pipeline.toJSON(stored)),
         {
           sync: this.sync,
         },
@@ -1197,7 +1069,7 @@ export class StatusStore {
       if (r.segments < SWEEP_CHUNK) break;
     }
     const tasksDeleted = await this.exclusive(() =>
-      this.deleteEnded(compileFilter(undefined), this.now() - this.retentionMs),
+      this.deleteEnded(MATCH_ALL, this.now() - this.retentionMs),
     );
     return { segmentsDeleted, recordsCheckpointed, tasksDeleted };
   }
@@ -1222,9 +1094,9 @@ export class StatusStore {
       const firstInFeed = slot.log[slot.embedded];
       if (firstInFeed !== undefined && firstInFeed.revision <= boundary) {
         const embedded = slot.log.length;
-        const { value, encoded } = encodeRecord(slot.task, slot.log, embedded, slot.encoded);
+        const value = Buffer.from(encodeRecord(this.scratch, slot.task, slot.log, embedded));
         ops.push({ type: 'put', key: LIVE + id, value });
-        checkpointed.push([id, { ...slot, embedded, encoded }]);
+        checkpointed.push([id, { ...slot, embedded }]);
       }
     }
     await this.write(ops);
@@ -1289,116 +1161,23 @@ export class StatusStore {
 
   // ---- open -----------------------------------------------------------------------------------
 
-  /** Reads the head, checks it against the feed and the marker, and rebuilds the live cache. */
+  /** Installs what store-load.ts read and checked, and starts the sweep timer. */
   async load(): Promise<void> {
-    const { db, dir, created, repaired, marker } = this.opened;
-    const problems: string[] = [];
-    if (created) {
-      await db.batch(
-        [
-          { type: 'put', key: SCHEMA_KEY, value: JSON.stringify({ format: FORMAT }) },
-          { type: 'put', key: HEAD_KEY, value: '[0,0]' },
-        ],
-        { sync: true },
-      );
-    }
-    const schema = await db.get(SCHEMA_KEY);
-    if (schema === undefined) {
-      problems.push('the dsat schema key is missing (an empty or foreign LevelDB)');
-    } else if ((JSON.parse(schema) as { format?: number }).format !== FORMAT) {
-      throw storeDamaged(dir, [`unsupported store format ${schema}`]);
-    }
-
-    const headValue = await db.get(HEAD_KEY);
-    const head = headValue === undefined ? undefined : (JSON.parse(headValue) as [number, number]);
-    const [newest] = await db
-      .keys({ gte: FEED, lt: prefixEnd(FEED), reverse: true, limit: 1 })
-      .all();
-    const [oldest] = await db.keys({ gte: FEED, lt: prefixEnd(FEED), limit: 1 }).all();
-    const newestLast = newest === undefined ? 0 : parseSegmentKey(newest).last;
-    if (head === undefined) problems.push('the revision counter (m:head) is missing');
-    else if (head[1] !== newestLast) {
-      problems.push(
-        `the revision counter says the newest feed segment ends at ${head[1]}, the newest segment ends at ${newestLast}`,
-      );
-    }
-    let revision = Math.max(head?.[0] ?? 0, newestLast);
-    if (marker !== undefined && marker.revision > revision) {
-      problems.push(
-        `the store was at revision ${marker.revision} when last ${marker.cleanClose ? 'closed' : 'opened'} ` +
-          `(${marker.updatedAt}) but holds only revision ${revision}: acknowledged writes are gone`,
-      );
-      if (repaired) revision = marker.revision;
-    }
-    this.feedStart = oldest === undefined ? revision + 1 : parseSegmentKey(oldest).first;
-    if (repaired) problems.push(...(await this.feedGaps()));
-
-    for await (const [key, value] of db.iterator({ gte: PIPELINE, lt: prefixEnd(PIPELINE) })) {
-      try {
-        this.addPipeline(Pipeline.fromJSON(JSON.parse(value)));
-      } catch {
-        problems.push(`${key}: undecodable pipeline`);
-      }
-    }
-
-    const slots = new Map<string, Rebuilt>();
-    for await (const [key, value] of db.iterator({ gte: LIVE, lt: prefixEnd(LIVE) })) {
-      try {
-        const r = decodeRecord(key, value);
-        slots.set(r.task.taskId, {
-          task: r.task,
-          log: [...r.log],
-          embedded: r.log.length,
-          recordSeq: r.task.seq,
-          tailFrom: r.tailFrom,
-        });
-      } catch (err) {
-        problems.push(err instanceof Error ? err.message : String(err));
-      }
-    }
-    const { refolded, damagedTasks, gaps } = await this.rebuildLogs(slots);
-    problems.push(...gaps);
-
-    for (const s of slots.values()) revision = Math.max(revision, s.task.revision);
-    const ordered = [...slots.values()]
-      .map((s): TaskSlot => ({
-        task: s.task,
-        log: s.log,
-        embedded: s.embedded,
-        liveRev: liveRevOf(s.log),
-        encoded: EMPTY_LOG,
-      }))
-      .sort((a, b) => a.liveRev - b.liveRev);
-    for (const slot of ordered) this.live.set(slot.task.taskId, slot);
-
-    if (problems.length > 0 && !repaired) {
-      writeMarker(dir, {
-        revision: marker?.revision ?? 0,
-        cleanClose: false,
-        damaged: problems.join('; '),
-      });
-      throw storeDamaged(dir, problems);
-    }
-    if (repaired) {
-      const fixes: Op[] = [
-        { type: 'put', key: HEAD_KEY, value: JSON.stringify([revision, newestLast]) },
-      ];
-      if (schema === undefined)
-        fixes.push({ type: 'put', key: SCHEMA_KEY, value: JSON.stringify({ format: FORMAT }) });
-      await this.write(fixes, true);
-    }
-    this.revision = revision;
-    writeMarker(dir, { revision, cleanClose: false });
+    const loaded = await loadStore(this.opened);
+    for (const p of loaded.pipelines) this.addPipeline(p);
+    for (const slot of loaded.live) this.live.set(slot.task.taskId, slot);
+    this.revision = loaded.revision;
+    this.feedStart = loaded.feedStart;
     this.report = {
-      dir,
-      created,
-      repaired,
-      revision,
+      dir: this.dir,
+      created: this.opened.created,
+      repaired: this.opened.repaired,
+      revision: loaded.revision,
       liveTasks: this.live.size,
-      feedStartRevision: this.feedStart,
-      refoldedTasks: refolded.size,
-      lost: repaired ? [...this.opened.salvage, ...problems] : [],
-      damagedTasks,
+      feedStartRevision: loaded.feedStart,
+      refoldedTasks: loaded.refolded,
+      lost: loaded.lost,
+      damagedTasks: loaded.damagedTasks,
     };
     if (this.sweepIntervalMs > 0) {
       this.sweepTimer = setInterval(() => {
@@ -1412,108 +1191,6 @@ export class StatusStore {
     }
   }
 
-  /**
-   * Rebuilds each live task's log from the feed: the entries its record does not embed, up to the
-   * record's fold, must continue the embedded ones exactly (seq + 1, ending at the record's
-   * revision); entries after the record are folded onto it (legal, not a milestone, which would
-   * have put a record). Any gap makes the task damaged.
-   */
-  private async rebuildLogs(
-    slots: Map<string, Rebuilt>,
-  ): Promise<{ refolded: Set<string>; damagedTasks: string[]; gaps: string[] }> {
-    const refolded = new Set<string>();
-    const broken = new Set<string>();
-    const gaps: string[] = [];
-    const fail = (taskId: string, problem: string): void => {
-      broken.add(taskId);
-      gaps.push(`task ${taskId}: ${problem}`);
-    };
-    let from = Number.MAX_SAFE_INTEGER;
-    for (const [id, s] of slots) {
-      // A fully embedded record has no tail older than the feed: the sweep checkpoints first.
-      if (s.tailFrom !== 0 && s.tailFrom < this.feedStart) {
-        fail(id, `its transitions from revision ${s.tailFrom} were swept from the feed`);
-      }
-      const need = s.tailFrom === 0 ? s.task.revision + 1 : s.tailFrom;
-      from = Math.min(from, Math.max(need, this.feedStart));
-    }
-    if (from === Number.MAX_SAFE_INTEGER) return { refolded, damagedTasks: [...broken], gaps };
-    const start = await this.segmentAtOrBefore(from);
-    for await (const [key, value] of this.db.iterator({
-      gte: start ?? FEED,
-      lt: prefixEnd(FEED),
-    })) {
-      let entries: FeedEntry[];
-      try {
-        entries = decodeSegment(key, value);
-      } catch (err) {
-        gaps.push(err instanceof Error ? err.message : String(err));
-        continue;
-      }
-      for (const fe of entries) {
-        const s = slots.get(fe.taskId);
-        const e = fe.entry;
-        if (s === undefined || broken.has(fe.taskId) || e.seq <= s.log.length) continue;
-        if (e.seq !== s.log.length + 1) {
-          fail(
-            fe.taskId,
-            `transition seq ${e.seq} follows seq ${s.log.length} (transitions are missing)`,
-          );
-        } else if (e.seq < s.recordSeq) {
-          s.log.push(e); // recorded in the fold, not embedded
-        } else if (e.seq === s.recordSeq) {
-          if (e.revision === s.task.revision) s.log.push(e);
-          else
-            fail(
-              fe.taskId,
-              `seq ${e.seq} is revision ${e.revision} in the feed, ${s.task.revision} in the record`,
-            );
-        } else if (e.from !== s.task.state || transitionRule(e.from, e.to) === undefined) {
-          fail(
-            fe.taskId,
-            `illegal ${stateName(e.from)} → ${stateName(e.to)} from ${stateName(s.task.state)}`,
-          );
-        } else if (
-          e.stage !== s.task.stage ||
-          isTerminalState(e.to) ||
-          e.from === TaskState.TASK_STATE_DEAD_LETTERED
-        ) {
-          fail(
-            fe.taskId,
-            `the milestone at revision ${e.revision} has no record (its put is missing)`,
-          );
-        } else {
-          s.task = foldEntry(s.task, e);
-          s.log.push(e);
-          refolded.add(fe.taskId);
-        }
-      }
-    }
-    for (const [id, s] of slots) {
-      if (!broken.has(id) && s.log.length < s.recordSeq) {
-        fail(
-          id,
-          `the feed holds ${s.log.length} of the ${s.recordSeq} transitions its record folds`,
-        );
-      }
-    }
-    return { refolded, damagedTasks: [...broken], gaps };
-  }
-
-  /** Repair only: every hole in the chain of feed segments (keys only). */
-  private async feedGaps(): Promise<string[]> {
-    const gaps: string[] = [];
-    let expected = 0;
-    for await (const key of this.db.keys({ gte: FEED, lt: prefixEnd(FEED) })) {
-      const { first, last } = parseSegmentKey(key);
-      if (expected !== 0 && first !== expected) {
-        gaps.push(`feed revisions ${expected}..${first - 1} are lost`);
-      }
-      expected = last + 1;
-    }
-    return gaps;
-  }
-
   // ---- filters --------------------------------------------------------------------------------
 
   private addPipeline(p: Pipeline): void {
@@ -1525,7 +1202,11 @@ export class StatusStore {
       if (key.startsWith(`${p.name}\0`)) this.decorators.delete(key);
   }
 
-  private decoratorsOf(pipeline: string, version: number, stage: string): readonly string[] {
+  private readonly decoratorsOf = (
+    pipeline: string,
+    version: number,
+    stage: string,
+  ): readonly string[] => {
     const key = `${pipeline}\0${version}\0${stage}`;
     let names = this.decorators.get(key);
     if (names === undefined) {
@@ -1538,7 +1219,7 @@ export class StatusStore {
       this.decorators.set(key, names);
     }
     return names;
-  }
+  };
 
   private matchesParts(
     f: CompiledFilter,
@@ -1547,16 +1228,7 @@ export class StatusStore {
     version: number,
     stage: string,
   ): boolean {
-    if (f.states !== undefined && !f.states.has(state)) return false;
-    if (f.pipeline !== '' && f.pipeline !== pipeline) return false;
-    if (f.stage !== '' && f.stage !== stage) return false;
-    if (f.actionKey === undefined) return true;
-    return matchesActionKey(f.actionKey, {
-      client: undefined,
-      pipeline,
-      decorators: this.decoratorsOf(pipeline, version, stage),
-      stage,
-    });
+    return filterMatches(f, state, pipeline, version, stage, this.decoratorsOf);
   }
 
   private matchesTask(f: CompiledFilter, task: Task): boolean {
@@ -1565,58 +1237,6 @@ export class StatusStore {
 }
 
 // ---- helpers of the write path ------------------------------------------------------------------
-
-function validateWrite(w: TransitionWrite): void {
-  if (w.transitionId === '' || w.transitionId.length > 128) {
-    throw invalidArgument('transition_id', 'must be 1 to 128 characters');
-  }
-  if (!TASK_ID.test(w.taskId))
-    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
-  if (!isTaskState(w.toState) || w.toState === TaskState.TASK_STATE_UNSPECIFIED) {
-    throw invalidArgument('to_state', `${w.toState} is not a task state`);
-  }
-  if (!isTaskState(w.expectedState))
-    throw invalidArgument('expected_state', `${w.expectedState} is not a task state`);
-  if (w.stage !== '' && !STAGE_NAME.test(w.stage)) {
-    throw invalidArgument('stage', 'must be lower case letters, digits, "-" or "_", at most 63');
-  }
-  if (w.reason !== '' && !REASON.test(w.reason))
-    throw invalidArgument('reason', 'must be UPPER_SNAKE_CASE');
-  if (w.workerId.length > 256) throw invalidArgument('worker_id', 'must be at most 256 characters');
-  if (w.asyncToken.length > 256)
-    throw invalidArgument('async_token', 'must be at most 256 characters');
-  if (w.fanOutStages.length > 0) {
-    throw invalidArgument(
-      'fan_out_stages',
-      'fan-out is not supported by this store yet',
-      'UNSUPPORTED',
-    );
-  }
-  if (w.branchId !== '')
-    throw invalidArgument(
-      'branch_id',
-      'branches are not supported by this store yet',
-      'UNSUPPORTED',
-    );
-}
-
-function validateCreate(w: TransitionWrite): void {
-  const create = w.create as NonNullable<TransitionWrite['create']>;
-  if (!STAGE_NAME.test(create.pipeline))
-    throw invalidArgument('create.pipeline', 'is not a pipeline name');
-  if (w.stage === '') throw invalidArgument('stage', 'a create names the entry stage');
-  if (w.toState !== TaskState.TASK_STATE_QUEUED)
-    throw invalidArgument('to_state', 'a create moves to QUEUED');
-  if (w.expectedState !== TaskState.TASK_STATE_UNSPECIFIED) {
-    throw invalidArgument('expected_state', 'a create expects no state');
-  }
-  if (w.attempt > 1) throw invalidArgument('attempt', 'a create starts at attempt 1');
-  if (create.idempotencyKey.length > 256)
-    throw invalidArgument('create.idempotency_key', 'is longer than 256');
-  if (create.traceparent !== '' && !isTraceparent(create.traceparent)) {
-    throw invalidArgument('create.traceparent', 'is not a W3C traceparent');
-  }
-}
 
 function entry(
   build: CommitBuild,
@@ -1661,10 +1281,15 @@ function feedEntry(task: Task, e: LogEntry): FeedEntry {
   };
 }
 
-function findTransition(log: readonly LogEntry[], transitionId: string): LogEntry | undefined {
+/** A repeated write has the same target state, so only those entries' ids are compared. */
+function findTransition(
+  log: readonly LogEntry[],
+  transitionId: string,
+  to: TaskState,
+): LogEntry | undefined {
   for (let i = log.length - 1; i >= 0; i--) {
     const e = log[i] as LogEntry;
-    if (e.transitionId === transitionId) return e;
+    if (e.to === to && e.transitionId === transitionId) return e;
   }
   return undefined;
 }
@@ -1677,47 +1302,6 @@ function ok(
   duplicate: boolean,
 ): TransitionOutcome {
   return { transitionId, taskId, code: 0, reason: '', message: '', revision, seq, duplicate };
-}
-
-function edgeName(from: TaskState, to: TaskState): string {
-  return `${stateName(from)} → ${stateName(to)}`;
-}
-
-/** `advance` when the write names another stage, else the edge's same-stage move. */
-function pickMove(moves: readonly Move[], sameStage: boolean): Move | undefined {
-  for (const m of moves) if ((m === 'advance') !== sameStage) return m;
-  return undefined;
-}
-
-function defaultReason(move: Move, to: TaskState): string {
-  return move === 'advance' ? 'STAGE_DONE' : move === 'redrive' ? 'REDRIVE' : stateName(to);
-}
-
-const CODES: Partial<Record<DsatError['kind'], number>> = {
-  INVALID_ARGUMENT: 3,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  FAILED_PRECONDITION: 9,
-  OUT_OF_RANGE: 11,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-};
-
-function grpcCode(err: DsatError): number {
-  return CODES[err.kind] ?? 13;
-}
-
-/** The revision at which the task last became live: its create, or its latest redrive. */
-function liveRevOf(log: readonly LogEntry[]): number {
-  for (let i = log.length - 1; i >= 0; i--) {
-    const e = log[i] as LogEntry;
-    if (
-      e.from === TaskState.TASK_STATE_UNSPECIFIED ||
-      e.from === TaskState.TASK_STATE_DEAD_LETTERED
-    )
-      return e.revision;
-  }
-  return 0;
 }
 
 function endedAtMs(task: Task): number {
@@ -1737,51 +1321,6 @@ function samePipeline(a: Pipeline, b: Pipeline): boolean {
   const bytes = (p: Pipeline): Buffer =>
     Buffer.from(Pipeline.encode({ ...p, version: 0, createdAt: undefined }).finish());
   return bytes(a).equals(bytes(b));
-}
-
-function compileFilter(filter: TaskFilter | undefined): CompiledFilter {
-  if (filter === undefined)
-    return { states: undefined, pipeline: '', stage: '', actionKey: undefined };
-  filter.states.forEach((s, i) => {
-    if (!isTaskState(s) || s === TaskState.TASK_STATE_UNSPECIFIED) {
-      throw invalidArgument(`filter.states[${i}]`, `${s} is not a task state`);
-    }
-  });
-  return {
-    states: filter.states.length === 0 ? undefined : new Set(filter.states),
-    pipeline: filter.pipeline,
-    stage: filter.stage,
-    actionKey: filter.actionKey === '' ? undefined : parseActionKey(filter.actionKey),
-  };
-}
-
-function isEmptyFilter(f: TaskFilter): boolean {
-  return f.states.length === 0 && f.pipeline === '' && f.stage === '' && f.actionKey === '';
-}
-
-function checkTaskId(taskId: string): string {
-  if (!TASK_ID.test(taskId))
-    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
-  return taskId;
-}
-
-function clampPage(size: number, fallback: number, max: number): number {
-  if (!Number.isInteger(size) || size < 0) throw invalidArgument('page_size', 'must be ≥ 0');
-  return size === 0 ? fallback : Math.min(size, max);
-}
-
-/** A function, so that TypeScript does not narrow `aborted` across awaits. */
-function isAborted(signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true;
-}
-
-function compacted(revision: number, feedStart: number): DsatError {
-  return new DsatError(
-    'OUT_OF_RANGE',
-    'REVISION_COMPACTED',
-    `revision ${revision} is older than the retained feed, which starts at revision ${feedStart}`,
-    { field: 'from_revision', metadata: { feed_start: String(feedStart) } },
-  );
 }
 
 function storeClosed(dir: string): DsatError {

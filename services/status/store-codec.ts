@@ -1,15 +1,16 @@
 import type { Payload, Task, TaskError, TaskProgress } from '../../gen/dsat/task/v1/task';
-import { DsatError, invalidArgument } from '../shared/errors';
+import { invalidArgument } from '../shared/errors';
+import { ByteReader, type ByteWriter } from './byte-codec';
 import { traceIdOf, type LogEntry } from './task-log';
 
 /*
- * The key layout of the status LevelDB (keys are UTF-8 strings, values compact JSON arrays,
- * measured faster to encode than protobuf or msgpack here; numbers are fixed-width hex so that
- * key order is numeric order):
+ * The key layout of the status LevelDB. Keys are UTF-8 strings with fixed-width hex numbers, so
+ * key order is numeric order. Records and segments are binary (byte-codec.ts: ~5x faster to
+ * encode than JSON here, which was faster than protobuf or msgpack); the small values are JSON.
  *
- *   m:schema                          {format}                 written once, at creation
- *   m:head                            [revision]               every commit (the revision counter)
- *   f:<first>:<last>:<atMs>           [1, entries]             ONE feed segment per commit
+ *   m:schema                          {"format":2}             written once, at creation
+ *   m:head                            [revision, newestLast]   every commit (the revision counter)
+ *   f:<first>:<last>:<atMs>           segment                  ONE feed segment per commit
  *   u:<taskId>                        record                   a live task: the unfinished key
  *   t:<taskId>                        record                   a terminal task
  *   x:<state>:<endedAtMs>:<taskId>    [pipeline, version, stage, idempotencyKey]   once, at the end
@@ -20,7 +21,7 @@ import { traceIdOf, type LogEntry } from './task-log';
  * at the end it moves to `t:` (one put, one delete) with its `x:` index entry.
  */
 
-export const FORMAT = 1;
+export const FORMAT = 2;
 export const SCHEMA_KEY = 'm:schema';
 export const HEAD_KEY = 'm:head';
 export const FEED = 'f:';
@@ -96,53 +97,68 @@ export class CorruptValueError extends Error {
   }
 }
 
-// ---- small parts ----------------------------------------------------------------------------
+// ---- parts ----------------------------------------------------------------------------------
 
-type PayloadJson = [contentType: string, base64: string];
-type ErrorJson = [
-  code: string,
-  message: string,
-  retryable: 0 | 1,
-  details?: Record<string, string>,
-];
-type ProgressJson = [fraction: number, message: string, base64: string];
-
-/** ts-proto types bytes as Buffer, but fromPartial lets a plain Uint8Array through. */
-function base64(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+function writePayload(w: ByteWriter, p: Payload | undefined): void {
+  if (p === undefined) return w.u8(0);
+  w.u8(1);
+  w.str(p.contentType);
+  w.bytes(p.data);
 }
 
-function payloadJson(p: Payload | undefined): PayloadJson | null {
-  return p === undefined ? null : [p.contentType, base64(p.data)];
+function readPayload(r: ByteReader): Payload | undefined {
+  if (r.u8() === 0) return undefined;
+  const contentType = r.str();
+  return { contentType, data: r.bytes() };
 }
 
-function payloadOf(j: unknown): Payload | undefined {
-  if (j === null || j === undefined) return undefined;
-  const [contentType, data] = j as PayloadJson;
-  return { contentType, data: Buffer.from(data, 'base64') };
+function writeError(w: ByteWriter, e: TaskError): void {
+  w.str(e.code);
+  w.str(e.message);
+  w.u8(e.retryable ? 1 : 0);
+  const keys = Object.keys(e.details);
+  w.uint(keys.length);
+  for (const k of keys) {
+    w.str(k);
+    w.str(e.details[k] as string);
+  }
 }
 
-function errorJson(e: TaskError): ErrorJson {
-  const hasDetails = Object.keys(e.details).length > 0;
-  return hasDetails
-    ? [e.code, e.message, e.retryable ? 1 : 0, e.details]
-    : [e.code, e.message, e.retryable ? 1 : 0];
+function readError(r: ByteReader): TaskError {
+  const code = r.str();
+  const message = r.str();
+  const retryable = r.u8() === 1;
+  const details: Record<string, string> = {};
+  for (let n = r.uint(); n > 0; n--) {
+    const k = r.str();
+    details[k] = r.str();
+  }
+  return { code, message, retryable, details };
 }
 
-function errorOf(j: unknown): TaskError | undefined {
-  if (j === null || j === undefined) return undefined;
-  const [code, message, retryable, details] = j as ErrorJson;
-  return { code, message, retryable: retryable === 1, details: details ?? {} };
+function writeProgress(w: ByteWriter, p: TaskProgress): void {
+  w.f64(p.fraction);
+  w.str(p.message);
+  w.bytes(p.details);
 }
 
-function progressJson(p: TaskProgress | undefined): ProgressJson | null {
-  return p === undefined ? null : [p.fraction, p.message, base64(p.details)];
+function readProgress(r: ByteReader): TaskProgress {
+  const fraction = r.f64();
+  const message = r.str();
+  return { fraction, message, details: r.bytes() };
 }
 
-function progressOf(j: unknown): TaskProgress | undefined {
-  if (j === null || j === undefined) return undefined;
-  const [fraction, message, details] = j as ProgressJson;
-  return { fraction, message, details: Buffer.from(details, 'base64') };
+function decode<T>(key: string, what: string, value: Uint8Array, read: (r: ByteReader) => T): T {
+  try {
+    const r = new ByteReader(value);
+    if (r.u8() !== FORMAT) throw new Error(`not format ${FORMAT}`);
+    const out = read(r);
+    if (!r.done) throw new Error('trailing bytes');
+    return out;
+  } catch (err) {
+    if (err instanceof CorruptValueError) throw err;
+    throw new CorruptValueError(key, `undecodable ${what}`, { cause: err });
+  }
 }
 
 // ---- feed segments --------------------------------------------------------------------------
@@ -156,93 +172,79 @@ export interface FeedEntry {
   readonly entry: LogEntry;
 }
 
-interface EntryExtras {
-  e?: ErrorJson;
-  p?: PayloadJson;
-  g?: ProgressJson;
-  k?: string;
-}
+const HAS_ERROR = 1;
+const HAS_PAYLOAD = 2;
+const HAS_PROGRESS = 4;
+const HAS_TOKEN = 8;
+/** In a record's log: the payload is the record's output (the SUCCEEDED entry), stored once. */
+const PAYLOAD_IS_OUTPUT = 16;
 
-/** Segment entries omit revision (first + index) and time (the commit's, in the key). */
-export function encodeSegment(entries: readonly FeedEntry[]): string {
-  const rows: unknown[] = new Array(entries.length);
+/**
+ * A commit's transitions. Entries omit their revision (first + index) and time (the commit's),
+ * which are in the key. Returns a view of `w`'s buffer: put it before encoding anything else.
+ */
+export function encodeSegment(w: ByteWriter, entries: readonly FeedEntry[]): Uint8Array {
+  w.reset();
+  w.u8(FORMAT);
+  w.uint(entries.length);
   for (let i = 0; i < entries.length; i++) {
     const f = entries[i] as FeedEntry;
     const e = f.entry;
-    const row: unknown[] = [
-      f.taskId,
-      e.seq,
-      e.from,
-      e.to,
-      e.stage,
-      e.attempt,
-      e.workerId,
-      e.reason,
-      e.transitionId,
-      f.pipeline,
-      f.pipelineVersion,
-      f.traceId,
-    ];
-    if (
-      e.error !== undefined ||
-      e.payload !== undefined ||
-      e.progress !== undefined ||
-      e.asyncToken !== ''
-    ) {
-      const x: EntryExtras = {};
-      if (e.error !== undefined) x.e = errorJson(e.error);
-      if (e.payload !== undefined) x.p = payloadJson(e.payload) as PayloadJson;
-      if (e.progress !== undefined) x.g = progressJson(e.progress) as ProgressJson;
-      if (e.asyncToken !== '') x.k = e.asyncToken;
-      row.push(x);
-    }
-    rows[i] = row;
+    w.str(f.taskId);
+    w.uint(e.seq);
+    w.u8(e.from);
+    w.u8(e.to);
+    w.str(e.stage);
+    w.uint(e.attempt);
+    w.str(e.workerId);
+    w.str(e.reason);
+    w.str(e.transitionId);
+    w.str(f.pipeline);
+    w.uint(f.pipelineVersion);
+    w.str(f.traceId);
+    const flags =
+      (e.error === undefined ? 0 : HAS_ERROR) |
+      (e.payload === undefined ? 0 : HAS_PAYLOAD) |
+      (e.progress === undefined ? 0 : HAS_PROGRESS) |
+      (e.asyncToken === '' ? 0 : HAS_TOKEN);
+    w.u8(flags);
+    if (e.error !== undefined) writeError(w, e.error);
+    if (e.payload !== undefined) writePayload(w, e.payload);
+    if (e.progress !== undefined) writeProgress(w, e.progress);
+    if (e.asyncToken !== '') w.str(e.asyncToken);
   }
-  return JSON.stringify([FORMAT, rows]);
+  return w.finish();
 }
 
-export function decodeSegment(key: string, value: string): FeedEntry[] {
+export function decodeSegment(key: string, value: Uint8Array): FeedEntry[] {
   const { first, last, atMs } = parseSegmentKey(key);
-  try {
-    const [format, rows] = JSON.parse(value) as [number, unknown[][]];
-    if (format !== FORMAT || !Array.isArray(rows) || rows.length !== last - first + 1) {
-      throw new Error(`expected format ${FORMAT} with ${last - first + 1} entries`);
-    }
-    return rows.map((row, i) => {
-      const [
-        taskId,
-        seq,
-        from,
-        to,
-        stage,
-        attempt,
-        workerId,
-        reason,
-        transitionId,
-        pipeline,
-        version,
-        traceId,
-        x,
-      ] = row as [
-        string,
-        number,
-        number,
-        number,
-        string,
-        number,
-        string,
-        string,
-        string,
-        string,
-        number,
-        string,
-        EntryExtras?,
-      ];
-      if (typeof taskId !== 'string' || typeof seq !== 'number') throw new Error(`bad entry ${i}`);
-      return {
+  return decode(key, 'feed segment', value, (r) => {
+    const count = r.uint();
+    if (count !== last - first + 1)
+      throw new Error(`${count} entries for ${last - first + 1} revisions`);
+    const out: FeedEntry[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const taskId = r.str();
+      const seq = r.uint();
+      const from = r.u8();
+      const to = r.u8();
+      const stage = r.str();
+      const attempt = r.uint();
+      const workerId = r.str();
+      const reason = r.str();
+      const transitionId = r.str();
+      const pipeline = r.str();
+      const pipelineVersion = r.uint();
+      const traceId = r.str();
+      const flags = r.u8();
+      const error = flags & HAS_ERROR ? readError(r) : undefined;
+      const payload = flags & HAS_PAYLOAD ? readPayload(r) : undefined;
+      const progress = flags & HAS_PROGRESS ? readProgress(r) : undefined;
+      const asyncToken = flags & HAS_TOKEN ? r.str() : '';
+      out[i] = {
         taskId,
         pipeline,
-        pipelineVersion: version,
+        pipelineVersion,
         traceId,
         entry: {
           revision: first + i,
@@ -255,18 +257,16 @@ export function decodeSegment(key: string, value: string): FeedEntry[] {
           reason,
           atMs,
           transitionId,
-          error: errorOf(x?.e),
-          payload: payloadOf(x?.p),
+          error,
+          payload,
           input: undefined,
-          progress: progressOf(x?.g),
-          asyncToken: x?.k ?? '',
+          progress,
+          asyncToken,
         },
       };
-    });
-  } catch (err) {
-    if (err instanceof CorruptValueError) throw err;
-    throw new CorruptValueError(key, 'undecodable feed segment', { cause: err });
-  }
+    }
+    return out;
+  });
 }
 
 // ---- task records ---------------------------------------------------------------------------
@@ -279,102 +279,100 @@ export interface TaskRecord {
   readonly tailFrom: number;
 }
 
-interface LogExtras {
-  e?: ErrorJson;
-  p?: PayloadJson;
-  /** The payload is the record's output (the SUCCEEDED entry), stored once. */
-  o?: 1;
-}
-
-/** The JSON of a log's first `count` entries, kept so that each entry is encoded only once. */
-export interface EncodedLog {
-  readonly count: number;
-  readonly text: string;
-}
-
-export const EMPTY_LOG: EncodedLog = { count: 0, text: '' };
-
 /**
  * A record is the fold of the task's log at its last milestone plus the first `embedded` entries
  * of that log (without progress, which the history does not carry). A live record embeds only what
  * an earlier terminal record or sweep checkpoint embedded: its newer entries are in the feed
  * segments from `tailFrom` on, so a milestone put does not rewrite the log. A terminal record
  * embeds the whole log, so the history and every transition id outlive the feed window.
+ * Returns a view of `w`'s buffer: put it before encoding anything else.
  */
 export function encodeRecord(
+  w: ByteWriter,
   task: Task,
   log: readonly LogEntry[],
   embedded: number,
-  prefix: EncodedLog,
-): { value: string; encoded: EncodedLog } {
-  let text = prefix.text;
-  if (embedded > prefix.count) {
-    const rows: unknown[] = [];
-    for (let i = prefix.count; i < embedded; i++) {
-      const e = log[i] as LogEntry;
-      const row: unknown[] = [
-        e.revision,
-        e.to,
-        e.stage,
-        e.attempt,
-        e.workerId,
-        e.reason,
-        e.atMs,
-        e.transitionId,
-      ];
-      if (e.error !== undefined || e.payload !== undefined) {
-        const x: LogExtras = {};
-        if (e.error !== undefined) x.e = errorJson(e.error);
-        if (e.payload !== undefined) {
-          if (e.payload === task.output) x.o = 1;
-          else x.p = payloadJson(e.payload) as PayloadJson;
-        }
-        row.push(x);
-      }
-      rows.push(row);
-    }
-    // One stringify for the new rows: a flat string. Values built from many small pieces are
-    // ropes that cost ~7 µs each to flatten when LevelDB copies them (measured).
-    const fresh = JSON.stringify(rows).slice(1, -1);
-    text = text === '' ? fresh : `${text},${fresh}`;
+): Uint8Array {
+  const t = task;
+  w.reset();
+  w.u8(FORMAT);
+  w.str(t.taskId);
+  w.str(t.pipeline);
+  w.uint(t.pipelineVersion);
+  w.str(t.stage);
+  w.u8(t.state);
+  w.uint(t.attempt);
+  w.uint(t.seq);
+  w.uint(t.revision);
+  writePayload(w, t.input);
+  writePayload(w, t.output);
+  w.str(t.traceparent);
+  if (t.lastError === undefined) w.u8(0);
+  else {
+    w.u8(1);
+    writeError(w, t.lastError);
   }
-  const fields = JSON.stringify([
-    FORMAT,
-    task.taskId,
-    task.pipeline,
-    task.pipelineVersion,
-    task.stage,
-    task.state,
-    task.attempt,
-    task.seq,
-    task.revision,
-    payloadJson(task.input),
-    payloadJson(task.output),
-    task.traceparent,
-    task.lastError === undefined ? null : errorJson(task.lastError),
-    task.createdAt?.getTime() ?? 0,
-    task.updatedAt?.getTime() ?? 0,
-    task.priority,
-    task.idempotencyKey,
-    task.hops,
-    progressJson(task.progress),
-    task.asyncToken,
-    task.workerId,
-    embedded < log.length ? (log[embedded] as LogEntry).revision : 0,
-  ]);
-  return {
-    value: `${fields.slice(0, -1)},[${text}]]`,
-    encoded: embedded === prefix.count ? prefix : { count: embedded, text },
-  };
+  w.uint(t.createdAt?.getTime() ?? 0);
+  w.uint(t.updatedAt?.getTime() ?? 0);
+  w.int(t.priority);
+  w.str(t.idempotencyKey);
+  w.uint(t.hops);
+  if (t.progress === undefined) w.u8(0);
+  else {
+    w.u8(1);
+    writeProgress(w, t.progress);
+  }
+  w.str(t.asyncToken);
+  w.str(t.workerId);
+  w.uint(embedded < log.length ? (log[embedded] as LogEntry).revision : 0);
+  w.uint(embedded);
+  for (let i = 0; i < embedded; i++) {
+    const e = log[i] as LogEntry;
+    w.uint(e.revision);
+    w.u8(e.to);
+    w.str(e.stage);
+    w.uint(e.attempt);
+    w.str(e.workerId);
+    w.str(e.reason);
+    w.uint(e.atMs);
+    w.str(e.transitionId);
+    const output = e.payload !== undefined && e.payload === t.output;
+    w.u8(
+      (e.error === undefined ? 0 : HAS_ERROR) |
+        (e.payload === undefined || output ? 0 : HAS_PAYLOAD) |
+        (output ? PAYLOAD_IS_OUTPUT : 0),
+    );
+    if (e.error !== undefined) writeError(w, e.error);
+    if (e.payload !== undefined && !output) writePayload(w, e.payload);
+  }
+  return w.finish();
 }
 
-export function decodeRecord(key: string, value: string): TaskRecord {
-  try {
-    const r = JSON.parse(value) as unknown[];
-    if (!Array.isArray(r) || r[0] !== FORMAT || r.length !== 23)
-      throw new Error('not a format 1 record');
-    const [
-      ,
+export function decodeRecord(key: string, value: Uint8Array): TaskRecord {
+  return decode(key, 'task record', value, (r) => {
+    const taskId = r.str();
+    const pipeline = r.str();
+    const pipelineVersion = r.uint();
+    const stage = r.str();
+    const state = r.u8();
+    const attempt = r.uint();
+    const seq = r.uint();
+    const revision = r.uint();
+    const input = readPayload(r);
+    const output = readPayload(r);
+    const traceparent = r.str();
+    const lastError = r.u8() === 1 ? readError(r) : undefined;
+    const createdAt = new Date(r.uint());
+    const updatedAt = new Date(r.uint());
+    const priority = r.int();
+    const idempotencyKey = r.str();
+    const hops = r.uint();
+    const progress = r.u8() === 1 ? readProgress(r) : undefined;
+    const asyncToken = r.str();
+    const workerId = r.str();
+    const tailFrom = r.uint();
+    const embedded = r.uint();
+    const task: Task = {
       taskId,
       pipeline,
       pipelineVersion,
@@ -385,110 +383,76 @@ export function decodeRecord(key: string, value: string): TaskRecord {
       revision,
       input,
       output,
-      traceparent,
-      lastError,
-      createdAtMs,
-      updatedAtMs,
-      priority,
-      idempotencyKey,
-      hops,
-      progress,
-      asyncToken,
-      workerId,
-      tailFrom,
-      rows,
-    ] = r as [
-      number,
-      string,
-      string,
-      number,
-      string,
-      number,
-      number,
-      number,
-      number,
-      unknown,
-      unknown,
-      string,
-      unknown,
-      number,
-      number,
-      number,
-      string,
-      number,
-      unknown,
-      string,
-      string,
-      number,
-      unknown[][],
-    ];
-    const task: Task = {
-      taskId,
-      pipeline,
-      pipelineVersion,
-      stage,
-      state,
-      attempt,
-      seq,
-      revision,
-      input: payloadOf(input),
-      output: payloadOf(output),
       traceId: traceIdOf(traceparent),
       traceparent,
-      lastError: errorOf(lastError),
-      createdAt: new Date(createdAtMs),
-      updatedAt: new Date(updatedAtMs),
+      lastError,
+      createdAt,
+      updatedAt,
       priority,
       idempotencyKey,
       hops,
       branches: [],
-      progress: progressOf(progress),
+      progress,
       asyncToken,
       workerId,
     };
+    const log: LogEntry[] = [];
     let from = 0;
-    const log = rows.map((row, i): LogEntry => {
-      const [rev, to, st, att, worker, reason, atMs, transitionId, x] = row as [
-        number,
-        number,
-        string,
-        number,
-        string,
-        string,
-        number,
-        string,
-        LogExtras?,
-      ];
-      const entry: LogEntry = {
-        revision: rev,
+    for (let i = 0; i < embedded; i++) {
+      const entryRevision = r.uint();
+      const to = r.u8();
+      const entryStage = r.str();
+      const entryAttempt = r.uint();
+      const entryWorker = r.str();
+      const reason = r.str();
+      const atMs = r.uint();
+      const transitionId = r.str();
+      const flags = r.u8();
+      const error = flags & HAS_ERROR ? readError(r) : undefined;
+      const payload =
+        flags & PAYLOAD_IS_OUTPUT ? output : flags & HAS_PAYLOAD ? readPayload(r) : undefined;
+      log.push({
+        revision: entryRevision,
         seq: i + 1,
         from,
         to,
-        stage: st,
-        attempt: att,
-        workerId: worker,
+        stage: entryStage,
+        attempt: entryAttempt,
+        workerId: entryWorker,
         reason,
         atMs,
         transitionId,
-        error: errorOf(x?.e),
-        payload: x?.o === 1 ? task.output : payloadOf(x?.p),
+        error,
+        payload,
         input: undefined,
         progress: undefined,
         asyncToken: '',
-      };
+      });
       from = to;
-      return entry;
-    });
-    if (log.length > seq || (tailFrom === 0) !== (log.length === seq)) {
-      throw new Error(`${log.length} embedded entries, seq ${seq}, tail from ${tailFrom}`);
+    }
+    if (embedded > seq || (tailFrom === 0) !== (embedded === seq)) {
+      throw new Error(`${embedded} embedded entries, seq ${seq}, tail from ${tailFrom}`);
     }
     return { task, log, tailFrom };
-  } catch (err) {
-    throw new CorruptValueError(key, 'undecodable task record', { cause: err });
-  }
+  });
 }
 
 // ---- small values ---------------------------------------------------------------------------
+
+/** The small values are JSON text, stored as bytes like everything else. */
+export function jsonValue(v: unknown): Buffer {
+  return Buffer.from(JSON.stringify(v), 'utf8');
+}
+
+export function parseJson(key: string, value: Uint8Array): unknown {
+  try {
+    return JSON.parse(
+      Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8'),
+    );
+  } catch (err) {
+    throw new CorruptValueError(key, 'undecodable JSON value', { cause: err });
+  }
+}
 
 export type EndedIndexValue = [
   pipeline: string,
@@ -497,27 +461,16 @@ export type EndedIndexValue = [
   idempotencyKey: string,
 ];
 
-export function encodeEnded(task: Task): string {
+export function encodeEnded(task: Task): Buffer {
   const v: EndedIndexValue = [task.pipeline, task.pipelineVersion, task.stage, task.idempotencyKey];
-  return JSON.stringify(v);
+  return jsonValue(v);
 }
 
-export function decodeEnded(key: string, value: string): EndedIndexValue {
-  try {
-    const v = JSON.parse(value) as EndedIndexValue;
-    if (!Array.isArray(v) || v.length !== 4) throw new Error('not a 4-tuple');
-    return v;
-  } catch (err) {
-    throw new CorruptValueError(key, 'undecodable ended-index entry', { cause: err });
-  }
-}
-
-export function decodeHead(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const v = JSON.parse(value) as unknown;
-  if (!Array.isArray(v) || typeof v[0] !== 'number')
-    throw new CorruptValueError(HEAD_KEY, 'malformed head');
-  return v[0];
+export function decodeEnded(key: string, value: Uint8Array): EndedIndexValue {
+  const v = parseJson(key, value);
+  if (!Array.isArray(v) || v.length !== 4)
+    throw new CorruptValueError(key, 'not an ended-index entry');
+  return v as EndedIndexValue;
 }
 
 // ---- page tokens ----------------------------------------------------------------------------
@@ -539,10 +492,4 @@ export function decodePageToken(
     // fall through to the error below
   }
   throw invalidArgument(field, 'is not a token this list returned', 'INVALID_PAGE_TOKEN');
-}
-
-export function isCorruption(err: unknown): boolean {
-  return (
-    err instanceof CorruptValueError || (err instanceof DsatError && err.reason === 'STORE_DAMAGED')
-  );
 }

@@ -27,7 +27,7 @@ export interface StoreMarker {
   readonly updatedAt: string;
 }
 
-export type StatusLevel = ClassicLevel<string, string>;
+export type StatusLevel = ClassicLevel<string, Uint8Array>;
 
 export interface OpenedLevel {
   readonly db: StatusLevel;
@@ -44,6 +44,8 @@ export interface OpenLevelOptions {
   readonly repair: boolean;
   /** How long to retry while another process holds the lock (rolling restarts); 0 = fail fast. */
   readonly lockWaitMs: number;
+  /** LevelDB's memtable size: larger means fewer level-0 flushes under load, longer recovery. */
+  readonly writeBufferSize: number;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -114,10 +116,11 @@ async function openWithLockWait(
 ): Promise<StatusLevel> {
   const deadline = Date.now() + options.lockWaitMs;
   for (;;) {
-    const db: StatusLevel = new ClassicLevel<string, string>(dir, {
+    const db: StatusLevel = new ClassicLevel<string, Uint8Array>(dir, {
       keyEncoding: 'utf8',
-      valueEncoding: 'utf8',
+      valueEncoding: 'view',
       createIfMissing: created,
+      writeBufferSize: options.writeBufferSize,
       errorIfExists: false,
     });
     try {
@@ -158,21 +161,30 @@ function levelLocked(dir: string, cause: unknown): DsatError {
   );
 }
 
-/** classic-level reports `LEVEL_DATABASE_NOT_OPEN` with the real code on `cause`. */
+/**
+ * classic-level reports `LEVEL_DATABASE_NOT_OPEN` with the real code on `cause`. Duck-typed, not
+ * `instanceof Error`: errors made by the native binding may come from another realm (jest's vm).
+ */
 export function levelErrorCode(err: unknown): string | undefined {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (code === 'LEVEL_LOCKED' || code === 'LEVEL_CORRUPTION') return code;
+  for (const e of causes(err)) {
+    if (e.code === 'LEVEL_LOCKED' || e.code === 'LEVEL_CORRUPTION') return e.code;
   }
   return undefined;
 }
 
 function describe(err: unknown): string {
-  const parts: string[] = [];
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
-    parts.push(e.message);
-  }
+  const parts = causes(err).map((e) => e.message);
   return parts.length === 0 ? String(err) : parts.join(': ');
+}
+
+function causes(err: unknown): { code?: unknown; message: string }[] {
+  const out: { code?: unknown; message: string }[] = [];
+  for (let e: unknown = err; typeof e === 'object' && e !== null && out.length < 4;) {
+    const { code, message, cause } = e as { code?: unknown; message?: unknown; cause?: unknown };
+    out.push({ code, message: String(message) });
+    e = cause;
+  }
+  return out;
 }
 
 const TABLE_MAGIC = Buffer.from([0x57, 0xfb, 0x80, 0x8b, 0x24, 0x75, 0x47, 0xdb]);

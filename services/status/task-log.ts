@@ -80,7 +80,7 @@ export function startTask(
 }
 
 /** The task after one more entry of its log. Never mutates `task`. */
-export function foldEntry(task: Task, e: LogEntry): Task {
+export function foldEntry(task: Task, e: LogEntry, at: Date = new Date(e.atMs)): Task {
   const stageDone = e.stage !== task.stage;
   const finished = e.to === TaskState.TASK_STATE_SUCCEEDED;
   // Every field spelled out: V8 copies a literal much faster than a spread with overrides.
@@ -99,7 +99,7 @@ export function foldEntry(task: Task, e: LogEntry): Task {
     traceparent: task.traceparent,
     lastError: e.error ?? (stageDone ? undefined : task.lastError),
     createdAt: task.createdAt,
-    updatedAt: new Date(e.atMs),
+    updatedAt: at,
     priority: task.priority,
     idempotencyKey: task.idempotencyKey,
     hops: stageDone || finished ? task.hops + 1 : task.hops,
@@ -110,9 +110,39 @@ export function foldEntry(task: Task, e: LogEntry): Task {
   };
 }
 
+/**
+ * `foldEntry` in place, for a task object no one else can see yet (one staged by the commit
+ * being built), so that several writes to a task in one commit allocate one record.
+ */
+export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
+  const stageDone = e.stage !== task.stage;
+  const finished = e.to === TaskState.TASK_STATE_SUCCEEDED;
+  if (stageDone) {
+    task.input = e.input;
+    task.hops++;
+    task.lastError = undefined;
+    task.progress = undefined;
+  } else if (finished) {
+    task.hops++;
+  }
+  if (finished) task.output = e.payload;
+  if (e.error !== undefined) task.lastError = e.error;
+  if (e.progress !== undefined) task.progress = e.progress;
+  task.stage = e.stage;
+  task.state = e.to;
+  task.attempt = e.attempt;
+  task.seq = e.seq;
+  task.revision = e.revision;
+  task.updatedAt = at;
+  task.asyncToken = e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '';
+  if (e.workerId !== '') task.workerId = e.workerId;
+  return task;
+}
+
 export function toTransition(
   task: { readonly taskId: string; readonly pipeline: string; readonly traceId: string },
   e: LogEntry,
+  at: Date = new Date(e.atMs),
 ): Transition {
   return {
     revision: e.revision,
@@ -124,7 +154,7 @@ export function toTransition(
     attempt: e.attempt,
     workerId: e.workerId,
     reason: e.reason,
-    at: new Date(e.atMs),
+    at,
     pipeline: task.pipeline,
     traceId: task.traceId,
     error: e.error,
@@ -144,4 +174,28 @@ export function traceIdOf(traceparent: string): string {
 export function isTraceparent(value: string): boolean {
   const m = TRACEPARENT.exec(value);
   return m !== null && m[1] !== '0'.repeat(32) && !value.startsWith('ff');
+}
+
+/** A task as the store holds it in memory: its record (the fold) and its whole log. */
+export interface TaskSlot {
+  readonly task: Task;
+  /** The whole log, in memory. The stored record embeds `log[0 .. embedded)`; the feed has the rest. */
+  readonly log: readonly LogEntry[];
+  readonly embedded: number;
+  /** The revision at which the task (re)became live: the order of ListUnfinishedTasks. */
+  readonly liveRev: number;
+}
+
+/** The revision at which the task last became live: its create, or its latest redrive. */
+export function liveRevOf(log: readonly LogEntry[]): number {
+  for (let i = log.length - 1; i >= 0; i--) {
+    const e = log[i] as LogEntry;
+    if (
+      e.from === TaskState.TASK_STATE_UNSPECIFIED ||
+      e.from === TaskState.TASK_STATE_DEAD_LETTERED
+    ) {
+      return e.revision;
+    }
+  }
+  return 0;
 }

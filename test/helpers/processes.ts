@@ -5,12 +5,15 @@ import readline from 'node:readline';
 export const REPO_ROOT = path.join(__dirname, '../..');
 export const DSAT_BIN = path.join(REPO_ROOT, 'bin/dsat.js');
 
+type Stream = 'stdout' | 'stderr';
+
 export interface RunningProcess {
   readonly child: ChildProcess;
   readonly stdout: string[];
   readonly stderr: string[];
-  /** Resolves with the first stdout line matching `re`, or rejects after `timeoutMs`. */
-  waitForLine(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves with the first line of `stream` (stdout by default) matching `re`, or rejects after
+   * `timeoutMs` or when the process exits. */
+  waitForLine(re: RegExp, timeoutMs?: number, stream?: Stream): Promise<RegExpMatchArray>;
   /** Resolves with the exit code (or signal name) once the process has exited. */
   readonly exited: Promise<number | string>;
   kill(signal?: NodeJS.Signals): void;
@@ -22,25 +25,35 @@ export function spawnDsat(
   env: NodeJS.ProcessEnv = {},
   nodeArgs: string[] = [],
 ): RunningProcess {
-  const child = spawn(process.execPath, [...nodeArgs, DSAT_BIN, ...args], {
+  return spawnProcess(process.execPath, [...nodeArgs, DSAT_BIN, ...args], env);
+}
+
+/** Spawns any program as a real child process in the repository root. */
+export function spawnProcess(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): RunningProcess {
+  const child = spawn(command, args, {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    stdout.push(line);
+  const waiters: { re: RegExp; stream: Stream; resolve: (m: RegExpMatchArray) => void }[] = [];
+  const onLine = (stream: Stream, lines: string[]) => (line: string) => {
+    lines.push(line);
     for (const w of [...waiters]) {
-      const m = line.match(w.re);
+      const m = w.stream === stream ? line.match(w.re) : null;
       if (m) {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(m);
       }
     }
-  });
-  readline.createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
+  };
+  readline.createInterface({ input: child.stdout! }).on('line', onLine('stdout', stdout));
+  readline.createInterface({ input: child.stderr! }).on('line', onLine('stderr', stderr));
   const exited = new Promise<number | string>((resolve) => {
     child.on('exit', (code, signal) => resolve(code ?? signal ?? -1));
   });
@@ -52,8 +65,8 @@ export function spawnDsat(
     kill: (signal = 'SIGKILL') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
-    waitForLine(re, timeoutMs = 20_000) {
-      const seen = stdout.map((l) => l.match(re)).find((m) => m);
+    waitForLine(re, timeoutMs = 20_000, stream = 'stdout') {
+      const seen = (stream === 'stdout' ? stdout : stderr).map((l) => l.match(re)).find((m) => m);
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
@@ -67,7 +80,7 @@ export function spawnDsat(
           clearTimeout(timer);
           resolve(m);
         };
-        waiters.push({ re, resolve: done });
+        waiters.push({ re, stream, resolve: done });
         void exited.then((code) => {
           clearTimeout(timer);
           reject(

@@ -4,6 +4,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
+import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Pipeline } from "../../pipeline/v1/pipeline";
 import {
   Payload,
@@ -71,6 +72,11 @@ export interface ListUnfinishedTasksResponse {
   nextPageToken: string;
   /** The store's revision when the page was read. */
   revision: number;
+  /**
+   * The status service's wall-clock time when the page was read. With each task's updated_at,
+   * which is on the same clock, it gives a task's age without trusting the reader's clock.
+   */
+  readAt: Date | undefined;
 }
 
 /** GetTaskHistoryRequest names the task whose log to read. */
@@ -801,7 +807,7 @@ export const ListUnfinishedTasksRequest: MessageFns<ListUnfinishedTasksRequest> 
 };
 
 function createBaseListUnfinishedTasksResponse(): ListUnfinishedTasksResponse {
-  return { tasks: [], nextPageToken: "", revision: 0 };
+  return { tasks: [], nextPageToken: "", revision: 0, readAt: undefined };
 }
 
 export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse> = {
@@ -814,6 +820,9 @@ export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse
     }
     if (message.revision !== 0) {
       writer.uint32(24).uint64(message.revision);
+    }
+    if (message.readAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.readAt), writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -855,6 +864,14 @@ export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse
             message.revision = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.readAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -876,6 +893,11 @@ export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse
         ? globalThis.String(object.next_page_token)
         : "",
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      readAt: isSet(object.readAt)
+        ? fromJsonTimestamp(object.readAt)
+        : isSet(object.read_at)
+        ? fromJsonTimestamp(object.read_at)
+        : undefined,
     };
   },
 
@@ -890,6 +912,9 @@ export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.readAt !== undefined) {
+      obj.readAt = message.readAt.toISOString();
+    }
     return obj;
   },
 
@@ -901,6 +926,7 @@ export const ListUnfinishedTasksResponse: MessageFns<ListUnfinishedTasksResponse
     message.tasks = object.tasks?.map((e) => Task.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
     message.revision = object.revision ?? 0;
+    message.readAt = object.readAt ?? undefined;
     return message;
   },
 };
@@ -3710,6 +3736,28 @@ export type DeepPartial<T> = T extends Builtin ? T
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000);
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (t.seconds || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

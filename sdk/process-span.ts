@@ -1,0 +1,60 @@
+import { context, trace } from '@opentelemetry/api';
+import {
+  endTaskSpan,
+  SPAN_NAMES,
+  SpanKind,
+  startTaskSpan,
+  taskAttributes,
+} from '../services/shared/task-tracing';
+import type { Span } from '@opentelemetry/api';
+
+/** What the hook reads from a task's context (the worker's TaskContext has these). */
+interface AttemptFacts {
+  readonly taskId: string;
+  readonly stage: string;
+  readonly attempt: number;
+  readonly pipeline: string;
+  readonly traceparent: string;
+  span: Span | undefined;
+}
+
+/**
+ * The worker's default hook: one `dsat.process <stage>` CONSUMER span per attempt, a child of the
+ * context the router sent with the task (never of the worker's stream), active while the handler
+ * runs so that the handler's own spans nest under it. With no OpenTelemetry SDK started, the
+ * span is a no-op.
+ */
+export function processSpanHooks(workerId: () => string) {
+  return {
+    async aroundTask(ctx: AttemptFacts, run: () => Promise<unknown>): Promise<unknown> {
+      const span = startTaskSpan(
+        SPAN_NAMES.process(ctx.stage),
+        SpanKind.CONSUMER,
+        ctx.traceparent,
+        taskAttributes(
+          {
+            taskId: ctx.taskId,
+            pipeline: ctx.pipeline,
+            stage: ctx.stage,
+            attempt: ctx.attempt,
+            workerId: workerId(),
+          },
+          'process',
+        ),
+      );
+      ctx.span = span;
+      try {
+        const out = await context.with(trace.setSpan(context.active(), span), run);
+        endTaskSpan(span);
+        return out;
+      } catch (err) {
+        const e = err as { code?: unknown; message?: unknown };
+        endTaskSpan(span, {
+          code: typeof e.code === 'string' ? e.code : undefined,
+          message: typeof e.message === 'string' ? e.message : String(err),
+        });
+        throw err;
+      }
+    },
+  };
+}

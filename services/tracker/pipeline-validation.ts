@@ -1,0 +1,327 @@
+import type { Pipeline, Stage } from '../../gen/dsat/pipeline/v1/pipeline';
+import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
+import type { Duration } from '../../gen/google/protobuf/duration';
+import type { FieldViolation } from '../shared/errors';
+import { invalidArguments } from '../shared/errors';
+import { durationMs, formatMs } from '../shared/proto-duration';
+import { DEFAULT_MAX_HOPS } from './stage-policy';
+
+/** Pipeline and stage names: lower case letters, digits, "-" and "_", at most 63 characters. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+export const LIMITS = {
+  stages: 1_000,
+  descriptionLength: 1_024,
+  maxAttempts: 100,
+  maxHops: 1_000,
+  /** The longest timeout or backoff: a year. */
+  durationMs: 365 * 86_400_000,
+  backoffMultiplier: 100,
+  errorCodeLength: 128,
+} as const;
+
+const DURATION_FIELDS = [
+  ['queueTimeout', 'queue_timeout'],
+  ['runTimeout', 'run_timeout'],
+  ['heartbeatTimeout', 'heartbeat_timeout'],
+  ['asyncTimeout', 'async_timeout'],
+] as const;
+
+function checkName(name: string, what: string): string | undefined {
+  if (name === '') return `${what} is required`;
+  if (name.length > 63) return `${what} ${JSON.stringify(name)} is longer than 63 characters`;
+  if (!NAME_PATTERN.test(name)) {
+    return `${what} ${JSON.stringify(name)} must be lower case letters, digits, "-" and "_", starting with a letter or digit`;
+  }
+  return undefined;
+}
+
+/** Problems of one duration field: malformed, negative, below 1 ms, or longer than a year. */
+function checkDuration(d: Duration | undefined): string | undefined {
+  if (d === undefined) return undefined;
+  if (
+    !Number.isInteger(d.seconds) ||
+    !Number.isInteger(d.nanos) ||
+    Math.abs(d.nanos) > 999_999_999
+  ) {
+    return 'is not a valid duration';
+  }
+  if ((d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0)) {
+    return 'is not a valid duration (seconds and nanos differ in sign)';
+  }
+  const ms = durationMs(d);
+  if (ms < 0) return `must not be negative (got ${ms}ms)`;
+  if (ms > 0 && ms < 1) return 'must be 0 (no limit) or at least 1ms';
+  if (ms > LIMITS.durationMs) return `must be at most 365d (got ${formatMs(ms)})`;
+  return undefined;
+}
+
+/**
+ * Every problem of a pipeline, each naming its element (`pipeline.stages[2].next[0]`, the stage's
+ * name in the description): names, duplicate and unknown stages, cycles, unreachable stages,
+ * durations, backoff, attempt and hop ranges, decorators. Empty when the pipeline is valid.
+ */
+export function validatePipeline(p: Pipeline, root = 'pipeline'): FieldViolation[] {
+  const out: FieldViolation[] = [];
+  const add = (field: string, description: string) => out.push({ field, description });
+
+  const nameProblem = checkName(p.name, 'the pipeline name');
+  if (nameProblem !== undefined) add(`${root}.name`, nameProblem);
+  if (p.description.length > LIMITS.descriptionLength) {
+    add(`${root}.description`, `is longer than ${LIMITS.descriptionLength} characters`);
+  }
+  if (p.stages.length === 0) add(`${root}.stages`, 'a pipeline needs at least one stage');
+  if (p.stages.length > LIMITS.stages) {
+    add(`${root}.stages`, `has ${p.stages.length} stages; at most ${LIMITS.stages} are allowed`);
+  }
+
+  const index = new Map<string, number>();
+  p.stages.forEach((s, i) => {
+    const at = `${root}.stages[${i}]`;
+    const problem = checkName(s.name, 'the stage name');
+    if (problem !== undefined) add(`${at}.name`, problem);
+    const first = index.get(s.name);
+    if (first !== undefined && s.name !== '') {
+      add(
+        `${at}.name`,
+        `stage ${JSON.stringify(s.name)} is declared twice (first at stages[${first}])`,
+      );
+    } else if (first === undefined) {
+      index.set(s.name, i);
+    }
+  });
+
+  p.stages.forEach((s, i) => checkStage(s, `${root}.stages[${i}]`, index, add));
+
+  if (p.entryStage !== '' && !index.has(p.entryStage)) {
+    add(`${root}.entry_stage`, `names unknown stage ${JSON.stringify(p.entryStage)}`);
+  }
+  if (p.maxHops > LIMITS.maxHops) {
+    add(
+      `${root}.max_hops`,
+      `must be from 1 to ${LIMITS.maxHops} (0 means ${DEFAULT_MAX_HOPS}); got ${p.maxHops}`,
+    );
+  }
+
+  const cycles = findCycles(p, index);
+  for (const c of cycles) {
+    add(
+      `${root}.stages[${c.stageIndex}].next[${c.nextIndex}]`,
+      `stage ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)} closes a cycle: ${c.path.join(' → ')}`,
+    );
+  }
+
+  const entry = p.entryStage !== '' ? p.entryStage : p.stages[0]?.name;
+  if (entry !== undefined && index.has(entry)) {
+    const reached = reachable(p, index, entry);
+    p.stages.forEach((s, i) => {
+      if (index.get(s.name) === i && !reached.has(s.name)) {
+        add(
+          `${root}.stages[${i}]`,
+          `stage ${JSON.stringify(s.name)} cannot be reached from the entry stage ${JSON.stringify(entry)}`,
+        );
+      }
+    });
+    if (cycles.length === 0) {
+      const longest = longestPath(p, index, entry);
+      const maxHops = p.maxHops || DEFAULT_MAX_HOPS;
+      if (longest > maxHops && p.maxHops <= LIMITS.maxHops) {
+        add(
+          `${root}.max_hops`,
+          `${p.maxHops === 0 ? `the default ${DEFAULT_MAX_HOPS}` : maxHops} is less than the ${longest} stages of the longest path, which would always fail with HOP_LIMIT`,
+        );
+      }
+    }
+  }
+  return out;
+}
+
+function checkStage(
+  s: Stage,
+  at: string,
+  index: ReadonlyMap<string, number>,
+  add: (field: string, description: string) => void,
+): void {
+  const name = JSON.stringify(s.name);
+  const seenNext = new Set<string>();
+  s.next.forEach((n, j) => {
+    if (!index.has(n))
+      add(`${at}.next[${j}]`, `stage ${name} names unknown next stage ${JSON.stringify(n)}`);
+    else if (seenNext.has(n))
+      add(`${at}.next[${j}]`, `stage ${name} names next stage ${JSON.stringify(n)} twice`);
+    seenNext.add(n);
+  });
+
+  for (const [key, field] of DURATION_FIELDS) {
+    const problem = checkDuration(s[key]);
+    if (problem !== undefined) add(`${at}.${field}`, `stage ${name}: ${field} ${problem}`);
+  }
+  const run = durationMs(s.runTimeout);
+  const heartbeat = durationMs(s.heartbeatTimeout);
+  if (run > 0 && heartbeat > 0 && heartbeat >= run) {
+    add(
+      `${at}.heartbeat_timeout`,
+      `stage ${name}: heartbeat_timeout ${formatMs(heartbeat)} must be shorter than run_timeout ${formatMs(run)}`,
+    );
+  }
+
+  const seenDecorators = new Set<Decorator>();
+  s.decorators.forEach((d, k) => {
+    if (d !== Decorator.DECORATOR_PUBLISH && d !== Decorator.DECORATOR_ASYNC) {
+      add(
+        `${at}.decorators[${k}]`,
+        `stage ${name}: ${String(Decorator[d] ?? d)} is not a decorator (PUBLISH or ASYNC)`,
+      );
+    } else if (seenDecorators.has(d)) {
+      add(`${at}.decorators[${k}]`, `stage ${name}: ${Decorator[d]} is listed twice`);
+    }
+    seenDecorators.add(d);
+  });
+  const publish = seenDecorators.has(Decorator.DECORATOR_PUBLISH);
+  const async = seenDecorators.has(Decorator.DECORATOR_ASYNC);
+  if (publish && async) {
+    add(
+      `${at}.decorators`,
+      `stage ${name}: PUBLISH and ASYNC cannot be combined (PUBLISH runs no worker, ASYNC waits for one's reply)`,
+    );
+  }
+  if (durationMs(s.asyncTimeout) > 0 && !async) {
+    add(`${at}.async_timeout`, `stage ${name}: async_timeout applies only to an ASYNC stage`);
+  }
+  if (publish) {
+    for (const [key, field] of [DURATION_FIELDS[1], DURATION_FIELDS[2]] as const) {
+      if (durationMs(s[key]) > 0)
+        add(
+          `${at}.${field}`,
+          `stage ${name}: a PUBLISH stage runs no worker, so ${field} cannot apply`,
+        );
+    }
+  }
+
+  if (s.maxAttempts > LIMITS.maxAttempts) {
+    add(
+      `${at}.max_attempts`,
+      `stage ${name}: max_attempts must be from 1 to ${LIMITS.maxAttempts} (0 means 3); got ${s.maxAttempts}`,
+    );
+  }
+
+  const b = s.backoff;
+  if (b !== undefined) {
+    for (const key of ['initial', 'max'] as const) {
+      const problem = checkDuration(b[key]);
+      if (problem !== undefined)
+        add(`${at}.backoff.${key}`, `stage ${name}: backoff.${key} ${problem}`);
+    }
+    const initial = durationMs(b.initial);
+    const max = durationMs(b.max);
+    if (initial > 0 && max > 0 && max < initial) {
+      add(
+        `${at}.backoff.max`,
+        `stage ${name}: backoff.max ${formatMs(max)} is shorter than backoff.initial ${formatMs(initial)}`,
+      );
+    }
+    if (
+      !Number.isFinite(b.multiplier) ||
+      (b.multiplier !== 0 && (b.multiplier < 1 || b.multiplier > LIMITS.backoffMultiplier))
+    ) {
+      add(
+        `${at}.backoff.multiplier`,
+        `stage ${name}: backoff.multiplier must be from 1 to ${LIMITS.backoffMultiplier} (0 means 2); got ${b.multiplier}`,
+      );
+    }
+    if (!Number.isFinite(b.jitter) || b.jitter < 0 || b.jitter > 1) {
+      add(
+        `${at}.backoff.jitter`,
+        `stage ${name}: backoff.jitter must be from 0 to 1 (0 means 0.2); got ${b.jitter}`,
+      );
+    }
+  }
+
+  const seenCodes = new Set<string>();
+  s.nonRetryableErrors.forEach((code, k) => {
+    const field = `${at}.non_retryable_errors[${k}]`;
+    if (code.trim() === '') add(field, `stage ${name}: an error code cannot be empty`);
+    else if (code.length > LIMITS.errorCodeLength)
+      add(
+        field,
+        `stage ${name}: the error code is longer than ${LIMITS.errorCodeLength} characters`,
+      );
+    else if (seenCodes.has(code))
+      add(field, `stage ${name}: ${JSON.stringify(code)} is listed twice`);
+    seenCodes.add(code);
+  });
+}
+
+interface CycleEdge {
+  readonly stageIndex: number;
+  readonly nextIndex: number;
+  readonly from: string;
+  readonly to: string;
+  readonly path: string[];
+}
+
+/** Every edge that closes a cycle (a back edge of a depth-first walk), with the cycle it closes. */
+function findCycles(p: Pipeline, index: ReadonlyMap<string, number>): CycleEdge[] {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const found: CycleEdge[] = [];
+  const visit = (name: string) => {
+    state.set(name, 'open');
+    stack.push(name);
+    const i = index.get(name) as number;
+    (p.stages[i] as Stage).next.forEach((n, j) => {
+      if (!index.has(n)) return;
+      const st = state.get(n);
+      if (st === 'open') {
+        found.push({
+          stageIndex: i,
+          nextIndex: j,
+          from: name,
+          to: n,
+          path: [...stack.slice(stack.indexOf(n)), n],
+        });
+      } else if (st === undefined) {
+        visit(n);
+      }
+    });
+    stack.pop();
+    state.set(name, 'done');
+  };
+  for (const [name] of index) if (!state.has(name)) visit(name);
+  return found;
+}
+
+function reachable(p: Pipeline, index: ReadonlyMap<string, number>, entry: string): Set<string> {
+  const seen = new Set<string>([entry]);
+  const todo = [entry];
+  for (let name = todo.pop(); name !== undefined; name = todo.pop()) {
+    for (const n of (p.stages[index.get(name) as number] as Stage).next) {
+      if (index.has(n) && !seen.has(n)) {
+        seen.add(n);
+        todo.push(n);
+      }
+    }
+  }
+  return seen;
+}
+
+/** The most stages a task passes from the entry, in an acyclic pipeline. */
+function longestPath(p: Pipeline, index: ReadonlyMap<string, number>, entry: string): number {
+  const memo = new Map<string, number>();
+  const depth = (name: string): number => {
+    const known = memo.get(name);
+    if (known !== undefined) return known;
+    let best = 0;
+    for (const n of (p.stages[index.get(name) as number] as Stage).next) {
+      if (index.has(n)) best = Math.max(best, depth(n));
+    }
+    memo.set(name, best + 1);
+    return best + 1;
+  };
+  return depth(entry);
+}
+
+/** Throws INVALID_ARGUMENT listing every problem, or returns when the pipeline is valid. */
+export function assertValidPipeline(p: Pipeline, root = 'pipeline'): void {
+  const violations = validatePipeline(p, root);
+  if (violations.length > 0) throw invalidArguments(violations, 'INVALID_PIPELINE');
+}

@@ -1,0 +1,151 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { RunningProcess } from '../helpers/processes';
+import { spawnDsat, within } from '../helpers/processes';
+import { tempDir } from '../helpers/temp-dir';
+
+jest.setTimeout(180_000);
+
+/** Runs one `dsat` client command to its end. */
+async function dsat(args: string[], env: NodeJS.ProcessEnv) {
+  const p = spawnDsat(args, env);
+  const code = await within(p.exited, 60_000, `dsat ${args.join(' ')}`);
+  return { code, out: p.stdout.join('\n'), err: p.stderr.join('\n') };
+}
+
+describe('the dsat CLI, as a user drives it', () => {
+  const tmp = tempDir();
+  let up: RunningProcess;
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    up = spawnDsat([
+      'up',
+      '--data-dir',
+      path.join(tmp.path, 'data'),
+      '--status-port',
+      '0',
+      '--router-port',
+      '0',
+      '--tracker-port',
+      '0',
+      '--worker-port',
+      '0',
+      '--trace-receiver-port',
+      '0',
+    ]);
+    await up.waitForLine(/^dsat is up/, 60_000);
+    const address = (name: string) =>
+      up.stdout
+        .find((l) => l.trim().startsWith(name + ' '))!
+        .trim()
+        .split(/\s+/)[1]!;
+    env = {
+      DSAT_ROUTER_ADDRESS: address('router'),
+      DSAT_STATUS_ADDRESS: address('status'),
+      DSAT_TRACKER_ADDRESS: address('tracker'),
+      DSAT_TRACES_URL: address('traces'),
+    };
+  });
+  afterAll(async () => {
+    up.kill('SIGINT');
+    await within(up.exited, 15_000, 'dsat up to stop');
+    tmp.cleanup();
+  });
+
+  it('submits with --follow, lists, gets, and draws the trace of the demo pipeline', async () => {
+    const submit = await dsat(['submit', 'demo', '{"text":"hi"}', '--follow'], env);
+    expect(submit.code).toBe(0);
+    // The watch starts with a snapshot, which may already be past parse; later stages are live.
+    for (const stage of ['hash', 'upper']) {
+      expect(submit.out).toMatch(new RegExp(`RUNNING\\s+${stage}`));
+    }
+    expect(submit.out).toMatch(/SUCCEEDED: \{"text":"HI"/);
+    const taskId = /submitted (\S+)/.exec(submit.out)![1]!;
+
+    const tasks = await dsat(['tasks', '--state', 'succeeded', '--json'], env);
+    expect(JSON.parse(tasks.out).tasks.map((t: { taskId: string }) => t.taskId)).toContain(taskId);
+    const get = await dsat(['get', taskId, '--history'], env);
+    expect(get.out).toMatch(/state\s+SUCCEEDED/);
+    expect(get.out).toMatch(/STAGE_DONE/);
+
+    // Spans reach the store when each process's batch processor flushes; poll for all six.
+    let trace = '';
+    const until = Date.now() + 30_000;
+    while (Date.now() < until) {
+      trace = (await dsat(['trace', taskId], env)).out;
+      if ((trace.match(/dsat\.(dispatch|process) /g) ?? []).length >= 6) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(trace).toContain('dsat.submit');
+    for (const stage of ['parse', 'hash', 'upper']) {
+      expect(trace).toContain(`dsat.dispatch ${stage}`);
+      expect(trace).toContain(`dsat.process ${stage}`);
+    }
+  });
+
+  it('cancels, refuses a bad pipeline file naming the stage, lists dead letters and the mesh', async () => {
+    const pipeline = path.join(tmp.path, 'slow.yaml');
+    fs.writeFileSync(pipeline, 'name: nobody\nstages:\n  - name: wait\n    next: []\n');
+    expect((await dsat(['pipelines', 'apply', pipeline], env)).code).toBe(0);
+    // No worker serves "wait": the task stays queued until it is cancelled.
+    const submitted = await dsat(['submit', 'nobody', '{}'], env);
+    const taskId = /submitted (\S+)/.exec(submitted.out)![1]!;
+    const cancel = await dsat(['cancel', taskId], env);
+    expect(cancel.code).toBe(0);
+    expect(cancel.out).toContain('CANCELLED');
+
+    const bad = path.join(tmp.path, 'bad.yaml');
+    fs.writeFileSync(
+      bad,
+      'name: bad\nstages:\n  - name: a\n    next: [b]\n  - name: b\n    next: [ghost]\n',
+    );
+    const applied = await dsat(['pipelines', 'apply', bad], env);
+    expect(applied.code).not.toBe(0);
+    expect(applied.err).toMatch(/ghost/);
+    expect(applied.err.split('\n').filter((l) => l.startsWith('dsat:'))).toHaveLength(1);
+
+    const dead = await dsat(['dead-letters', 'list', '--json'], env);
+    expect(dead.code).toBe(0);
+    expect(JSON.parse(dead.out).tasks).toEqual([]);
+    const mesh = await dsat(['mesh', '--json'], env);
+    expect(mesh.code).toBe(0);
+    const m = JSON.parse(mesh.out) as { members: { kind: number }[]; stages: { stage: string }[] };
+    expect(m.members.length).toBeGreaterThan(0);
+
+    const missing = await dsat(['get', '00000000-0000-4000-8000-000000000000'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/^dsat: NOT_FOUND/);
+  });
+
+  it("runs the pipeline3 benchmark on a tiny workload and prints the peers' JSON shape", async () => {
+    const bench = await dsat(
+      [
+        'bench',
+        '--workload',
+        'pipeline3',
+        '--tasks',
+        '500',
+        '--warmup',
+        '100',
+        '--runs',
+        '1',
+        '--modes',
+        'T',
+        '--json',
+      ],
+      {},
+    );
+    expect(bench.code).toBe(0);
+    const summary = JSON.parse(bench.out.split('\n')[0]!);
+    expect(summary).toMatchObject({
+      type: 'summary',
+      system: 'dsat',
+      measurement: 'T',
+      lost_total: 0,
+      dups_total: 0,
+    });
+    expect(summary.tasks_per_s.median).toBeGreaterThan(0);
+    expect(summary.cpu_ms_per_task.median).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,453 @@
+import { afterEach, describe, expect, it } from '@jest/globals';
+import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
+import type { TaskState } from '../../../gen/dsat/task/v1/task';
+import type { StatusStore } from '../../../services/status/status-store';
+import {
+  ALL_TASK_STATES,
+  stateName,
+  transitionRule,
+} from '../../../services/status/task-state-machine';
+import {
+  S,
+  cleanDirs,
+  closeStores,
+  createTask,
+  createWrite,
+  foldHistory,
+  foldable,
+  move,
+  open,
+  reopen,
+  write,
+} from './store-harness';
+
+afterEach(async () => {
+  await closeStores();
+  cleanDirs();
+});
+
+/** How to bring a fresh task to each state a task can rest in. */
+const PATHS: Record<number, [TaskState, Partial<TransitionWrite>][]> = {
+  [S.TASK_STATE_QUEUED]: [],
+  [S.TASK_STATE_DISPATCHED]: [[S.TASK_STATE_DISPATCHED, { workerId: 'w1' }]],
+  [S.TASK_STATE_RUNNING]: [
+    [S.TASK_STATE_DISPATCHED, { workerId: 'w1' }],
+    [S.TASK_STATE_RUNNING, {}],
+  ],
+  [S.TASK_STATE_RETRY_WAIT]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [
+      S.TASK_STATE_RETRY_WAIT,
+      { error: { code: 'BOOM', message: 'boom', retryable: true, details: {} } },
+    ],
+  ],
+  [S.TASK_STATE_WAITING]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [S.TASK_STATE_WAITING, { asyncToken: 'tok-1' }],
+  ],
+  [S.TASK_STATE_TIMED_OUT]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [S.TASK_STATE_TIMED_OUT, { reason: 'RUN_TIMEOUT' }],
+  ],
+  [S.TASK_STATE_SUCCEEDED]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [S.TASK_STATE_SUCCEEDED, {}],
+  ],
+  [S.TASK_STATE_FAILED]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [S.TASK_STATE_FAILED, {}],
+  ],
+  [S.TASK_STATE_DEAD_LETTERED]: [
+    [S.TASK_STATE_DISPATCHED, {}],
+    [S.TASK_STATE_RUNNING, {}],
+    [S.TASK_STATE_DEAD_LETTERED, {}],
+  ],
+  [S.TASK_STATE_CANCELLED]: [[S.TASK_STATE_CANCELLED, {}]],
+};
+
+async function taskIn(store: StatusStore, taskId: string, state: TaskState): Promise<void> {
+  await createTask(store, taskId);
+  for (const [to, fields] of PATHS[state] ?? []) await move(store, taskId, to, fields);
+}
+
+/** The fields a legal write of this edge needs, chosen from its first move. */
+function fieldsFor(from: TaskState, to: TaskState): Partial<TransitionWrite> {
+  const move = transitionRule(from, to)?.moves[0];
+  const payload = { data: Buffer.from(`to ${stateName(to)}`), contentType: 'text/plain' };
+  if (move === 'advance') return { stage: 's2', payload };
+  if (move === 'retry') return { reason: 'WORKER_LOST' };
+  if (move === 'finish') return { payload };
+  if (to === S.TASK_STATE_WAITING) return { asyncToken: 'tok-2' };
+  if (from === S.TASK_STATE_RUNNING && to === S.TASK_STATE_RUNNING) {
+    return { progress: { fraction: 0.5, message: 'half', details: Buffer.from('p') } };
+  }
+  return {};
+}
+
+const RESTING = Object.keys(PATHS).map(Number) as TaskState[];
+const CASES = RESTING.flatMap((from) =>
+  ALL_TASK_STATES.map((to) => [stateName(from), stateName(to), from, to] as const),
+);
+
+describe('every pair of states through the store', () => {
+  it('applies each legal transition and refuses each illegal one, changing nothing', async () => {
+    const store = await open();
+    for (const [, , from] of CASES) void from;
+    for (const [fromName, toName, from, to] of CASES) {
+      const id = `pair-${fromName}-${toName}`;
+      await taskIn(store, id, from);
+      const before = await store.getTask(id);
+      const historyBefore = (await store.getHistory(id)).transitions;
+      const statsBefore = store.stats();
+      const [outcome] = await store.submit([
+        write({
+          taskId: id,
+          expectedState: from,
+          expectedAttempt: before.attempt,
+          toState: to,
+          ...fieldsFor(from, to),
+        }),
+      ]);
+      const after = await store.getTask(id);
+      const legal = transitionRule(from, to) !== undefined;
+      const label = `${fromName} → ${toName}`;
+      if (legal) {
+        expect({ label, code: outcome?.code, message: outcome?.message }).toEqual({
+          label,
+          code: 0,
+          message: '',
+        });
+        expect(after.state).toBe(to);
+        expect(after.seq).toBe(before.seq + 1);
+        expect(outcome?.seq).toBe(after.seq);
+        expect(outcome?.revision).toBe(after.revision);
+        expect((await store.getHistory(id)).transitions).toHaveLength(historyBefore.length + 1);
+      } else {
+        const expected =
+          to === S.TASK_STATE_UNSPECIFIED
+            ? { code: 3, reason: 'INVALID_FIELD' }
+            : { code: 9, reason: 'ILLEGAL_TRANSITION' };
+        expect({ label, code: outcome?.code, reason: outcome?.reason }).toEqual({
+          label,
+          ...expected,
+        });
+        expect(after).toEqual(before);
+        expect((await store.getHistory(id)).transitions).toEqual(historyBefore);
+        expect(store.stats().revision).toBe(statsBefore.revision);
+        expect(store.stats().transitions).toBe(statsBefore.transitions);
+        if (expected.code === 9)
+          expect(store.stats().illegalRefused).toBe(statsBefore.illegalRefused + 1);
+      }
+      expect(foldable(after)).toEqual(foldHistory((await store.getHistory(id)).transitions));
+    }
+    expect(CASES).toHaveLength(RESTING.length * 12);
+  });
+});
+
+describe('compare-and-set', () => {
+  it('refuses a write naming an older attempt as STALE_ATTEMPT and counts it', async () => {
+    const store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_QUEUED, { reason: 'WORKER_LOST' }); // attempt 2
+    await move(store, 'a', S.TASK_STATE_DISPATCHED, { workerId: 'w2' });
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    const before = await store.getTask('a');
+    expect(before.attempt).toBe(2);
+    const [late] = await store.submit([
+      write({
+        taskId: 'a',
+        expectedState: S.TASK_STATE_RUNNING,
+        expectedAttempt: 1,
+        toState: S.TASK_STATE_SUCCEEDED,
+      }),
+    ]);
+    expect(late).toMatchObject({
+      code: 9,
+      reason: 'STALE_ATTEMPT',
+      revision: before.revision,
+      seq: before.seq,
+    });
+    expect(await store.getTask('a')).toEqual(before);
+    expect(store.stats().staleRefused).toBe(1);
+  });
+
+  it('refuses a write expecting another state as STATE_MISMATCH', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    const before = await store.getTask('a');
+    const [outcome] = await store.submit([
+      write({ taskId: 'a', expectedState: S.TASK_STATE_DISPATCHED, toState: S.TASK_STATE_RUNNING }),
+    ]);
+    expect(outcome).toMatchObject({ code: 9, reason: 'STATE_MISMATCH' });
+    expect(outcome?.message).toContain('is QUEUED');
+    expect(await store.getTask('a')).toEqual(before);
+  });
+
+  it('answers an unknown task with TASK_NOT_FOUND (5)', async () => {
+    const store = await open();
+    const [outcome] = await store.submit([
+      write({
+        taskId: 'nope',
+        expectedState: S.TASK_STATE_QUEUED,
+        toState: S.TASK_STATE_DISPATCHED,
+      }),
+    ]);
+    expect(outcome).toMatchObject({ code: 5, reason: 'TASK_NOT_FOUND', taskId: 'nope' });
+    expect(store.stats().revision).toBe(0);
+  });
+
+  it('refuses a second create of an existing task id as TASK_EXISTS', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    const [outcome] = await store.submit([createWrite('a')]);
+    expect(outcome).toMatchObject({ code: 9, reason: 'TASK_EXISTS' });
+    expect(store.stats().tasksCreated).toBe(1);
+  });
+});
+
+describe('attempts and stages follow the move', () => {
+  it('resets the attempt and changes input and hops when a stage is done', async () => {
+    const store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_QUEUED, { reason: 'WORKER_LOST' });
+    expect(await store.getTask('a')).toMatchObject({ attempt: 2, stage: 's1', hops: 0 });
+    await move(store, 'a', S.TASK_STATE_DISPATCHED);
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    const output = { data: Buffer.from('stage 1 output'), contentType: 'text/plain' };
+    await move(store, 'a', S.TASK_STATE_QUEUED, { stage: 's2', payload: output });
+    expect(await store.getTask('a')).toMatchObject({
+      attempt: 1,
+      stage: 's2',
+      hops: 1,
+      input: output,
+      state: S.TASK_STATE_QUEUED,
+    });
+  });
+
+  it('redrives a dead letter at its stage with attempt 1', async () => {
+    const store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_QUEUED, { reason: 'WORKER_LOST' });
+    await move(store, 'a', S.TASK_STATE_DISPATCHED);
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_DEAD_LETTERED, {
+      error: { code: 'BOOM', message: 'x', retryable: true, details: {} },
+    });
+    expect(store.stats().unfinishedTasks).toBe(0);
+    await move(store, 'a', S.TASK_STATE_QUEUED, { reason: 'REDRIVE' });
+    expect(await store.getTask('a')).toMatchObject({
+      attempt: 1,
+      stage: 's1',
+      state: S.TASK_STATE_QUEUED,
+    });
+    expect(store.stats().unfinishedTasks).toBe(1);
+    expect(store.listUnfinished().tasks.map((t) => t.taskId)).toEqual(['a']);
+  });
+
+  it.each<[string, Partial<TransitionWrite>, TaskState, TaskState, string]>([
+    ['a requeue without a reason', {}, S.TASK_STATE_RUNNING, S.TASK_STATE_QUEUED, 'reason'],
+    [
+      'a wrong attempt',
+      { attempt: 3, reason: 'WORKER_LOST' },
+      S.TASK_STATE_RUNNING,
+      S.TASK_STATE_QUEUED,
+      'attempt',
+    ],
+    [
+      'a stage on a move that stays',
+      { stage: 's9' },
+      S.TASK_STATE_QUEUED,
+      S.TASK_STATE_DISPATCHED,
+      'stage',
+    ],
+    ['no next stage for a PUBLISH move', {}, S.TASK_STATE_QUEUED, S.TASK_STATE_QUEUED, 'stage'],
+    ['WAITING without a token', {}, S.TASK_STATE_RUNNING, S.TASK_STATE_WAITING, 'async_token'],
+    ['a checkpoint without progress', {}, S.TASK_STATE_RUNNING, S.TASK_STATE_RUNNING, 'progress'],
+  ])('refuses %s as INVALID_ARGUMENT naming the field', async (_, fields, from, to, field) => {
+    const store = await open();
+    await taskIn(store, 'a', from);
+    const before = await store.getTask('a');
+    const [outcome] = await store.submit([
+      write({
+        taskId: 'a',
+        expectedState: from,
+        expectedAttempt: before.attempt,
+        toState: to,
+        ...fields,
+      }),
+    ]);
+    expect(outcome?.code).toBe(3);
+    expect(outcome?.message.startsWith(`${field}:`)).toBe(true);
+    expect(await store.getTask('a')).toEqual(before);
+    expect(store.stats().invalidRefused).toBe(1);
+  });
+});
+
+describe('malformed writes', () => {
+  it.each<[string, Partial<TransitionWrite>]>([
+    ['transition_id', { transitionId: '' }],
+    ['task_id', { taskId: 'has space' }],
+    ['to_state', { toState: 99 as TaskState }],
+    ['expected_state', { expectedState: 42 as TaskState }],
+    ['stage', { stage: 'Upper' }],
+    ['reason', { reason: 'lower case' }],
+    ['fan_out_stages', { fanOutStages: ['b'] }],
+    ['branch_id', { branchId: 'b1' }],
+    ['expected_state', { expectedState: S.TASK_STATE_UNSPECIFIED }],
+  ])('refuses a bad %s with code 3, writing nothing', async (field, fields) => {
+    const store = await open();
+    await createTask(store, 'a');
+    const [outcome] = await store.submit([
+      write({
+        taskId: 'a',
+        expectedState: S.TASK_STATE_QUEUED,
+        toState: S.TASK_STATE_DISPATCHED,
+        ...fields,
+      }),
+    ]);
+    expect(outcome?.code).toBe(3);
+    expect(outcome?.message.startsWith(`${field}:`)).toBe(true);
+    expect(store.stats().transitions).toBe(2);
+  });
+
+  it.each<[string, Parameters<typeof createWrite>[1]]>([
+    ['stage', { stage: '' }],
+    ['to_state', { toState: S.TASK_STATE_DISPATCHED }],
+    ['create.pipeline', { pipeline: 'Bad Name' }],
+    ['attempt', { attempt: 2 }],
+    ['create.idempotency_key', { idempotencyKey: 'half \ud800 a pair' }],
+    [
+      'create.traceparent',
+      {
+        create: {
+          pipeline: 'demo',
+          pipelineVersion: 1,
+          idempotencyKey: '',
+          priority: 0,
+          traceparent: 'nope',
+        },
+      },
+    ],
+  ])('refuses a create with a bad %s', async (field, fields) => {
+    const store = await open();
+    const [outcome] = await store.submit([createWrite('a', fields)]);
+    expect(outcome?.code).toBe(3);
+    expect(outcome?.message.startsWith(`${field}:`)).toBe(true);
+    await expect(store.getTask('a')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
+  });
+});
+
+describe('duplicates', () => {
+  it('answers a repeated transition_id OK with duplicate=true and writes nothing', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    const w = write({
+      taskId: 'a',
+      expectedState: S.TASK_STATE_QUEUED,
+      toState: S.TASK_STATE_DISPATCHED,
+      workerId: 'w1',
+    });
+    const [first] = await store.submit([w]);
+    const stats = store.stats();
+    const [again] = await store.submit([w]);
+    expect(again).toEqual({ ...first, duplicate: true });
+    expect(store.stats()).toMatchObject({
+      revision: stats.revision,
+      transitions: stats.transitions,
+      duplicates: 1,
+    });
+    // Later writes do not make an old id forgotten, nor does a restart or the end of the task.
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    await move(store, 'a', S.TASK_STATE_SUCCEEDED);
+    const reopened = await reopen(store);
+    const [late] = await reopened.submit([w]);
+    expect(late).toEqual({ ...first, duplicate: true });
+    expect(reopened.stats().transitions).toBe(0);
+  });
+
+  it('applies the first of two equal writes in one batch and answers the second as its duplicate', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    const w = write({
+      taskId: 'a',
+      expectedState: S.TASK_STATE_QUEUED,
+      toState: S.TASK_STATE_DISPATCHED,
+    });
+    const [first, second] = await store.submit([w, w]);
+    expect(first).toMatchObject({ code: 0, duplicate: false });
+    expect(second).toEqual({ ...first, duplicate: true });
+    expect((await store.getHistory('a')).transitions).toHaveLength(3);
+  });
+
+  it('returns the first task for a known idempotency key, in the same batch, later, and after restart', async () => {
+    const store = await open();
+    const [a, b] = await store.submit([
+      createWrite('a', { idempotencyKey: 'key-1' }),
+      createWrite('b', { idempotencyKey: 'key-1' }),
+    ]);
+    expect(a).toMatchObject({ code: 0, taskId: 'a', duplicate: false });
+    expect(b).toMatchObject({
+      code: 0,
+      taskId: 'a',
+      duplicate: true,
+      revision: a?.revision,
+      seq: 2,
+    });
+    await expect(store.getTask('b')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
+    const [c] = await store.submit([createWrite('c', { idempotencyKey: 'key-1' })]);
+    expect(c).toMatchObject({ taskId: 'a', duplicate: true });
+    await move(store, 'a', S.TASK_STATE_CANCELLED);
+    const reopened = await reopen(store);
+    const [d] = await reopened.submit([createWrite('d', { idempotencyKey: 'key-1' })]);
+    expect(d).toMatchObject({ taskId: 'a', duplicate: true, revision: a?.revision });
+    expect(reopened.stats()).toMatchObject({ tasksCreated: 0, duplicates: 1, transitions: 0 });
+    const [e] = await reopened.submit([createWrite('e', { idempotencyKey: 'key-2' })]);
+    expect(e).toMatchObject({ taskId: 'e', duplicate: false });
+  });
+});
+
+describe('several writes in one batch', () => {
+  it('applies writes to one task in order, each against the state the previous one left', async () => {
+    const store = await open();
+    await createTask(store, 'a');
+    const outcomes = await store.submit([
+      write({ taskId: 'a', expectedState: S.TASK_STATE_QUEUED, toState: S.TASK_STATE_DISPATCHED }),
+      write({ taskId: 'a', expectedState: S.TASK_STATE_DISPATCHED, toState: S.TASK_STATE_RUNNING }),
+      write({ taskId: 'a', expectedState: S.TASK_STATE_DISPATCHED, toState: S.TASK_STATE_RUNNING }), // now stale
+      write({
+        taskId: 'a',
+        expectedState: S.TASK_STATE_RUNNING,
+        toState: S.TASK_STATE_QUEUED,
+        stage: 's2',
+      }),
+    ]);
+    expect(outcomes.map((o) => [o.code, o.reason, o.seq])).toEqual([
+      [0, '', 3],
+      [0, '', 4],
+      [9, 'STATE_MISMATCH', 4],
+      [0, '', 5],
+    ]);
+    expect(store.stats().commits).toBe(2);
+    const task = await store.getTask('a');
+    expect(task).toMatchObject({ state: S.TASK_STATE_QUEUED, stage: 's2', seq: 5 });
+    expect(foldable(task)).toEqual(foldHistory((await store.getHistory('a')).transitions));
+  });
+
+  it('creates and finishes a task inside one batch', async () => {
+    const store = await open();
+    const outcomes = await store.submit([
+      createWrite('a'),
+      write({ taskId: 'a', expectedState: S.TASK_STATE_QUEUED, toState: S.TASK_STATE_CANCELLED }),
+    ]);
+    expect(outcomes.map((o) => o.code)).toEqual([0, 0]);
+    expect(store.stats().unfinishedTasks).toBe(0);
+    const reopened = await reopen(store);
+    expect((await reopened.getTask('a')).state).toBe(S.TASK_STATE_CANCELLED);
+    expect(reopened.listUnfinished().tasks).toEqual([]);
+  });
+});
