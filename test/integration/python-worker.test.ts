@@ -541,6 +541,8 @@ describe('a Python worker and a Python client in a real mesh', () => {
           { DSAT_LOG_LEVEL: 'warn' },
         ),
       );
+      // The Python stage is the slow one (200 ms a task, 8 slots): its queue never runs dry and
+      // its slots are busy nearly all the time, so the SIGKILL below always lands mid-attempt.
       const pyWorker = (id: string) =>
         spawnPython('worker.py', [
           '--routers',
@@ -550,9 +552,9 @@ describe('a Python worker and a Python client in a real mesh', () => {
           '--stages',
           'enrich',
           '--concurrency',
-          '4',
+          '8',
           '--delay-ms',
-          '40',
+          '200',
         ]);
       const first = pyWorker('py-first');
       others.push(first);
