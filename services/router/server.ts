@@ -7,7 +7,7 @@ import type { Task } from '../../gen/dsat/task/v1/task';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { RouterConfig } from '../shared/config';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
-import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { Membership } from '../shared/membership';
 import { startMembership } from '../shared/membership';
 import { openBidiStream, rawClient } from '../shared/raw-stream';
@@ -208,7 +208,7 @@ export async function startRouterServer(
     logger,
   });
 
-  shutdown.on('not-serving', 'router health', () => server.setServing(false));
+  stopServerOnShutdown(shutdown, 'router', server);
   shutdown.on('stop-work', 'router dispatch', async () => {
     startup.abort();
     intake.stop();
@@ -216,8 +216,6 @@ export async function startRouterServer(
     await membership?.stop();
     membership = undefined;
   });
-  shutdown.on('terminate-streams', 'router streams', () => server.terminateStreams());
-  shutdown.on('server', 'router server', () => server.stop());
   shutdown.on('close-store', 'router status link', async () => {
     await feed.stop();
     forwarder.close();

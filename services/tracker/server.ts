@@ -2,7 +2,7 @@ import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { TrackerConfig } from '../shared/config';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
-import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
 import { createDeadLetters } from './dead-letters';
@@ -91,7 +91,7 @@ export async function startTrackerServer(
   const sweep = setInterval(() => membership.expire(), Math.max(1_000, config.memberTtl / 2));
   sweep.unref();
 
-  shutdown.on('not-serving', 'tracker health', () => server.setServing(false));
+  stopServerOnShutdown(shutdown, 'tracker', server);
   shutdown.on('stop-work', 'tracker timers', async () => {
     abort.abort();
     clearInterval(sweep);
@@ -102,8 +102,6 @@ export async function startTrackerServer(
     ]);
     clearTimeout(grace);
   });
-  shutdown.on('terminate-streams', 'tracker streams', () => server.terminateStreams());
-  shutdown.on('server', 'tracker server', () => server.stop());
   shutdown.on('close-store', 'tracker status channel', () => channel.close());
   return {
     name: 'tracker',

@@ -5,7 +5,7 @@ import { createWorker, WorkerPhase } from '../../sdk/worker';
 import type { WorkerConfig } from '../shared/config';
 import { durationMs } from '../shared/duration';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
-import { serviceEntry, startGrpcServer } from '../shared/grpc-server';
+import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { Membership } from '../shared/membership';
 import { startMembership } from '../shared/membership';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
@@ -126,14 +126,12 @@ export async function startWorkerServer(
       })
     : undefined;
 
-  shutdown.on('not-serving', 'worker health', () => server.setServing(false));
+  stopServerOnShutdown(shutdown, 'worker', server);
   shutdown.on('stop-work', 'worker drain', async () => {
     await worker?.drain(config.drainTimeout);
     await membership?.stop();
     membership = undefined;
   });
-  shutdown.on('terminate-streams', 'worker streams', () => server.terminateStreams());
-  shutdown.on('server', 'worker server', () => server.stop());
   shutdown.on('close-store', 'worker channels', () => trackerChannel.close());
   return { name: 'worker', address: server.address, worker, shutdown: () => shutdown.run('stop') };
 }
