@@ -43,7 +43,7 @@ function startDsat(
   env: NodeJS.ProcessEnv,
   log: fs.WriteStream,
 ) {
-  const child = spawn(process.execPath, [DSAT, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs(), DSAT, ...args], {
     cwd: ROOT,
     env: { ...process.env, DSAT_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -68,6 +68,11 @@ async function waitFor(what: string, ms: number, check: () => Promise<boolean>) 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Extra node flags for the mesh processes, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
+function nodeArgs(): string[] {
+  return (process.env.DSAT_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 }
 
 async function stopAll(procs: Proc[]) {

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { Command } from 'commander';
 import { runPipeline3 } from '../../bench/pipeline3/orchestrator';
 import { printJson } from '../output';
@@ -19,9 +20,13 @@ export function benchCommand(): Command {
     .option('--concurrency <n>', 'worker slots per stage process', '256')
     .option('--no-sync', 'do not fsync the status store (for the non-durable peers)')
     .option('--json', "one JSON line per measurement, in the peers' shape")
+    .option(
+      '--runs-file <path>',
+      'append every run as a JSON line, with each process its peak RSS and CPU seconds',
+    )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T',
+      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory',
     )
     .action(async (_opts: unknown, command: Command) => {
       // --json is also a global option of dsat; read both levels.
@@ -51,6 +56,9 @@ export function benchCommand(): Command {
         concurrency: Number(opts.concurrency),
         progress: (line) => process.stderr.write(`dsat bench: ${line}\n`),
       });
+      if (typeof opts.runsFile === 'string') {
+        fs.appendFileSync(opts.runsFile, result.runs.map((r) => JSON.stringify(r) + '\n').join(''));
+      }
       for (const s of result.summaries) {
         if (opts.json) printJson(s);
         else {
