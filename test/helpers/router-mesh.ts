@@ -10,8 +10,6 @@ import { startRouterServer } from '../../services/router/server';
 import type { FlagValues } from '../../services/shared/config';
 import { loadConfig, routerConfigSpec, statusConfigSpec } from '../../services/shared/config';
 import { createLogger } from '../../services/shared/logger';
-import type { FakeStatus } from './fake-status';
-import { startFakeStatus } from './fake-status';
 import { tempDir } from './temp-dir';
 
 export const silent = createLogger(
@@ -73,8 +71,6 @@ export function linear(name: string, names: string[], extra: Partial<StageSpec> 
 }
 
 export interface RouterMesh {
-  /** The fake status service, when the mesh runs on one. */
-  readonly fake: FakeStatus;
   readonly statusAddress: string;
   readonly status: DsatClient<typeof StatusServiceDefinition>;
   readonly router: RouterHandle;
@@ -85,38 +81,28 @@ export interface RouterMesh {
 }
 
 export interface MeshOptions {
-  /** 'real' runs the LevelDB status service in this process (default), 'fake' the in-memory one. */
-  readonly status?: 'real' | 'fake';
   readonly router?: FlagValues;
 }
 
 /** A status service and one router (more with startRouter), all in this process. */
 export async function startRouterMesh(options: MeshOptions = {}): Promise<RouterMesh> {
   const flags = options.router ?? {};
-  let fake: FakeStatus | undefined;
-  let server: { address: string; stop(): Promise<void> };
-  if ((options.status ?? 'real') === 'fake') {
-    const started = await startFakeStatus();
-    fake = started.fake;
-    server = started.server;
-  } else {
-    const dir = tempDir('dsat-router-test-');
-    const handle = await startStatusServer(
-      loadConfig(
-        statusConfigSpec,
-        { port: '0', dataDir: dir.path, shutdownGrace: '1000', sync: false },
-        {},
-      ),
-      { logger: silent },
-    );
-    server = {
-      address: handle.address,
-      async stop() {
-        await handle.shutdown();
-        dir.cleanup();
-      },
-    };
-  }
+  const dir = tempDir('dsat-router-test-');
+  const handle = await startStatusServer(
+    loadConfig(
+      statusConfigSpec,
+      { port: '0', dataDir: dir.path, shutdownGrace: '1000', sync: false },
+      {},
+    ),
+    { logger: silent },
+  );
+  const server = {
+    address: handle.address,
+    async stop() {
+      await handle.shutdown();
+      dir.cleanup();
+    },
+  };
   const channel = createDsatChannel(server.address);
   const status = createDsatClient(StatusServiceDefinition, channel);
   const routers: RouterHandle[] = [];
@@ -142,10 +128,6 @@ export async function startRouterMesh(options: MeshOptions = {}): Promise<Router
   };
   const router = await startRouter();
   return {
-    get fake(): FakeStatus {
-      if (!fake) throw new Error('this mesh runs the real status service');
-      return fake;
-    },
     statusAddress: server.address,
     status,
     router,
