@@ -166,19 +166,35 @@ async function lifecycle(submit: ReturnType<typeof writer>, n: number) {
   }
 }
 
-/** classic-level alone: `puts` puts in `commits` batches of the same sizes, sync as configured. */
-async function rawLevel(puts: number, commits: number, valueBytes: number): Promise<number> {
+/**
+ * classic-level alone: the same number of puts in the same commit sizes and the same bytes, sync
+ * as configured. Values are cut from the store's own values, so they compress as the store's do.
+ */
+async function rawLevel(
+  puts: number,
+  commits: number,
+  bytesPerPut: number,
+  corpus: Buffer,
+): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-raw-'));
-  const db = new ClassicLevel<string, string>(dir);
+  const db = new ClassicLevel<string, Buffer>(dir, { valueEncoding: 'buffer' });
   await db.open();
-  const value = 'x'.repeat(valueBytes);
+  const KEY = 40; // about the store's key length (u:, t:, x: keys hold a task id)
+  const valueBytes = Math.max(16, Math.min(corpus.length, bytesPerPut - KEY));
   const perCommit = Math.max(1, Math.round(puts / commits));
+  let at = 0;
   const started = performance.now();
   let k = 0;
   for (let c = 0; c < commits; c++) {
     const batch = db.batch();
-    for (let i = 0; i < perCommit; i++)
-      batch.put(`k:${(k++).toString(16).padStart(10, '0')}`, value);
+    for (let i = 0; i < perCommit; i++) {
+      if (at + valueBytes > corpus.length) at = 0;
+      batch.put(
+        `k:${(k++).toString(16).padStart(KEY - 2, '0')}`,
+        corpus.subarray(at, at + valueBytes),
+      );
+      at += valueBytes;
+    }
     await batch.write({ sync: SYNC });
   }
   const seconds = (performance.now() - started) / 1000;
@@ -187,11 +203,28 @@ async function rawLevel(puts: number, commits: number, valueBytes: number): Prom
   return seconds;
 }
 
+/** Up to 16 MiB of the values the store wrote, read back once it is stopped. */
+async function storeCorpus(dataDir: string): Promise<Buffer> {
+  const db = new ClassicLevel<string, Buffer>(dataDir, { valueEncoding: 'buffer' });
+  await db.open();
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const value of db.values()) {
+    parts.push(value);
+    size += value.length;
+    if (size >= 16 << 20) break;
+  }
+  await db.close();
+  return Buffer.concat(parts);
+}
+
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-status-'));
   const child = spawn(
     process.execPath,
     [
+      // Extra node flags for the status process, e.g. --cpu-prof (not allowed in NODE_OPTIONS).
+      ...(process.env.DSAT_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
       path.join(__dirname, '../bin/dsat.js'),
       'status',
       '--port',
@@ -204,6 +237,11 @@ async function main() {
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
+  const exited = new Promise((r) => child.once('exit', r));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
   try {
     const address = await new Promise<string>((resolve, reject) => {
       readline.createInterface({ input: child.stdout! }).on('line', (l) => {
@@ -229,11 +267,15 @@ async function main() {
     const transitions = after.transitions - before.transitions;
     const puts = after.puts - before.puts;
     const commits = after.commits - before.commits;
-    const dataBytes = fs
-      .readdirSync(path.join(dir, 'data'))
-      .reduce((a, f) => a + fs.statSync(path.join(dir, 'data', f)).size, 0);
-    const rawValueBytes = Math.max(64, Math.round(dataBytes / Math.max(1, puts)));
-    const rawSeconds = await rawLevel(puts, commits, rawValueBytes);
+    const writtenBytes = after.writtenBytes - before.writtenBytes;
+    const bytesPerPut = Math.round(writtenBytes / Math.max(1, puts));
+    await stop();
+    const rawSeconds = await rawLevel(
+      puts,
+      commits,
+      bytesPerPut,
+      await storeCorpus(path.join(dir, 'data')),
+    );
     const tps = transitions / seconds;
     const raw = transitions / rawSeconds;
     console.log(
@@ -243,8 +285,7 @@ async function main() {
         transitions_per_s: Math.round(tps),
         raw_level_transitions_per_s: Math.round(raw),
         ratio_to_raw: Math.round((tps / raw) * 100) / 100,
-        // Values for the raw run are sized from the store's bytes on disk (compressed), a lower bound.
-        raw_value_bytes: rawValueBytes,
+        bytes_per_put: bytesPerPut,
         tasks_per_s: Math.round(TASKS / seconds),
         puts_per_task: Math.round((puts / TASKS) * 100) / 100,
         transitions_per_put: Math.round((transitions / puts) * 100) / 100,
@@ -257,8 +298,7 @@ async function main() {
       }),
     );
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
   process.exit(0);

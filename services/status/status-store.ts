@@ -249,6 +249,7 @@ export class StatusStore {
     commits: 0,
     transitions: 0,
     puts: 0,
+    writtenBytes: 0,
     staleRefused: 0,
     illegalRefused: 0,
     stateMismatchRefused: 0,
@@ -354,8 +355,9 @@ export class StatusStore {
     if (build.entries.length > 0) {
       const batch = this.db.batch();
       let puts = 0;
+      let bytes = 0;
       try {
-        this.fill(build, batch);
+        bytes = this.fill(build, batch);
         puts = batch.length;
         await batch.write({ sync: this.sync });
       } catch (err) {
@@ -371,7 +373,7 @@ export class StatusStore {
         for (const w of group) w.reject(error);
         return;
       }
-      this.publish(build, puts);
+      this.publish(build, puts, bytes);
     }
     this.countRefusals(build);
     for (let i = 0; i < group.length; i++)
@@ -685,16 +687,19 @@ export class StatusStore {
 
   /**
    * One segment, the head, and the records of the tasks that reached a milestone, put straight
-   * into a LevelDB chained batch so that each encoded value can be collected at once.
+   * into a LevelDB chained batch so that each encoded value can be collected at once. Returns the
+   * bytes of the keys and values it puts.
    */
-  private fill(build: CommitBuild, batch: Batch): void {
+  private fill(build: CommitBuild, batch: Batch): number {
+    let bytes = 0;
+    const put = (key: string, value: Uint8Array): void => {
+      batch.put(key, value);
+      bytes += Buffer.byteLength(key) + value.byteLength;
+    };
     const last = build.next - 1;
     // Each encoded value is a view of one reused buffer: LevelDB copies it at put.
-    batch.put(
-      segmentKey(build.first, last, build.atMs),
-      encodeSegment(this.scratch, build.entries),
-    );
-    batch.put(HEAD_KEY, jsonValue([last, last]));
+    put(segmentKey(build.first, last, build.atMs), encodeSegment(this.scratch, build.entries));
+    put(HEAD_KEY, jsonValue([last, last]));
     for (const [id, s] of build.staged) {
       if (!s.milestone) continue;
       const task = s.slot.task;
@@ -706,19 +711,20 @@ export class StatusStore {
       const wasEnded = before !== undefined && !s.wasLive;
       if (wasEnded) batch.del(endedKey(before.task.state, endedAtMs(before.task), id));
       if (isTerminalState(task.state)) {
-        batch.put(DONE + id, value);
+        put(DONE + id, value);
         if (s.wasLive) batch.del(LIVE + id);
-        batch.put(endedKey(task.state, endedAtMs(task), id), encodeEnded(task));
+        put(endedKey(task.state, endedAtMs(task), id), encodeEnded(task));
       } else {
-        batch.put(LIVE + id, value);
+        put(LIVE + id, value);
         if (wasEnded) batch.del(DONE + id);
       }
-      if (s.idempotencyKey !== '') batch.put(IDEMPOTENCY + s.idempotencyKey, jsonValue([id]));
+      if (s.idempotencyKey !== '') put(IDEMPOTENCY + s.idempotencyKey, jsonValue([id]));
     }
+    return bytes;
   }
 
   /** After the batch is synced: the staged state becomes the store's, then watchers hear of it. */
-  private publish(build: CommitBuild, opCount: number): void {
+  private publish(build: CommitBuild, opCount: number, bytes: number): void {
     for (const [id, s] of build.staged) {
       const slot = s.slot;
       if (isTerminalState(slot.task.state)) this.live.delete(id);
@@ -729,6 +735,7 @@ export class StatusStore {
     this.counters.commits++;
     this.counters.transitions += build.entries.length;
     this.counters.puts += opCount;
+    this.counters.writtenBytes += bytes;
     this.counters.tasksCreated += build.created;
     this.hub.publish({ first: build.first, last, entries: build.entries });
   }
@@ -1102,6 +1109,8 @@ export class StatusStore {
     await this.write(ops);
     for (const [id, slot] of checkpointed) this.live.set(id, slot);
     this.counters.puts += ops.length;
+    for (const op of ops)
+      if (op.type === 'put') this.counters.writtenBytes += op.key.length + op.value.byteLength;
     this.feedStart = boundary + 1;
     return { segments, checkpoints: checkpointed.length };
   }

@@ -74,6 +74,16 @@ describe('group commit', () => {
     expect(store.stats()).toMatchObject({ commits: 1, transitions: 2 });
   });
 
+  it('counts the bytes it puts: a 10 kB input is written once, in the record', async () => {
+    const store = await open();
+    const data = Buffer.alloc(10_000, 7);
+    await store.submit([createWrite('big', { payload: { data, contentType: 'text/plain' } })]);
+    const { writtenBytes, puts } = store.stats();
+    expect(puts).toBeGreaterThanOrEqual(3);
+    expect(writtenBytes).toBeGreaterThan(10_000);
+    expect(writtenBytes).toBeLessThan(10_000 + 1_000);
+  });
+
   it('puts everything that arrives during a commit into the next single batch', async () => {
     const store = await open();
     const gate = gateWrites(store);

@@ -355,6 +355,8 @@ export interface GetStoreStatsResponse {
   duplicates: number;
   /** The number of tasks created. */
   tasksCreated: number;
+  /** The bytes of keys and values put into LevelDB since the service started. */
+  writtenBytes: number;
 }
 
 function createBaseGetTaskRequest(): GetTaskRequest {
@@ -3212,6 +3214,7 @@ function createBaseGetStoreStatsResponse(): GetStoreStatsResponse {
     illegalRefused: 0,
     duplicates: 0,
     tasksCreated: 0,
+    writtenBytes: 0,
   };
 }
 
@@ -3243,6 +3246,9 @@ export const GetStoreStatsResponse: MessageFns<GetStoreStatsResponse> = {
     }
     if (message.tasksCreated !== 0) {
       writer.uint32(72).uint64(message.tasksCreated);
+    }
+    if (message.writtenBytes !== 0) {
+      writer.uint32(80).uint64(message.writtenBytes);
     }
     return writer;
   },
@@ -3332,6 +3338,14 @@ export const GetStoreStatsResponse: MessageFns<GetStoreStatsResponse> = {
             message.tasksCreated = longToNumber(reader.uint64());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.writtenBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3371,6 +3385,11 @@ export const GetStoreStatsResponse: MessageFns<GetStoreStatsResponse> = {
         : isSet(object.tasks_created)
         ? globalThis.Number(object.tasks_created)
         : 0,
+      writtenBytes: isSet(object.writtenBytes)
+        ? globalThis.Number(object.writtenBytes)
+        : isSet(object.written_bytes)
+        ? globalThis.Number(object.written_bytes)
+        : 0,
     };
   },
 
@@ -3403,6 +3422,9 @@ export const GetStoreStatsResponse: MessageFns<GetStoreStatsResponse> = {
     if (message.tasksCreated !== 0) {
       obj.tasksCreated = Math.round(message.tasksCreated);
     }
+    if (message.writtenBytes !== 0) {
+      obj.writtenBytes = Math.round(message.writtenBytes);
+    }
     return obj;
   },
 
@@ -3420,6 +3442,7 @@ export const GetStoreStatsResponse: MessageFns<GetStoreStatsResponse> = {
     message.illegalRefused = object.illegalRefused ?? 0;
     message.duplicates = object.duplicates ?? 0;
     message.tasksCreated = object.tasksCreated ?? 0;
+    message.writtenBytes = object.writtenBytes ?? 0;
     return message;
   },
 };
