@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 committed=${1:-gen}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-PATH="$PWD/node_modules/.bin:$PATH" buf generate --output "$tmp"
+export PATH="$PWD/node_modules/.bin:$PATH"
+buf generate --output "$tmp"
 buf build -o "$tmp/gen/dsat.binpb"
 if ! diff -r "$committed" "$tmp/gen" >"$tmp/diff.txt"; then
   echo "$committed differs from what buf generate makes from proto/ (run npm run gen and commit):" >&2
