@@ -16,9 +16,11 @@ import { taskCommands } from './commands/task-commands';
 import { trackerCommands } from './commands/tracker-commands';
 import { benchCommand } from './commands/bench';
 import { upCommand } from './commands/up';
+import { version } from '../package.json';
 
 const program = new Command('dsat')
   .description('dsat runs multi-stage task pipelines on a mesh of gRPC services.')
+  .version(version, '-V, --version', 'print the version of dsat')
   .showHelpAfterError()
   .addCommand(upCommand())
   .addCommand(

@@ -10,7 +10,9 @@ import { procStats } from '../proc-stats';
 import { round } from './loops';
 import { PIPELINE3 } from './pipeline';
 
-const ROOT = path.join(__dirname, '../..');
+/** The bench's own files: .ts from the sources, .js when bin/dsat.js runs dist/. */
+const EXT = path.extname(__filename);
+const ROOT = path.join(__dirname, EXT === '.ts' ? '../..' : '../../..');
 const DSAT = path.join(ROOT, 'bin/dsat.js');
 
 export interface BenchOptions {
@@ -166,7 +168,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
           '--concurrency',
           String(opts.concurrency),
           '--handler',
-          path.join(__dirname, 'handlers.ts'),
+          path.join(__dirname, `handlers${EXT}`),
         ],
         { ...env, OTEL_SERVICE_NAME: `dsat-worker-${stage}` },
         log,
@@ -183,9 +185,9 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
       );
     });
 
-    const client = fork(path.join(__dirname, 'client.ts'), [], {
+    const client = fork(path.join(__dirname, `client${EXT}`), [], {
       cwd: ROOT,
-      execArgv: ['--require', 'tsx/cjs'],
+      execArgv: EXT === '.ts' ? ['--require', 'tsx/cjs'] : [],
       env: {
         ...process.env,
         BENCH_MODE: mode,

@@ -7,10 +7,12 @@ import type { StageHandler } from '../../sdk/worker';
  * Loads the module named by `dsat worker --handler`: its exported functions are the stage
  * handlers, by name (`export async function resize(input, ctx)` serves stage `resize`). A default
  * export that is an object of functions works too, and so does `export const handlers = {...}`.
- * .ts files load through tsx, which `bin/dsat.js` registers.
+ * .ts files load through tsx, registered here when dsat itself runs compiled (dist/).
  */
 export async function loadHandlerModule(file: string): Promise<Record<string, StageHandler>> {
   const abs = path.resolve(file);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (/\.[cm]?ts$/.test(abs) && !__filename.endsWith('.ts')) require('tsx/cjs');
   let mod: unknown;
   try {
     mod = createRequire(__filename)(abs) as unknown;
