@@ -8,7 +8,13 @@ const root = path.join(__dirname, '..');
 const SOURCES = ['services', 'sdk', 'cli', 'gen', 'bench/pipeline3'];
 
 function newestSource(dir, newest) {
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+  let entries;
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return newest; // an image may ship dist/ without some sources
+  }
+  for (const entry of entries) {
     const file = path.join(dir, entry.name);
     if (entry.isDirectory()) newest = newestSource(file, newest);
     else if (entry.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(file).mtimeMs);

@@ -395,6 +395,10 @@ describe('the image', () => {
     expect(dockerfile).toMatch(/^FROM node:20-bookworm AS deps$/m);
     expect(dockerfile).toMatch(/^RUN npm ci --omit=dev\b/m);
     expect(dockerfile).toMatch(/^FROM node:20-bookworm-slim AS runtime$/m);
+    // The runtime runs the compiled dist/ of a build stage, not tsx on the sources.
+    expect(dockerfile).toMatch(/^FROM node:20-bookworm AS build$/m);
+    expect(dockerfile).toMatch(/^RUN npm run build$/m);
+    expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
     const user = /^USER (\S+)$/m.exec(dockerfile)?.[1];
     expect(user).toMatch(/^[1-9]\d*:[1-9]\d*$/);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "\/app\/bin\/dsat\.js"\]$/m);
@@ -408,6 +412,9 @@ describe('the image', () => {
       'gen/',
       'deploy/health-check.js',
       'deploy/demo-handlers.js',
+      'deploy/k8s/pipelines/demo.yaml',
+      'tsconfig.build.json',
+      'scripts/build.sh',
     ]) {
       expect(dockerignore).toContain(`!${kept}`);
       expect(fs.existsSync(path.join(REPO_ROOT, kept))).toBe(true);
