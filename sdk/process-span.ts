@@ -15,7 +15,14 @@ interface AttemptFacts {
   readonly attempt: number;
   readonly pipeline: string;
   readonly traceparent: string;
+  readonly signal: AbortSignal;
   span: Span | undefined;
+}
+
+/** Why an attempt was taken away (cancel, timeout, lease lost, stream lost), as the worker saw it. */
+function abortReason(signal: AbortSignal): string {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r.message : String(r);
 }
 
 /**
@@ -45,7 +52,10 @@ export function processSpanHooks(workerId: () => string) {
       ctx.span = span;
       try {
         const out = await context.with(trace.setSpan(context.active(), span), run);
-        endTaskSpan(span);
+        // A handler that ignores its signal still returns; the attempt was taken away all the same.
+        if (ctx.signal.aborted) {
+          endTaskSpan(span, { code: 'ATTEMPT_ABORTED', message: abortReason(ctx.signal) });
+        } else endTaskSpan(span);
         return out;
       } catch (err) {
         const e = err as { code?: unknown; message?: unknown };

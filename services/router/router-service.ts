@@ -1,7 +1,9 @@
+import { context as otelContext, isSpanContextValid, trace } from '@opentelemetry/api';
 import type { CallContext } from 'nice-grpc-common';
 import type { RouterServiceImplementation } from '../../gen/dsat/router/v1/router';
 import type { Task } from '../../gen/dsat/task/v1/task';
 import type { Logger } from '../shared/logger';
+import { formatTraceparent } from '../shared/task-tracing';
 import type { TerminatorContext } from '../shared/terminator';
 import type { AsyncCompletionOptions } from './async-completion';
 import { completeAsync } from './async-completion';
@@ -33,12 +35,18 @@ function traceparentOf(context: CallContext): string {
   return typeof v === 'string' ? v : '';
 }
 
+/** A unary call's own server span (the tracing middleware's) parents the task, else its caller. */
+function callTraceparent(context: CallContext): string {
+  const sc = trace.getSpanContext(otelContext.active());
+  return sc && isSpanContextValid(sc) ? formatTraceparent(sc) : traceparentOf(context);
+}
+
 /** RouterService: each handler checks its input and calls the domain module that does the work. */
 export function createRouterService(
   deps: RouterServiceDeps,
 ): RouterServiceImplementation<TerminatorContext> {
   return {
-    submitTask: (req, context) => deps.intake.submit(req, traceparentOf(context)),
+    submitTask: (req, context) => deps.intake.submit(req, callTraceparent(context)),
 
     submitTasks: (requests, context) =>
       runSubmitStream(

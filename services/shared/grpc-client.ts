@@ -6,6 +6,7 @@ import type { RetryOptions } from 'nice-grpc-client-middleware-retry';
 import { retryMiddleware } from 'nice-grpc-client-middleware-retry';
 import { Status } from 'nice-grpc-common';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import { tracingClientMiddleware } from './grpc-tracing';
 
 export interface ChannelSettings {
   readonly keepaliveTime?: number;
@@ -46,7 +47,7 @@ export interface ClientSettings {
 }
 
 /**
- * A client with a default deadline, error details, and retries for methods the proto marks
+ * A client with a span per unary call, a default deadline, error details, and retries for methods the proto marks
  * `IDEMPOTENT` or `NO_SIDE_EFFECTS` only (the retry middleware reads `idempotency_level`).
  */
 export function createDsatClient<D extends CompatServiceDefinition>(
@@ -55,6 +56,7 @@ export function createDsatClient<D extends CompatServiceDefinition>(
   settings: ClientSettings = {},
 ): DsatClient<D> {
   return createClientFactory()
+    .use(tracingClientMiddleware)
     .use(errorDetailsClientMiddleware)
     .use(retryMiddleware)
     .use(deadlineMiddleware)

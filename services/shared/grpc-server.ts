@@ -9,6 +9,7 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import type { ServerConfig } from './config';
 import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
+import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
 import { createTerminatorMiddleware } from './terminator';
 
@@ -74,12 +75,13 @@ function loadDescriptorSet(): Uint8Array {
 
 /**
  * Starts a dsat gRPC server: health (`grpc.health.v1`), reflection, keepalive, message size limit,
- * logging and error middleware, and a terminator so shutdown never hangs on an open stream.
+ * a span per unary call, logging and error middleware, and a terminator so shutdown never hangs on an open stream.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const { config, logger, services } = options;
   const terminator = createTerminatorMiddleware();
   const server = createServer(serverChannelOptions(config))
+    .use(tracingServerMiddleware)
     .use(createLoggingMiddleware(logger))
     .use(errorDetailsServerMiddleware)
     .use(createErrorMiddleware(logger))

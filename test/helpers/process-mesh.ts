@@ -19,6 +19,8 @@ export class ProcessMesh {
   private readonly channels: { close(): void }[] = [];
   statusAddress = '';
   routers: string[] = [];
+  /** Environment of every process this mesh starts (e.g. the OTEL_* variables). */
+  env: NodeJS.ProcessEnv = {};
   status!: DsatClient<typeof StatusServiceDefinition>;
 
   async startStatus(extra: string[] = []): Promise<string> {
@@ -81,7 +83,7 @@ export class ProcessMesh {
     const prof = process.env.DSAT_PROFILE_DIR;
     const p = spawnDsat(
       args,
-      { DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn', ...env },
+      { DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn', ...this.env, ...env },
       prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}/${args[0]}`] : [],
     );
     this.procs.push(p);
