@@ -20,19 +20,35 @@ import {
 const traceServer = openTelemetryServerMiddleware();
 const traceClient = openTelemetryClientMiddleware();
 
-const isStream = (call: { requestStream: boolean; responseStream: boolean }) =>
-  call.requestStream || call.responseStream;
+/**
+ * Calls made on a timer, not for a user: each would be a trace of its own every few seconds,
+ * burying the task traces and filling the span store of `dsat up`.
+ */
+const UNTRACED_METHODS = new Set([
+  '/dsat.tracker.v1.TrackerService/Heartbeat',
+  '/grpc.health.v1.Health/Check',
+  '/grpc.health.v1.Health/Watch',
+]);
+
+/** Whether a call gets a span: unary calls made for a user. */
+export function isTracedCall(call: {
+  requestStream: boolean;
+  responseStream: boolean;
+  method: { path: string };
+}): boolean {
+  return !call.requestStream && !call.responseStream && !UNTRACED_METHODS.has(call.method.path);
+}
 
 export function tracingServerMiddleware<Req, Res>(
   call: ServerMiddlewareCall<Req, Res>,
   context: CallContext,
 ): AsyncGenerator<Res, Res | void, undefined> {
-  return isStream(call) ? call.next(call.request, context) : traceServer(call, context);
+  return isTracedCall(call) ? traceServer(call, context) : call.next(call.request, context);
 }
 
 export function tracingClientMiddleware<Req, Res>(
   call: ClientMiddlewareCall<Req, Res>,
   options: CallOptions,
 ): AsyncGenerator<Res, Res | void, undefined> {
-  return isStream(call) ? call.next(call.request, options) : traceClient(call, options);
+  return isTracedCall(call) ? traceClient(call, options) : call.next(call.request, options);
 }
