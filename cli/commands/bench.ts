@@ -1,6 +1,10 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
-import { runPipeline3 } from '../../bench/pipeline3/orchestrator';
+import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
+import { runPipeline3, summarize } from '../../bench/pipeline3/orchestrator';
+import { createLogger } from '../../services/shared/logger';
+import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
+import { SpanStore } from '../../services/shared/span-store';
 import { printJson } from '../output';
 
 /** `dsat bench`: the peers' pipeline3 workload against a mesh of separate processes. */
@@ -20,6 +24,11 @@ export function benchCommand(): Command {
     .option('--concurrency <n>', 'worker slots per stage process', '256')
     .option('--no-sync', 'do not fsync the status store (for the non-durable peers)')
     .option('--json', "one JSON line per measurement, in the peers' shape")
+    .option(
+      '--tracing <when>',
+      'off, on (every process exports OTLP to a receiver in this process), or both, alternating run by run',
+      'off',
+    )
     .option(
       '--runs-file <path>',
       'append every run as a JSON line, with each process its peak RSS and CPU seconds',
@@ -44,7 +53,12 @@ export function benchCommand(): Command {
         process.stderr.write('dsat: --modes takes T, L or T,L\n');
         process.exit(2);
       }
-      const result = await runPipeline3({
+      const tracing = String(opts.tracing);
+      if (!['off', 'on', 'both'].includes(tracing)) {
+        process.stderr.write('dsat: --tracing takes off, on or both\n');
+        process.exit(2);
+      }
+      const base: BenchOptions = {
         tasks: Number(opts.tasks),
         window: Number(opts.window),
         rate: Number(opts.rate),
@@ -55,7 +69,9 @@ export function benchCommand(): Command {
         sync: opts.sync !== false,
         concurrency: Number(opts.concurrency),
         progress: (line) => process.stderr.write(`dsat bench: ${line}\n`),
-      });
+      };
+      const result =
+        tracing === 'off' ? await runPipeline3(base) : await runTraced(base, tracing === 'both');
       if (typeof opts.runsFile === 'string') {
         fs.appendFileSync(opts.runsFile, result.runs.map((r) => JSON.stringify(r) + '\n').join(''));
       }
@@ -76,4 +92,52 @@ export function benchCommand(): Command {
       );
       process.exit(bad ? 1 : 0);
     });
+}
+
+/**
+ * The benchmark with tracing on: every dsat process exports its spans over OTLP/HTTP JSON to a
+ * receiver in this process (as `dsat up` does). With `both`, untraced and traced runs alternate,
+ * so that both see the same machine.
+ */
+async function runTraced(base: BenchOptions, both: boolean) {
+  const spans = new SpanStore(2_000_000);
+  const receiver = await startOtlpReceiver(spans, {
+    host: '127.0.0.1',
+    port: 0,
+    logger: createLogger('bench', 'warn'),
+  });
+  const system = base.sync ? 'dsat' : 'dsat-nosync';
+  const traced: BenchOptions = {
+    ...base,
+    system: `${system}-traced`,
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      // Big, frequent batches: the default queue of 2048 would drop spans, and cost less.
+      OTEL_BSP_SCHEDULE_DELAY: '500',
+      OTEL_BSP_MAX_QUEUE_SIZE: '200000',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096',
+    },
+  };
+  const plain: BenchOptions = { ...base, system };
+  const out = { runs: [] as RunRecord[], summaries: [] as ReturnType<typeof summarize>[] };
+  try {
+    for (const mode of base.modes) {
+      const bySystem = new Map<string, RunRecord[]>();
+      for (let rep = 1; rep <= base.runs; rep++) {
+        for (const opts of both ? [plain, traced] : [traced]) {
+          const before = spans.size;
+          const { runs } = await runPipeline3({ ...opts, modes: [mode], runs: 1 });
+          const run: RunRecord = { ...runs[0]!, rep };
+          if (opts === traced) run.spans_received = spans.size - before;
+          out.runs.push(run);
+          bySystem.set(opts.system!, [...(bySystem.get(opts.system!) ?? []), run]);
+        }
+      }
+      for (const [name, runs] of bySystem) out.summaries.push(summarize(name, mode, runs));
+    }
+  } finally {
+    await receiver.close();
+  }
+  return out;
 }
