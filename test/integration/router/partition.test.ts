@@ -71,7 +71,8 @@ describe('a worker cut off by a network partition', () => {
 
   /**
    * Status, tracker and router in this namespace (the router on every interface); worker W in its
-   * own namespace runs the one task's first attempt; worker B, here, connects only then.
+   * own namespace runs the one task's first attempt; worker B, here, is started by the test once
+   * W is cut off, so that attempt 1 is surely W's and finishes inside the partition.
    */
   async function setUp(keepalive: boolean) {
     const tmp = tempDir('dsat-netns-');
@@ -124,30 +125,32 @@ describe('a worker cut off by a network partition', () => {
     const taskId = ids.get('one')!;
     await rec.waitFor('attempt 1 running', is(taskId, S.TASK_STATE_RUNNING, 1), 20_000);
     await eventually(() => execs(history).length === 1, 20_000, 'attempt 1 started on W');
-    const b = await mesh.startWorker(RECORDED, ['work'], workerFlags, mesh.routers, {
-      ...env,
-      DSAT_WORKER_ID: 'w-b',
-    });
-    await mesh.waitForWorkers(['work'], mesh.routers[0], 2);
-    return { mesh, feed: rec, link, history, router, w, b, taskId, port };
+    // B starts only now, so that attempt 1 is surely W's; the test cuts W off first.
+    const startB = async () => {
+      const b = await mesh!.startWorker(RECORDED, ['work'], workerFlags, mesh!.routers, {
+        ...env,
+        DSAT_WORKER_ID: 'w-b',
+      });
+      return b;
+    };
+    return { mesh, feed: rec, link, history, router, w, startB, taskId };
   }
 
   it('T05: with keepalive 2 s / 1 s the router sees the stream die within 3 s (+1 s), re-dispatches to another worker, refuses the late result; ≤2 executions', async () => {
-    const { mesh, feed, link, history, router, w, taskId } = await setUp(true);
+    const { mesh, feed, link, history, router, w, startB, taskId } = await setUp(true);
     await link.down();
     const downAt = performance.now();
     const since = (s: SeenTransition | number) => (typeof s === 'number' ? s : s.seenAt) - downAt;
+    // The router: the stream's end, seen by keepalive, requeues the attempt (WORKER_LOST). W: its
+    // own keepalive ends the stream too, and it aborts the attempt it can no longer report.
+    const routerSaw = waitForLog(router.p, /worker stream ended with attempts in flight/, 20_000);
+    const wSaw = waitForLog(w.p, /router stream broke/, 20_000);
+    await startB();
 
-    // The router: the stream's end, seen by keepalive, requeues the attempt (WORKER_LOST).
-    const endedAt = await waitForLog(
-      router.p,
-      /worker stream ended with attempts in flight/,
-      20_000,
-    );
+    const endedAt = await routerSaw;
     const lost = await feed.waitFor('WORKER_LOST', is(taskId, S.TASK_STATE_QUEUED, 2), 10_000);
     expect(lost.t.reason).toBe('WORKER_LOST');
-    // W: its own keepalive ends the stream too, and it aborts the attempt it can no longer report.
-    const wSawAt = await waitForLog(w.p, /router stream broke/, 20_000);
+    const wSawAt = await wSaw;
     const redispatched = await feed.waitFor(
       'attempt 2 on B',
       is(taskId, S.TASK_STATE_RUNNING, 2),
@@ -201,10 +204,11 @@ describe('a worker cut off by a network partition', () => {
   });
 
   it('T06: without keepalive the stream stays open and only the lease notices; the task is re-dispatched within the lease timeout and the late result is refused', async () => {
-    const { mesh, feed, link, history, router, w, taskId } = await setUp(false);
+    const { mesh, feed, link, history, router, w, startB, taskId } = await setUp(false);
     await link.down();
     const downAt = performance.now();
     const since = (s: SeenTransition | number) => (typeof s === 'number' ? s : s.seenAt) - downAt;
+    await startB();
 
     const timedOut = await feed.waitFor(
       'HEARTBEAT_TIMEOUT',
