@@ -167,6 +167,9 @@ export class ResultFeed {
   private waiters: { n: number; resolve: () => void }[] = [];
   private done: Promise<void> | undefined;
 
+  /** `onFinal` sees each final transition as it arrives (e.g. to write it to a history log). */
+  constructor(private readonly onFinal?: (t: Transition) => void) {}
+
   async start(status: DsatClient<typeof StatusServiceDefinition>, pipeline: string): Promise<void> {
     const { revision } = await status.getStoreStats({});
     const stream: AsyncIterable<WatchEventsResponse> = status.watchEvents(
@@ -189,6 +192,7 @@ export class ResultFeed {
     this.done = (async () => {
       for await (const res of stream) {
         for (const t of res.transitions) {
+          this.onFinal?.(t);
           const list = this.finals.get(t.taskId) ?? [];
           list.push(t);
           this.finals.set(t.taskId, list);
