@@ -151,7 +151,9 @@ describe('T22: a nemesis of kills, pauses and partitions', () => {
     const started = Date.now();
     const timers = new Set<NodeJS.Timeout>();
     const faultErrors: string[] = [];
+    let healed = false;
     const at = (ms: number, f: () => unknown) => {
+      if (healed) return;
       const t = setTimeout(
         () => {
           timers.delete(t);
@@ -211,6 +213,7 @@ describe('T22: a nemesis of kills, pauses and partitions', () => {
 
     // Heal: cancel what is pending, end every fault still on.
     await new Promise((res) => setTimeout(res, Math.max(0, started + NEMESIS_MS - Date.now())));
+    healed = true;
     for (const t of timers) clearTimeout(t);
     timers.clear();
     const healAt = Date.now();
