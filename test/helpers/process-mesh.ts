@@ -105,7 +105,11 @@ export class ProcessMesh {
    */
   spawn(args: string[], env: NodeJS.ProcessEnv = {}, netns?: string): RunningProcess {
     const prof = process.env.DSAT_PROFILE_DIR;
-    const fullEnv = { DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn', ...this.env, ...env };
+    const fullEnv = {
+      DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn',
+      ...this.env,
+      ...env,
+    };
     const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}/${args[0]}`] : [];
     const p =
       netns === undefined
