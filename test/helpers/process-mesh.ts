@@ -9,7 +9,7 @@ import { AsyncQueue } from '../../services/shared/async-queue';
 import type { DsatClient } from '../../services/shared/grpc-client';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import type { RunningProcess } from './processes';
-import { spawnDsat } from './processes';
+import { DSAT_BIN, spawnDsat, spawnProcess } from './processes';
 import { tempDir } from './temp-dir';
 
 /** A mesh of real processes: each service, and each worker, its own `dsat` process. */
@@ -18,6 +18,8 @@ export class ProcessMesh {
   private readonly dirs: { cleanup(): void }[] = [];
   private readonly channels: { close(): void }[] = [];
   statusAddress = '';
+  /** Nothing listens there until startTracker(): routers and workers run without membership. */
+  trackerAddress = '127.0.0.1:1';
   routers: string[] = [];
   /** Environment of every process this mesh starts (e.g. the OTEL_* variables). */
   env: NodeJS.ProcessEnv = {};
@@ -35,6 +37,20 @@ export class ProcessMesh {
     return this.statusAddress;
   }
 
+  async startTracker(extra: string[] = []): Promise<{ p: RunningProcess; address: string }> {
+    const p = this.spawn([
+      'tracker',
+      '--port',
+      '0',
+      '--status-address',
+      this.statusAddress,
+      ...extra,
+    ]);
+    const m = await p.waitForLine(/^tracker listening on (\S+)$/);
+    this.trackerAddress = m[1]!;
+    return { p, address: m[1]! };
+  }
+
   async startRouter(extra: string[] = []): Promise<{ p: RunningProcess; address: string }> {
     const p = this.spawn([
       'router',
@@ -43,12 +59,14 @@ export class ProcessMesh {
       '--status-address',
       this.statusAddress,
       '--tracker-address',
-      '127.0.0.1:1',
+      this.trackerAddress,
       ...extra,
     ]);
     const m = await p.waitForLine(/^router listening on (\S+)$/);
-    this.routers.push(m[1]!);
-    return { p, address: m[1]! };
+    // A router on every interface (--host 0.0.0.0) is reached from here through loopback.
+    const address = m[1]!.replace(/^0\.0\.0\.0:/, '127.0.0.1:');
+    this.routers.push(address);
+    return { p, address };
   }
 
   async startWorker(
@@ -57,6 +75,7 @@ export class ProcessMesh {
     extra: string[] = [],
     routers = this.routers,
     env: NodeJS.ProcessEnv = {},
+    netns?: string,
   ): Promise<{ p: RunningProcess; address: string }> {
     const p = this.spawn(
       [
@@ -66,7 +85,7 @@ export class ProcessMesh {
         '--routers',
         routers.join(','),
         '--tracker-address',
-        '127.0.0.1:1',
+        this.trackerAddress,
         '--handler',
         handler,
         '--stages',
@@ -74,18 +93,32 @@ export class ProcessMesh {
         ...extra,
       ],
       env,
+      netns,
     );
     const m = await p.waitForLine(/^worker listening on (\S+)$/);
     return { p, address: m[1]! };
   }
 
-  spawn(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
+  /**
+   * Spawns `dsat ARGS...`; inside network namespace `netns` when given (through `ip netns exec`,
+   * which execs node in place, so the child's pid is node's and signals reach it).
+   */
+  spawn(args: string[], env: NodeJS.ProcessEnv = {}, netns?: string): RunningProcess {
     const prof = process.env.DSAT_PROFILE_DIR;
-    const p = spawnDsat(
-      args,
-      { DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn', ...this.env, ...env },
-      prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}/${args[0]}`] : [],
-    );
+    const fullEnv = {
+      DSAT_LOG_LEVEL: process.env.DSAT_TEST_LOG_LEVEL ?? 'warn',
+      ...this.env,
+      ...env,
+    };
+    const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}/${args[0]}`] : [];
+    const p =
+      netns === undefined
+        ? spawnDsat(args, fullEnv, nodeArgs)
+        : spawnProcess(
+            'ip',
+            ['netns', 'exec', netns, process.execPath, ...nodeArgs, DSAT_BIN, ...args],
+            fullEnv,
+          );
     this.procs.push(p);
     return p;
   }
@@ -138,6 +171,9 @@ export class ResultFeed {
   private waiters: { n: number; resolve: () => void }[] = [];
   private done: Promise<void> | undefined;
 
+  /** `onFinal` sees each final transition as it arrives (e.g. to write it to a history log). */
+  constructor(private readonly onFinal?: (t: Transition) => void) {}
+
   async start(status: DsatClient<typeof StatusServiceDefinition>, pipeline: string): Promise<void> {
     const { revision } = await status.getStoreStats({});
     const stream: AsyncIterable<WatchEventsResponse> = status.watchEvents(
@@ -160,6 +196,7 @@ export class ResultFeed {
     this.done = (async () => {
       for await (const res of stream) {
         for (const t of res.transitions) {
+          this.onFinal?.(t);
           const list = this.finals.get(t.taskId) ?? [];
           list.push(t);
           this.finals.set(t.taskId, list);
