@@ -22,8 +22,9 @@ check() {
 }
 
 # kubectl renders deploy/k8s (test/integration/deploy-manifests.test.ts); protoc, its gRPC Python
-# plugin, grpcio and protobuf generate and run examples/python (test/integration/python-worker.test.ts).
-check "test set-up" bash scripts/test-setup.sh --if-missing kubectl kubernetes-client \
+# plugin, grpcio and protobuf generate and run examples/python (test/integration/python-worker.test.ts);
+# faketime skews the wall clock of a tracker and a worker (test/integration/tracker/tracker-faketime.test.ts).
+check "test set-up" bash scripts/test-setup.sh faketime --if-missing kubectl kubernetes-client \
   protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 check "buf lint" buf lint
 check "generated code drift" bash scripts/check-gen.sh

@@ -34,17 +34,12 @@ export async function spawnStatus(
 export async function spawnTracker(
   statusAddress: string,
   extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ p: RunningProcess; address: string; listenedAt: number }> {
-  const p = spawnDsat([
-    'tracker',
-    '--port',
-    '0',
-    '--status-address',
-    statusAddress,
-    '--log-level',
-    'info',
-    ...extra,
-  ]);
+  const p = spawnDsat(
+    ['tracker', '--port', '0', '--status-address', statusAddress, '--log-level', 'info', ...extra],
+    env,
+  );
   const m = await p.waitForLine(/^tracker listening on (\S+)$/);
   return { p, address: m[1]!, listenedAt: performance.now() };
 }
