@@ -63,6 +63,12 @@ export async function waitForLog(
 
 const S = TaskState;
 
+/** Matches a transition of `taskId` into `to` (at `attempt`, when given), for FeedRecorder.waitFor. */
+export const is =
+  (taskId: string, to: TaskState, attempt?: number) =>
+  (t: Transition): boolean =>
+    t.taskId === taskId && t.toState === to && (attempt === undefined || t.attempt === attempt);
+
 /** The test in the router's seat: the writes a router makes, through the status service. */
 export class TestRouter {
   private n = 0;

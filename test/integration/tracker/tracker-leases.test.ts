@@ -2,7 +2,7 @@ import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { Transition } from '../../../gen/dsat/task/v1/task';
 import { ExecLog, FAULT_MODES, applyPipeline, jsonEntry } from '../../helpers/exec-log';
-import { FeedRecorder } from '../../helpers/mesh-harness';
+import { FeedRecorder, is } from '../../helpers/mesh-harness';
 import { ProcessMesh, submitMany } from '../../helpers/process-mesh';
 import { spawnProcess } from '../../helpers/processes';
 import { eventually } from '../../helpers/router-mesh';
@@ -12,9 +12,20 @@ jest.setTimeout(60_000);
 
 const S = TaskState;
 const SILENT_WORKER = path.join(__dirname, '../../fixtures/workers/silent-worker.ts');
-const is = (taskId: string, to: TaskState, attempt?: number) => (t: Transition) =>
-  t.taskId === taskId && t.toState === to && (attempt === undefined || t.attempt === attempt);
 const steps = (history: Transition[]) => history.map((t) => `${S[t.toState]}#${t.attempt}`);
+/** The log of a task whose attempt 1 lost its lease and whose attempt 2, retried, succeeded. */
+const TIMED_OUT_THEN_RETRIED = [
+  'TASK_STATE_SUBMITTED#1',
+  'TASK_STATE_QUEUED#1',
+  'TASK_STATE_DISPATCHED#1',
+  'TASK_STATE_RUNNING#1',
+  'TASK_STATE_TIMED_OUT#1',
+  'TASK_STATE_RETRY_WAIT#1',
+  'TASK_STATE_QUEUED#2',
+  'TASK_STATE_DISPATCHED#2',
+  'TASK_STATE_RUNNING#2',
+  'TASK_STATE_SUCCEEDED#2',
+];
 const TERMINAL = [
   S.TASK_STATE_SUCCEEDED,
   S.TASK_STATE_FAILED,
@@ -120,18 +131,7 @@ stages:
 
     for (const id of [x, y]) {
       const { transitions } = await mesh.status.getTaskHistory({ taskId: id });
-      expect(steps(transitions)).toEqual([
-        'TASK_STATE_SUBMITTED#1',
-        'TASK_STATE_QUEUED#1',
-        'TASK_STATE_DISPATCHED#1',
-        'TASK_STATE_RUNNING#1',
-        'TASK_STATE_TIMED_OUT#1',
-        'TASK_STATE_RETRY_WAIT#1',
-        'TASK_STATE_QUEUED#2',
-        'TASK_STATE_DISPATCHED#2',
-        'TASK_STATE_RUNNING#2',
-        'TASK_STATE_SUCCEEDED#2',
-      ]);
+      expect(steps(transitions)).toEqual(TIMED_OUT_THEN_RETRIED);
       const timedOut = transitions.find((t) => t.toState === S.TASK_STATE_TIMED_OUT)!;
       expect(timedOut).toMatchObject({ reason: 'HEARTBEAT_TIMEOUT', workerId: 'worker-a' });
       expect(transitions.find((t) => t.reason === 'RETRY')?.toState).toBe(S.TASK_STATE_QUEUED);
@@ -263,17 +263,6 @@ stages:
     ).toBe(true);
     await feed!.waitFor('SUCCEEDED#2', is(id, S.TASK_STATE_SUCCEEDED, 2), 15_000);
     const { transitions } = await mesh.status.getTaskHistory({ taskId: id });
-    expect(steps(transitions)).toEqual([
-      'TASK_STATE_SUBMITTED#1',
-      'TASK_STATE_QUEUED#1',
-      'TASK_STATE_DISPATCHED#1',
-      'TASK_STATE_RUNNING#1',
-      'TASK_STATE_TIMED_OUT#1',
-      'TASK_STATE_RETRY_WAIT#1',
-      'TASK_STATE_QUEUED#2',
-      'TASK_STATE_DISPATCHED#2',
-      'TASK_STATE_RUNNING#2',
-      'TASK_STATE_SUCCEEDED#2',
-    ]);
+    expect(steps(transitions)).toEqual(TIMED_OUT_THEN_RETRIED);
   });
 });
