@@ -23,8 +23,9 @@ check() {
 
 # kubectl renders deploy/k8s (test/integration/deploy-manifests.test.ts); protoc, its gRPC Python
 # plugin, grpcio and protobuf generate and run examples/python (test/integration/python-worker.test.ts);
-# ip (iproute2) makes the network namespaces of the partition and nemesis tests.
-check "test set-up" bash scripts/test-setup.sh --if-missing kubectl kubernetes-client \
+# ip (iproute2) makes the network namespaces of the partition and nemesis tests; faketime skews
+# the wall clock of a tracker and a worker (test/integration/tracker/tracker-faketime.test.ts).
+check "test set-up" bash scripts/test-setup.sh faketime --if-missing kubectl kubernetes-client \
   --if-missing ip iproute2 \
   protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 check "buf lint" buf lint

@@ -34,17 +34,12 @@ export async function spawnStatus(
 export async function spawnTracker(
   statusAddress: string,
   extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ p: RunningProcess; address: string; listenedAt: number }> {
-  const p = spawnDsat([
-    'tracker',
-    '--port',
-    '0',
-    '--status-address',
-    statusAddress,
-    '--log-level',
-    'info',
-    ...extra,
-  ]);
+  const p = spawnDsat(
+    ['tracker', '--port', '0', '--status-address', statusAddress, '--log-level', 'info', ...extra],
+    env,
+  );
   const m = await p.waitForLine(/^tracker listening on (\S+)$/);
   return { p, address: m[1]!, listenedAt: performance.now() };
 }
@@ -67,6 +62,12 @@ export async function waitForLog(
 }
 
 const S = TaskState;
+
+/** Matches a transition of `taskId` into `to` (at `attempt`, when given), for FeedRecorder.waitFor. */
+export const is =
+  (taskId: string, to: TaskState, attempt?: number) =>
+  (t: Transition): boolean =>
+    t.taskId === taskId && t.toState === to && (attempt === undefined || t.attempt === attempt);
 
 /** The test in the router's seat: the writes a router makes, through the status service. */
 export class TestRouter {

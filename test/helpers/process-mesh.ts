@@ -4,6 +4,7 @@ import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import { StatusServiceDefinition, type WatchEventsResponse } from '../../gen/dsat/status/v1/status';
 import type { Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
+import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
 import { AsyncQueue } from '../../services/shared/async-queue';
 import type { DsatClient } from '../../services/shared/grpc-client';
@@ -18,7 +19,7 @@ export class ProcessMesh {
   private readonly dirs: { cleanup(): void }[] = [];
   private readonly channels: { close(): void }[] = [];
   statusAddress = '';
-  /** Nothing listens there until startTracker(): routers and workers run without membership. */
+  /** Nothing listens here until startTracker(): routers and workers then run without one. */
   trackerAddress = '127.0.0.1:1';
   routers: string[] = [];
   /** Environment of every process this mesh starts (e.g. the OTEL_* variables). */
@@ -37,31 +38,37 @@ export class ProcessMesh {
     return this.statusAddress;
   }
 
-  async startTracker(extra: string[] = []): Promise<{ p: RunningProcess; address: string }> {
-    const p = this.spawn([
-      'tracker',
-      '--port',
-      '0',
-      '--status-address',
-      this.statusAddress,
-      ...extra,
-    ]);
+  /** A tracker; routers and workers started after it join it. */
+  async startTracker(
+    extra: string[] = [],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<{ p: RunningProcess; address: string }> {
+    const p = this.spawn(
+      ['tracker', '--port', '0', '--status-address', this.statusAddress, ...extra],
+      env,
+    );
     const m = await p.waitForLine(/^tracker listening on (\S+)$/);
     this.trackerAddress = m[1]!;
     return { p, address: m[1]! };
   }
 
-  async startRouter(extra: string[] = []): Promise<{ p: RunningProcess; address: string }> {
-    const p = this.spawn([
-      'router',
-      '--port',
-      '0',
-      '--status-address',
-      this.statusAddress,
-      '--tracker-address',
-      this.trackerAddress,
-      ...extra,
-    ]);
+  async startRouter(
+    extra: string[] = [],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<{ p: RunningProcess; address: string }> {
+    const p = this.spawn(
+      [
+        'router',
+        '--port',
+        '0',
+        '--status-address',
+        this.statusAddress,
+        '--tracker-address',
+        this.trackerAddress,
+        ...extra,
+      ],
+      env,
+    );
     const m = await p.waitForLine(/^router listening on (\S+)$/);
     // A router on every interface (--host 0.0.0.0) is reached from here through loopback.
     const address = m[1]!.replace(/^0\.0\.0\.0:/, '127.0.0.1:');
@@ -127,6 +134,12 @@ export class ProcessMesh {
     const channel = createDsatChannel(address);
     this.channels.push(channel);
     return createDsatClient(RouterServiceDefinition, channel);
+  }
+
+  tracker(address = this.trackerAddress): DsatClient<typeof TrackerServiceDefinition> {
+    const channel = createDsatChannel(address);
+    this.channels.push(channel);
+    return createDsatClient(TrackerServiceDefinition, channel);
   }
 
   worker(address: string): DsatClient<typeof WorkerServiceDefinition> {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 
@@ -26,6 +27,22 @@ export function spawnDsat(
   nodeArgs: string[] = [],
 ): RunningProcess {
   return spawnProcess(process.execPath, [...nodeArgs, DSAT_BIN, ...args], env);
+}
+
+/**
+ * The environment that shifts a process's wall clock by `offset` ("+30s", "-30s") with libfaketime
+ * (Debian package faketime), leaving its monotonic clock alone. Preloaded into node itself rather
+ * than run through the `faketime` command, which forks: a signal to it would miss node.
+ */
+export function faketimeEnv(offset: string): NodeJS.ProcessEnv {
+  const lib = fs
+    .readdirSync('/usr/lib')
+    .map((d) => path.join('/usr/lib', d, 'faketime/libfaketime.so.1'))
+    .find((f) => fs.existsSync(f));
+  if (lib === undefined) {
+    throw new Error('libfaketime is not installed (bash scripts/test-setup.sh faketime)');
+  }
+  return { LD_PRELOAD: lib, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
 }
 
 /** Spawns any program as a real child process in the repository root. */

@@ -1,10 +1,10 @@
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import type { Transition } from '../../../gen/dsat/task/v1/task';
 import { parsePipelineText } from '../../../services/tracker/pipeline-file';
 import type { RunningProcess } from '../../helpers/processes';
 import type { StatusClient } from '../../helpers/mesh-harness';
 import {
   FeedRecorder,
+  is,
   TestRouter,
   spawnStatus,
   spawnTracker,
@@ -17,8 +17,6 @@ import { tempDir } from '../../helpers/temp-dir';
 jest.setTimeout(90_000);
 
 const S = TaskState;
-const is = (taskId: string, to: TaskState, attempt?: number) => (t: Transition) =>
-  t.taskId === taskId && t.toState === to && (attempt === undefined || t.attempt === attempt);
 
 /**
  * Status and tracker as separate processes; the test writes as the router would, through the
