@@ -82,8 +82,16 @@ export interface TaskContext {
 
 export type StageHandler = (input: unknown, ctx: TaskContext) => unknown;
 
+/*
+ * Brands instead of instanceof: a handler module may load another copy of this SDK (a .ts handler
+ * beside a compiled dsat, or its own node_modules), whose classes are not these.
+ */
+const NON_RETRYABLE = Symbol.for('dsat.sdk.NonRetryableError');
+const STAGE_OUTPUT = Symbol.for('dsat.sdk.StageOutput');
+
 /** Thrown by a handler, fails the task at once instead of retrying it. */
 export class NonRetryableError extends Error {
+  readonly [NON_RETRYABLE] = true;
   /** The stable error code reported in TaskError.code; defaults to the error's name. */
   readonly code: string;
   constructor(message: string, options: { code?: string; cause?: unknown } = {}) {
@@ -95,11 +103,20 @@ export class NonRetryableError extends Error {
 
 /** A handler's return value with a content type or a choice of next stages. */
 export class StageOutput {
+  readonly [STAGE_OUTPUT] = true;
   constructor(
     readonly value: unknown,
     readonly contentType: string | undefined,
     readonly next: readonly string[],
   ) {}
+}
+
+function isBranded<T>(value: unknown, brand: symbol): value is T {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[brand] === true
+  );
 }
 
 /**
@@ -453,7 +470,7 @@ export function createWorker(options: WorkerOptions): Worker {
     return {
       code: typeof code === 'string' && code !== '' ? code : e.name || 'Error',
       message: e.message,
-      retryable: !(err instanceof NonRetryableError),
+      retryable: !isBranded(err, NON_RETRYABLE),
       details: { stack: (e.stack ?? '').slice(0, 4000), host: labels.host, worker_id: workerId },
     };
   }
@@ -551,7 +568,7 @@ export function createWorker(options: WorkerOptions): Worker {
     let value = out;
     let contentType = options.outputContentType ?? inputType;
     let next: readonly string[] = [];
-    if (out instanceof StageOutput) {
+    if (isBranded<StageOutput>(out, STAGE_OUTPUT)) {
       value = out.value;
       contentType = out.contentType ?? contentType;
       next = out.next;

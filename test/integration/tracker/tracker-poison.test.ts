@@ -123,7 +123,7 @@ describe('poison tasks and dead letters through real processes', () => {
     expect(listed.tasks[0]!.lastError?.message).toContain('attempt 3 of 3 was lost');
   });
 
-  it('T12: a non-retryable error fails its task after 1 attempt, as does an error code the stage lists as non-retryable', async () => {
+  it('T12: a non-retryable error fails its task after 1 attempt (also one from another copy of the SDK), as does an error code the stage lists as non-retryable', async () => {
     const log = await start();
     await applyPipeline(
       mesh,
@@ -143,12 +143,14 @@ stages:
     const ids = await submitMany(mesh.router(), [
       jsonEntry('strict', 'poison', { i: 0, mode: 'nonretryable' }),
       jsonEntry('strict', 'listed', { i: 1, mode: 'listed' }),
+      jsonEntry('strict', 'foreign', { i: 10, mode: 'foreign-nonretryable' }),
       ...Array.from({ length: 8 }, (_, k) => jsonEntry('strict', `ok${k}`, { i: k + 2 })),
     ]);
-    await feed.waitFor(10, 30_000);
+    await feed.waitFor(11, 30_000);
     await feed.stop();
     for (const [ref, code, retryable] of [
       ['poison', 'POISON', false],
+      ['foreign', 'POISON', false],
       ['listed', 'BAD_INPUT', true],
     ] as const) {
       const id = ids.get(ref)!;
