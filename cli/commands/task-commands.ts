@@ -55,10 +55,27 @@ function parseState(s: string): TaskState {
   return v;
 }
 
-/** Follows a task until its terminal state, printing each transition; returns the final record. */
-async function follow(ctx: CommandContext, taskId: string): Promise<Task | undefined> {
+/**
+ * Follows a task until its terminal state, printing each transition; returns the final record.
+ * `fromStart` prints its history first (a task just submitted may have moved on already), then
+ * watches from the newest transition printed.
+ */
+async function follow(
+  ctx: CommandContext,
+  taskId: string,
+  fromStart = false,
+): Promise<Task | undefined> {
   let last: Task | undefined;
   let fromRevision = 0;
+  if (fromStart) {
+    const { transitions } = await ctx.clients.status.getTaskHistory({ taskId });
+    for (const t of transitions) {
+      if (ctx.json) printJson(transitionJson(t));
+      else process.stdout.write(transitionLine(t) + '\n');
+      fromRevision = Math.max(fromRevision, t.revision);
+      if (TERMINAL.has(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
+    }
+  }
   for (let attempt = 0; ; attempt++) {
     try {
       for await (const event of ctx.clients.status.watchTask({ taskId, fromRevision })) {
@@ -144,7 +161,7 @@ export function taskCommands(): Command[] {
               `submitted ${res.taskId}${res.duplicate ? ' (already submitted with this key)' : ''}  trace ${res.traceId}\n`,
             );
           if (!opts.follow) return;
-          const final = await follow(ctx, res.taskId);
+          const final = await follow(ctx, res.taskId, true);
           if (final && !ctx.json) {
             process.stdout.write(`${stateName(final.state)}`);
             if (final.output?.data.length) process.stdout.write(`: ${showPayload(final.output)}`);
