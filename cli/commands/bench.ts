@@ -96,7 +96,7 @@ export function benchCommand(): Command {
 
 /**
  * The benchmark with tracing on: every dsat process exports its spans over OTLP/HTTP JSON to a
- * receiver in this process (as `dsat up` does). With `both`, untraced and traced runs alternate,
+ * receiver in this process (as `dsat up` does), over OTLP's default protobuf. With `both`, untraced and traced runs alternate,
  * so that both see the same machine.
  */
 async function runTraced(base: BenchOptions, both: boolean) {
@@ -112,7 +112,6 @@ async function runTraced(base: BenchOptions, both: boolean) {
     system: `${system}-traced`,
     env: {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
       // Big, frequent batches: the default queue of 2048 would drop spans, and cost less.
       OTEL_BSP_SCHEDULE_DELAY: '500',
       OTEL_BSP_MAX_QUEUE_SIZE: '200000',

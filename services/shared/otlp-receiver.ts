@@ -1,11 +1,13 @@
 import http from 'node:http';
+import zlib from 'node:zlib';
 import type { Logger } from './logger';
+import { otlpJsonFromProtobuf } from './otlp-protobuf';
 import type { SpanStore, StoredSpan } from './span-store';
 
 /**
- * A minimal OTLP/HTTP trace receiver for `dsat up`: `POST /v1/traces` takes OTLP JSON (what dsat's
- * processes send with OTEL_EXPORTER_OTLP_PROTOCOL=http/json) into a SpanStore, and
- * `GET /dsat/traces/<trace id>` answers the spans of one trace for `dsat trace`.
+ * A minimal OTLP/HTTP trace receiver for `dsat up`: `POST /v1/traces` takes OTLP protobuf (the
+ * exporters' default) or JSON (OTEL_EXPORTER_OTLP_PROTOCOL=http/json), gzipped or not, into a
+ * SpanStore, and `GET /dsat/traces/<trace id>` answers the spans of one trace for `dsat trace`.
  */
 export interface OtlpReceiver {
   readonly url: string;
@@ -113,9 +115,11 @@ export async function startOtlpReceiver(
       reply(res, 404, { message: 'POST /v1/traces or GET /dsat/traces/<trace id>' });
       return;
     }
-    if (!(req.headers['content-type'] ?? '').startsWith('application/json')) {
+    const contentType = req.headers['content-type'] ?? '';
+    const protobuf = contentType.startsWith('application/x-protobuf');
+    if (!protobuf && !contentType.startsWith('application/json')) {
       reply(res, 415, {
-        message: 'this receiver takes OTLP JSON: set OTEL_EXPORTER_OTLP_PROTOCOL=http/json',
+        message: 'this receiver takes OTLP as application/x-protobuf or application/json',
       });
       return;
     }
@@ -131,15 +135,20 @@ export async function startOtlpReceiver(
     req.on('end', () => {
       if (res.headersSent) return;
       try {
-        for (const span of spansFromOtlpJson(
-          JSON.parse(Buffer.concat(chunks).toString('utf8')) as OtlpRequest,
-        )) {
-          store.add(span);
-        }
-        reply(res, 200, { partialSuccess: {} });
+        let body = Buffer.concat(chunks);
+        if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
+        const request = protobuf
+          ? (otlpJsonFromProtobuf(body) as OtlpRequest)
+          : (JSON.parse(body.toString('utf8')) as OtlpRequest);
+        for (const span of spansFromOtlpJson(request)) store.add(span);
+        if (protobuf) {
+          // An empty ExportTraceServiceResponse: full success.
+          res.writeHead(200, { 'content-type': 'application/x-protobuf' });
+          res.end();
+        } else reply(res, 200, { partialSuccess: {} });
       } catch (err) {
         options.logger.debug({ err }, 'bad OTLP request');
-        reply(res, 400, { message: 'not OTLP JSON' });
+        reply(res, 400, { message: `not an OTLP ${protobuf ? 'protobuf' : 'JSON'} trace request` });
       }
     });
   });

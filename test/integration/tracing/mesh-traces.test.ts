@@ -53,8 +53,8 @@ describe('traces across processes, exported over OTLP/HTTP JSON', () => {
       port: 0,
       logger: createLogger('test', 'silent'),
     });
+    // The exporters' default protocol, OTLP protobuf (T46 sends JSON).
     mesh.env = {
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
       OTEL_BSP_SCHEDULE_DELAY: '200',
     };

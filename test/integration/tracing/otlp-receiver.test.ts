@@ -1,5 +1,7 @@
 import { SpanKind } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as OTLPProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { renderWaterfall } from '../../../cli/waterfall';
@@ -94,13 +96,67 @@ describe('the embedded OTLP receiver', () => {
     await Promise.all([router.shutdown(), worker.shutdown()]);
   });
 
-  it('refuses protobuf bodies with a message saying which protocol to use', async () => {
-    const res = await fetch(`${receiver.url}/v1/traces`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-protobuf' },
-      body: new Uint8Array([1, 2, 3]),
-    });
-    expect(res.status).toBe(415);
-    expect(((await res.json()) as { message: string }).message).toContain('http/json');
+  it('stores the same span whether it came as OTLP JSON, protobuf, or gzipped protobuf', async () => {
+    const senders = {
+      json: new OTLPTraceExporter({ url: `${receiver.url}/v1/traces` }),
+      protobuf: new OTLPProtoTraceExporter({ url: `${receiver.url}/v1/traces` }),
+      'protobuf+gzip': new OTLPProtoTraceExporter({
+        url: `${receiver.url}/v1/traces`,
+        compression: CompressionAlgorithm.GZIP,
+      }),
+    };
+    for (const [how, exporter] of Object.entries(senders)) {
+      const provider = new BasicTracerProvider({
+        resource: resourceFromAttributes({ 'service.name': `svc-${how}` }),
+        spanProcessors: [new SimpleSpanProcessor(exporter)],
+      });
+      const tracer = provider.getTracer('dsat');
+      const other = tracer.startSpan('other');
+      other.end();
+      const span = tracer.startSpan('call', {
+        kind: SpanKind.CLIENT,
+        attributes: { s: 'text', i: 7, d: 1.5, b: true },
+        links: [{ context: other.spanContext() }],
+      });
+      span.setStatus({ code: 2, message: 'boom' });
+      span.end();
+      await provider.forceFlush();
+      const { traceId, spanId } = span.spanContext();
+      const res = await fetch(`${receiver.url}/dsat/traces/${traceId}`);
+      const { spans } = (await res.json()) as { spans: StoredSpan[] };
+      const got = spans.find((x) => x.spanId === spanId)!;
+      expect(got.serviceName).toBe(`svc-${how}`);
+      expect(BigInt(got.endTimeUnixNano)).toBeGreaterThan(0n);
+      const { serviceName: _s, startTimeUnixNano: _a, endTimeUnixNano: _b, ...rest } = got;
+      expect(rest).toEqual({
+        traceId,
+        spanId,
+        parentSpanId: '',
+        name: 'call',
+        kind: 3,
+        statusCode: 2,
+        statusMessage: 'boom',
+        attributes: { s: 'text', i: 7, d: 1.5, b: true },
+        links: [{ traceId: other.spanContext().traceId, spanId: other.spanContext().spanId }],
+      });
+      await provider.shutdown();
+    }
+  });
+
+  it('refuses other content types, and bodies that are not OTLP, with a message', async () => {
+    const post = (contentType: string, body: Uint8Array | string) =>
+      fetch(`${receiver.url}/v1/traces`, {
+        method: 'POST',
+        headers: { 'content-type': contentType },
+        body,
+      });
+    const text = await post('text/plain', 'hello');
+    expect(text.status).toBe(415);
+    expect(((await text.json()) as { message: string }).message).toContain(
+      'application/x-protobuf',
+    );
+    const garbage = await post('application/x-protobuf', new Uint8Array([0x0a, 0xff, 0xff, 0xff]));
+    expect(garbage.status).toBe(400);
+    expect(((await garbage.json()) as { message: string }).message).toContain('protobuf');
   });
 });
