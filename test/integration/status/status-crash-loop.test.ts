@@ -25,8 +25,13 @@ const { TASK_STATE_UNSPECIFIED, TASK_STATE_QUEUED, TASK_STATE_DISPATCHED, TASK_S
 
 type StatusClient = ReturnType<typeof statusClient>;
 
+/** Every channel the test opens, closed at the end of its round (they retry a dead port). */
+const channels: { close(): void }[] = [];
+
 function statusClient(address: string) {
-  return createDsatClient(StatusServiceDefinition, createDsatChannel(address));
+  const channel = createDsatChannel(address);
+  channels.push(channel);
+  return createDsatClient(StatusServiceDefinition, channel);
 }
 
 /** mulberry32: a seeded random so that a failing round can be replayed with DSAT_T03_SEED. */
@@ -207,6 +212,33 @@ async function verify(client: StatusClient, ledger: Ledger): Promise<number> {
   }
 }
 
+/**
+ * The first answer of a restarted status service, retried for a while: under the full suite's load
+ * a fresh channel's first connection can fail once; a status process that died fails here.
+ */
+async function firstAnswer(client: StatusClient, p: RunningProcess): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    try {
+      await client.getStoreStats({});
+      return;
+    } catch (err) {
+      if (tries >= 20) await failWithLog(err, p);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** Rethrows with the status process's state and the end of its log, to tell a crash from a hiccup. */
+async function failWithLog(err: unknown, p: RunningProcess): Promise<never> {
+  const exited = await Promise.race([
+    p.exited,
+    new Promise((r) => setTimeout(() => r('running'), 500)),
+  ]);
+  throw new Error(
+    `${String(err)}\nstatus process: ${String(exited)}\n${p.stderr.slice(-20).join('\n')}`,
+  );
+}
+
 describe('the status process under kill -9 (T03)', () => {
   const procs: RunningProcess[] = [];
   const dir = tempDir();
@@ -225,14 +257,20 @@ describe('the status process under kill -9 (T03)', () => {
       procs.push(p);
       const address = (await p.waitForLine(/^status listening on (\S+)$/))[1]!;
       const check = statusClient(address);
-      if (previous) await verify(check, previous);
+      await firstAnswer(check, p);
+      if (previous) await verify(check, previous).catch((err: unknown) => failWithLog(err, p));
 
       const ledger: Ledger = { acked: new Map(), unanswered: [] };
       const writers = Array.from({ length: WRITERS }, (_, i) =>
         runWriter(statusClient(address), `r${round}w${i}`, ledger),
       );
       const ackedRequests = () => [...ledger.acked.values()].reduce((n, ids) => n + ids.length, 0);
-      while (ackedRequests() < 40) await new Promise((r) => setTimeout(r, 10));
+      let died = false;
+      void p.exited.then(() => (died = true));
+      while (ackedRequests() < 40) {
+        if (died) await failWithLog(new Error(`round ${round}: the status process died`), p);
+        await new Promise((r) => setTimeout(r, 10));
+      }
       await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
       p.kill('SIGKILL');
       await p.exited;
@@ -240,13 +278,15 @@ describe('the status process under kill -9 (T03)', () => {
       for (const [taskId, ids] of ledger.acked) all.acked.set(taskId, ids);
       all.unanswered.push(...ledger.unanswered);
       previous = ledger;
+      for (const c of channels.splice(0)) c.close();
     }
 
     // The last restart reads everything every round acknowledged.
     const p = spawnDsat(['status', '--port', '0', '--data-dir', dir.path]);
     procs.push(p);
     const client = statusClient((await p.waitForLine(/^status listening on (\S+)$/))[1]!);
-    const checked = await verify(client, all);
+    await firstAnswer(client, p);
+    const checked = await verify(client, all).catch((err: unknown) => failWithLog(err, p));
     expect(checked).toBe(all.acked.size);
     expect(all.acked.size).toBeGreaterThan(ROUNDS * WRITERS);
     expect(all.unanswered.length).toBeGreaterThan(0);
