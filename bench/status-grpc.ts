@@ -14,8 +14,8 @@ import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { createChannel, createClient } from 'nice-grpc';
-import type { TransitionOutcome, TransitionWrite } from '../gen/dsat/status/v1/status';
-import { StatusServiceDefinition } from '../gen/dsat/status/v1/status';
+import type { TransitionOutcome } from '../gen/dsat/status/v1/status';
+import { StatusServiceDefinition, TransitionWrite } from '../gen/dsat/status/v1/status';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../services/shared/grpc-client';
 import { procStats } from './proc-stats';
@@ -49,7 +49,7 @@ function w(
   stage: string,
   extra: Partial<TransitionWrite> = {},
 ): TransitionWrite {
-  return {
+  return TransitionWrite.fromPartial({
     transitionId: `${id}/${suffix}`,
     taskId: id,
     expectedState: expected,
@@ -57,17 +57,8 @@ function w(
     toState: to,
     stage,
     attempt: 1,
-    workerId: '',
-    reason: '',
-    error: undefined,
-    payload: undefined,
-    progress: undefined,
-    create: undefined,
-    branchId: '',
-    asyncToken: '',
-    fanOutStages: [],
     ...extra,
-  };
+  });
 }
 
 /** One ApplyTransitions stream; writes submitted in the same tick share a message. */

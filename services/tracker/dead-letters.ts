@@ -1,4 +1,4 @@
-import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
+import { TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Task, TaskFilter } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
@@ -74,24 +74,17 @@ export function createDeadLetters(options: DeadLettersOptions): DeadLetters {
     return out;
   };
 
-  const redriveWrite = (t: Task): TransitionWrite => ({
-    transitionId: trackerTransitionId('redrive', t.taskId, t.revision),
-    taskId: t.taskId,
-    expectedState: TaskState.TASK_STATE_DEAD_LETTERED,
-    expectedAttempt: t.attempt,
-    toState: TaskState.TASK_STATE_QUEUED,
-    stage: t.stage,
-    attempt: 1,
-    workerId: '',
-    reason: REDRIVE_REASON,
-    error: undefined,
-    payload: undefined,
-    progress: undefined,
-    create: undefined,
-    branchId: '',
-    asyncToken: '',
-    fanOutStages: [],
-  });
+  const redriveWrite = (t: Task): TransitionWrite =>
+    TransitionWrite.fromPartial({
+      transitionId: trackerTransitionId('redrive', t.taskId, t.revision),
+      taskId: t.taskId,
+      expectedState: TaskState.TASK_STATE_DEAD_LETTERED,
+      expectedAttempt: t.attempt,
+      toState: TaskState.TASK_STATE_QUEUED,
+      stage: t.stage,
+      attempt: 1,
+      reason: REDRIVE_REASON,
+    });
 
   return {
     list(req) {

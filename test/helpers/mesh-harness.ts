@@ -1,7 +1,6 @@
 import crypto from 'node:crypto';
 import type { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
-import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
-import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
+import { StatusServiceDefinition, TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
@@ -75,24 +74,10 @@ export class TestRouter {
   constructor(private readonly status: StatusClient) {}
 
   private base(taskId: string): TransitionWrite {
-    return {
+    return TransitionWrite.fromPartial({
       transitionId: `router-test-${taskId}-${++this.n}`,
       taskId,
-      expectedState: S.TASK_STATE_UNSPECIFIED,
-      expectedAttempt: 0,
-      toState: S.TASK_STATE_UNSPECIFIED,
-      stage: '',
-      attempt: 0,
-      workerId: '',
-      reason: '',
-      error: undefined,
-      payload: undefined,
-      progress: undefined,
-      create: undefined,
-      branchId: '',
-      asyncToken: '',
-      fanOutStages: [],
-    };
+    });
   }
 
   async commit(writes: TransitionWrite[]): Promise<void> {

@@ -1,7 +1,10 @@
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { createLogger } from '../../services/shared/logger';
+import type { OtlpReceiver } from '../../services/shared/otlp-receiver';
+import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import type { StoredSpan } from '../../services/shared/span-store';
-import { fromReadableSpan } from '../../services/shared/span-store';
+import { fromReadableSpan, SpanStore } from '../../services/shared/span-store';
 import type { Telemetry } from '../../services/shared/telemetry';
 import { startTelemetry } from '../../services/shared/telemetry';
 
@@ -42,6 +45,28 @@ export function startTestTracing(serviceName = 'dsat-test'): {
 const taskIdOf = (s: StoredSpan) => s.attributes['dsat.task_id'];
 
 /** The spans that carry `dsat.task_id`, by task. */
+/**
+ * An OTLP/HTTP receiver on a free port with the spans it received, and the OTEL_* variables that
+ * make a dsat process export to it (`protocol` undefined: the exporters' default, protobuf).
+ */
+export async function startTraceSink(options: {
+  protocol?: 'http/json';
+  scheduleDelayMs: number;
+}): Promise<{ receiver: OtlpReceiver; store: SpanStore; env: NodeJS.ProcessEnv }> {
+  const store = new SpanStore(100_000);
+  const receiver = await startOtlpReceiver(store, {
+    host: '127.0.0.1',
+    port: 0,
+    logger: createLogger('test', 'silent'),
+  });
+  const env: NodeJS.ProcessEnv = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_BSP_SCHEDULE_DELAY: String(options.scheduleDelayMs),
+  };
+  if (options.protocol) env.OTEL_EXPORTER_OTLP_PROTOCOL = options.protocol;
+  return { receiver, store, env };
+}
+
 export function spansByTask(spans: readonly StoredSpan[]): Map<string, StoredSpan[]> {
   const out = new Map<string, StoredSpan[]>();
   for (const s of spans) {

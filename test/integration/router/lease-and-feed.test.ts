@@ -1,5 +1,5 @@
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
+import { TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import { createClient } from '../../../sdk/client';
 import type { Worker, StageHandler } from '../../../sdk/worker';
 import { createWorker } from '../../../sdk/worker';
@@ -12,23 +12,10 @@ jest.setTimeout(30_000);
 function write(
   over: Partial<TransitionWrite> & Pick<TransitionWrite, 'taskId' | 'toState'>,
 ): TransitionWrite {
-  return {
+  return TransitionWrite.fromPartial({
     transitionId: `test-${Math.random().toString(36).slice(2)}`,
-    expectedState: TaskState.TASK_STATE_UNSPECIFIED,
-    expectedAttempt: 0,
-    stage: '',
-    attempt: 0,
-    workerId: '',
-    reason: '',
-    error: undefined,
-    payload: undefined,
-    progress: undefined,
-    create: undefined,
-    branchId: '',
-    asyncToken: '',
-    fanOutStages: [],
     ...over,
-  };
+  });
 }
 
 describe('the lease, and the feed of other writers', () => {

@@ -1,6 +1,5 @@
 import crypto from 'node:crypto';
-import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
-import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
+import { StatusServiceDefinition, TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import type { Task, Transition } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
@@ -53,7 +52,7 @@ function write(
   stage: string,
   extra: Partial<TransitionWrite> = {},
 ): TransitionWrite {
-  return {
+  return TransitionWrite.fromPartial({
     transitionId: `${taskId}/${suffix}`,
     taskId,
     expectedState: expected,
@@ -62,16 +61,8 @@ function write(
     stage,
     attempt: 1,
     workerId: 'w1',
-    reason: '',
-    error: undefined,
-    payload: undefined,
-    progress: undefined,
-    create: undefined,
-    branchId: '',
-    asyncToken: '',
-    fanOutStages: [],
     ...extra,
-  };
+  });
 }
 
 function payload(text: string) {

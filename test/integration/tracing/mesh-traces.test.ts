@@ -1,15 +1,12 @@
 import path from 'node:path';
 import type { Task } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import { createLogger } from '../../../services/shared/logger';
 import type { OtlpReceiver } from '../../../services/shared/otlp-receiver';
-import { startOtlpReceiver } from '../../../services/shared/otlp-receiver';
-import { SpanStore } from '../../../services/shared/span-store';
 import { parseTraceparent } from '../../../services/shared/task-tracing';
 import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { within } from '../../helpers/processes';
 import { eventually, linear } from '../../helpers/router-mesh';
-import { checkTaskTrace } from '../../helpers/trace-checker';
+import { checkTaskTrace, startTraceSink } from '../../helpers/trace-checker';
 
 jest.setTimeout(90_000);
 
@@ -34,34 +31,26 @@ function entries(from: number, to: number) {
 
 /**
  * T45: status, tracker, router and one worker per stage as separate processes, exporting
- * OTLP/HTTP JSON to a receiver in this test. The workers name themselves per stage
+ * OTLP/HTTP (the exporters' default, protobuf; T46 sends JSON) to a receiver in this test. The workers name themselves per stage
  * (OTEL_SERVICE_NAME) and hold their spans for ten minutes (OTEL_BSP_SCHEDULE_DELAY), so their
  * spans arrive only because SIGTERM flushes them.
  */
-describe('traces across processes, exported over OTLP/HTTP JSON', () => {
+describe('traces across processes, exported over OTLP/HTTP', () => {
   const mesh = new ProcessMesh();
-  const store = new SpanStore(100_000);
-  let receiver: OtlpReceiver;
+  let receiver: OtlpReceiver | undefined;
   afterAll(async () => {
     await mesh.stop();
     await receiver?.close();
   });
 
   it('T45: 20 tasks, each one trace over all stages and 4+ services; the traceparent outlives a router kill -9 (read back from LevelDB); SIGTERM flushes', async () => {
-    receiver = await startOtlpReceiver(store, {
-      host: '127.0.0.1',
-      port: 0,
-      logger: createLogger('test', 'silent'),
-    });
-    // The exporters' default protocol, OTLP protobuf (T46 sends JSON).
-    mesh.env = {
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      OTEL_BSP_SCHEDULE_DELAY: '200',
-    };
+    const sink = await startTraceSink({ scheduleDelayMs: 200 });
+    receiver = sink.receiver;
+    const store = sink.store;
+    mesh.env = sink.env;
     await mesh.startStatus(['--no-sync']);
-    const tracker = mesh.spawn(['tracker', '--port', '0', '--status-address', mesh.statusAddress]);
-    const trackerAddress = (await tracker.waitForLine(/^tracker listening on (\S+)$/))[1]!;
-    const first = await mesh.startRouter(['--tracker-address', trackerAddress]);
+    const tracker = (await mesh.startTracker()).p;
+    const first = await mesh.startRouter();
     const port = first.address.split(':').pop()!;
     await mesh.savePipeline(linear('t45', STAGES));
 
@@ -79,18 +68,15 @@ describe('traces across processes, exported over OTLP/HTTP JSON', () => {
     );
     first.p.kill('SIGKILL');
     await first.p.exited;
-    const router = await mesh.startRouter(['--port', port, '--tracker-address', trackerAddress]);
+    const router = await mesh.startRouter(['--port', port]);
     expect(router.address).toBe(first.address);
 
     const workers = await Promise.all(
       STAGES.map((s) =>
-        mesh.startWorker(
-          HANDLERS,
-          [s],
-          ['--tracker-address', trackerAddress],
-          mesh.routers.slice(-1),
-          { OTEL_SERVICE_NAME: `dsat-worker-${s}`, OTEL_BSP_SCHEDULE_DELAY: '600000' },
-        ),
+        mesh.startWorker(HANDLERS, [s], [], mesh.routers.slice(-1), {
+          OTEL_SERVICE_NAME: `dsat-worker-${s}`,
+          OTEL_BSP_SCHEDULE_DELAY: '600000',
+        }),
       ),
     );
     const feed = new ResultFeed();

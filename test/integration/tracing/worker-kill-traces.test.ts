@@ -1,13 +1,10 @@
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import { createLogger } from '../../../services/shared/logger';
 import type { OtlpReceiver } from '../../../services/shared/otlp-receiver';
-import { startOtlpReceiver } from '../../../services/shared/otlp-receiver';
-import { SpanStore } from '../../../services/shared/span-store';
 import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { within } from '../../helpers/processes';
 import { eventually, linear } from '../../helpers/router-mesh';
-import { checkTaskTrace, STATUS } from '../../helpers/trace-checker';
+import { checkTaskTrace, startTraceSink, STATUS } from '../../helpers/trace-checker';
 
 jest.setTimeout(90_000);
 
@@ -21,24 +18,17 @@ const N = 40;
  */
 describe('traces when a worker is killed mid-task', () => {
   const mesh = new ProcessMesh();
-  const store = new SpanStore(100_000);
-  let receiver: OtlpReceiver;
+  let receiver: OtlpReceiver | undefined;
   afterAll(async () => {
     await mesh.stop();
     await receiver?.close();
   });
 
   it('T46: kill -9 of a worker mid-task: its lost spans are tolerated; the retry attempts are traced in the same trace, under the same submit', async () => {
-    receiver = await startOtlpReceiver(store, {
-      host: '127.0.0.1',
-      port: 0,
-      logger: createLogger('test', 'silent'),
-    });
-    mesh.env = {
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      OTEL_BSP_SCHEDULE_DELAY: '500',
-    };
+    const sink = await startTraceSink({ protocol: 'http/json', scheduleDelayMs: 500 });
+    receiver = sink.receiver;
+    const store = sink.store;
+    mesh.env = sink.env;
     await mesh.startStatus(['--no-sync']);
     const router = await mesh.startRouter();
     await mesh.savePipeline(linear('t46', ['work']));

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { TransitionOutcome, TransitionWrite } from '../../../gen/dsat/status/v1/status';
+import type { TransitionOutcome } from '../../../gen/dsat/status/v1/status';
+import { TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import { TaskState, type Task, type Transition } from '../../../gen/dsat/task/v1/task';
 import {
   openStatusStore,
@@ -61,24 +62,7 @@ let ids = 0;
 export function write(
   fields: Partial<TransitionWrite> & Pick<TransitionWrite, 'taskId'>,
 ): TransitionWrite {
-  return {
-    transitionId: `t-${++ids}`,
-    expectedState: S.TASK_STATE_UNSPECIFIED,
-    expectedAttempt: 0,
-    toState: S.TASK_STATE_UNSPECIFIED,
-    stage: '',
-    attempt: 0,
-    workerId: '',
-    reason: '',
-    error: undefined,
-    payload: undefined,
-    progress: undefined,
-    create: undefined,
-    branchId: '',
-    asyncToken: '',
-    fanOutStages: [],
-    ...fields,
-  };
+  return TransitionWrite.fromPartial({ transitionId: `t-${++ids}`, ...fields });
 }
 
 export function createWrite(
