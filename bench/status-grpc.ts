@@ -18,6 +18,7 @@ import type { TransitionOutcome } from '../gen/dsat/status/v1/status';
 import { StatusServiceDefinition, TransitionWrite } from '../gen/dsat/status/v1/status';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../services/shared/grpc-client';
+import { nodeArgs } from './pipeline3/orchestrator';
 import { procStats } from './proc-stats';
 
 const { values: args } = parseArgs({
@@ -214,8 +215,7 @@ async function main() {
   const child = spawn(
     process.execPath,
     [
-      // Extra node flags for the status process, e.g. --cpu-prof (not allowed in NODE_OPTIONS).
-      ...(process.env.DSAT_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+      ...nodeArgs(),
       path.join(__dirname, '../bin/dsat.js'),
       'status',
       '--port',

@@ -5,19 +5,19 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
-const SOURCES = ['services', 'sdk', 'cli', 'gen', 'bench/pipeline3'];
 
-function newestSource(dir, newest) {
-  let entries;
+/** The newest mtime of the .ts files at `file` (a file or a folder); 0 when absent. */
+function newestSource(file) {
+  let stat;
   try {
-    entries = fs.readdirSync(dir, { withFileTypes: true });
+    stat = fs.statSync(file);
   } catch {
-    return newest; // an image may ship dist/ without some sources
+    return 0; // an image may ship dist/ without some sources
   }
-  for (const entry of entries) {
-    const file = path.join(dir, entry.name);
-    if (entry.isDirectory()) newest = newestSource(file, newest);
-    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(file).mtimeMs);
+  if (!stat.isDirectory()) return file.endsWith('.ts') ? stat.mtimeMs : 0;
+  let newest = 0;
+  for (const name of fs.readdirSync(file)) {
+    newest = Math.max(newest, newestSource(path.join(file, name)));
   }
   return newest;
 }
@@ -30,7 +30,9 @@ function distIsFresh() {
   } catch {
     return false;
   }
-  return SOURCES.every((dir) => newestSource(path.join(root, dir), 0) <= built);
+  // What dist/ is compiled from: the build's own list, so the two cannot disagree.
+  const { include } = JSON.parse(fs.readFileSync(path.join(root, 'tsconfig.build.json'), 'utf8'));
+  return include.every((source) => newestSource(path.join(root, source)) <= built);
 }
 
 if (distIsFresh()) {

@@ -72,8 +72,11 @@ async function waitFor(what: string, ms: number, check: () => Promise<boolean>) 
   }
 }
 
-/** Extra node flags for the mesh processes, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
-function nodeArgs(): string[] {
+/**
+ * Extra node flags for the processes a benchmark starts, from DSAT_BENCH_NODE_ARGS, e.g.
+ * `--cpu-prof` (not allowed in NODE_OPTIONS).
+ */
+export function nodeArgs(): string[] {
   return (process.env.DSAT_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 }
 
@@ -305,8 +308,13 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
   };
 }
 
+/** The name a run reports when its options give none: durable or not. */
+export function systemName(sync: boolean): string {
+  return sync ? 'dsat' : 'dsat-nosync';
+}
+
 export async function runPipeline3(opts: BenchOptions) {
-  const system = opts.system ?? (opts.sync ? 'dsat' : 'dsat-nosync');
+  const system = opts.system ?? systemName(opts.sync);
   const out: { runs: RunRecord[]; summaries: ReturnType<typeof summarize>[] } = {
     runs: [],
     summaries: [],

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
-import { runPipeline3, summarize } from '../../bench/pipeline3/orchestrator';
+import { runPipeline3, summarize, systemName } from '../../bench/pipeline3/orchestrator';
 import { createLogger } from '../../services/shared/logger';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
@@ -95,9 +95,9 @@ export function benchCommand(): Command {
 }
 
 /**
- * The benchmark with tracing on: every dsat process exports its spans over OTLP/HTTP JSON to a
- * receiver in this process (as `dsat up` does), over OTLP's default protobuf. With `both`, untraced and traced runs alternate,
- * so that both see the same machine.
+ * The benchmark with tracing on: every dsat process exports its spans over OTLP/HTTP (the default
+ * protobuf) to a receiver in this process, as to `dsat up`'s. With `both`, untraced and traced
+ * runs alternate, so that both see the same machine.
  */
 async function runTraced(base: BenchOptions, both: boolean) {
   const spans = new SpanStore(2_000_000);
@@ -106,7 +106,7 @@ async function runTraced(base: BenchOptions, both: boolean) {
     port: 0,
     logger: createLogger('bench', 'warn'),
   });
-  const system = base.sync ? 'dsat' : 'dsat-nosync';
+  const system = systemName(base.sync);
   const traced: BenchOptions = {
     ...base,
     system: `${system}-traced`,

@@ -215,6 +215,11 @@ type Batch = ReturnType<StatusLevel['batch']>;
 const HOUR = 3_600_000;
 const SWEEP_CHUNK = 2_000;
 
+/** The bytes one put hands LevelDB: its key (UTF-8) and its value. */
+function putBytes(key: string, value: Uint8Array): number {
+  return Buffer.byteLength(key) + value.byteLength;
+}
+
 export class StatusStore {
   readonly dir: string;
   private readonly db: StatusLevel;
@@ -694,7 +699,7 @@ export class StatusStore {
     let bytes = 0;
     const put = (key: string, value: Uint8Array): void => {
       batch.put(key, value);
-      bytes += Buffer.byteLength(key) + value.byteLength;
+      bytes += putBytes(key, value);
     };
     const last = build.next - 1;
     // Each encoded value is a view of one reused buffer: LevelDB copies it at put.
@@ -1110,7 +1115,7 @@ export class StatusStore {
     for (const [id, slot] of checkpointed) this.live.set(id, slot);
     this.counters.puts += ops.length;
     for (const op of ops)
-      if (op.type === 'put') this.counters.writtenBytes += op.key.length + op.value.byteLength;
+      if (op.type === 'put') this.counters.writtenBytes += putBytes(op.key, op.value);
     this.feedStart = boundary + 1;
     return { segments, checkpoints: checkpointed.length };
   }

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SubmitTasksEntry } from '../../gen/dsat/router/v1/router';
 import { parsePipelineText } from '../../services/tracker/pipeline-file';
 import type { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { ProcessMesh } from './process-mesh';
@@ -57,19 +56,4 @@ export async function applyPipeline(mesh: ProcessMesh, yaml: string): Promise<Pi
     validateOnly: false,
   });
   return res.pipeline!;
-}
-
-/** A SubmitTasks entry carrying `input` as JSON. */
-export function jsonEntry(pipeline: string, clientRef: string, input: object): SubmitTasksEntry {
-  return {
-    clientRef,
-    task: {
-      pipeline,
-      payload: Buffer.from(JSON.stringify(input)),
-      contentType: 'application/json',
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  };
 }

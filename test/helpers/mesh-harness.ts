@@ -69,6 +69,24 @@ export const is =
     t.taskId === taskId && t.toState === to && (attempt === undefined || t.attempt === attempt);
 
 /** The test in the router's seat: the writes a router makes, through the status service. */
+/** A history as `STATE#attempt` steps, to compare whole logs at a glance. */
+export const steps = (history: readonly Transition[]): string[] =>
+  history.map((t) => `${S[t.toState]}#${t.attempt}`);
+
+/** The log of a task whose attempt 1 timed out and whose attempt 2, retried, succeeded. */
+export const TIMED_OUT_THEN_RETRIED = [
+  'TASK_STATE_SUBMITTED#1',
+  'TASK_STATE_QUEUED#1',
+  'TASK_STATE_DISPATCHED#1',
+  'TASK_STATE_RUNNING#1',
+  'TASK_STATE_TIMED_OUT#1',
+  'TASK_STATE_RETRY_WAIT#1',
+  'TASK_STATE_QUEUED#2',
+  'TASK_STATE_DISPATCHED#2',
+  'TASK_STATE_RUNNING#2',
+  'TASK_STATE_SUCCEEDED#2',
+];
+
 export class TestRouter {
   private n = 0;
   constructor(private readonly status: StatusClient) {}

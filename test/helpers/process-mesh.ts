@@ -3,7 +3,6 @@ import type { SubmitTasksEntry, SubmitTasksRequest } from '../../gen/dsat/router
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import { StatusServiceDefinition, type WatchEventsResponse } from '../../gen/dsat/status/v1/status';
 import type { Transition } from '../../gen/dsat/task/v1/task';
-import { TaskState } from '../../gen/dsat/task/v1/task';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
 import { AsyncQueue } from '../../services/shared/async-queue';
@@ -12,6 +11,7 @@ import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-
 import type { RunningProcess } from './processes';
 import { DSAT_BIN, spawnDsat, spawnProcess } from './processes';
 import { tempDir } from './temp-dir';
+import { TERMINAL_STATES } from '../../services/status/task-state-machine';
 
 /** A mesh of real processes: each service, and each worker, its own `dsat` process. */
 export class ProcessMesh {
@@ -193,12 +193,7 @@ export class ResultFeed {
       {
         filter: {
           pipeline,
-          states: [
-            TaskState.TASK_STATE_SUCCEEDED,
-            TaskState.TASK_STATE_FAILED,
-            TaskState.TASK_STATE_DEAD_LETTERED,
-            TaskState.TASK_STATE_CANCELLED,
-          ],
+          states: [...TERMINAL_STATES],
           stage: '',
           actionKey: '',
         },
@@ -268,4 +263,19 @@ export async function submitMany(
     if (ids.size === entries.length) queue.end();
   }
   return ids;
+}
+
+/** A SubmitTasks entry carrying `input` as JSON. */
+export function jsonEntry(pipeline: string, clientRef: string, input: object): SubmitTasksEntry {
+  return {
+    clientRef,
+    task: {
+      pipeline,
+      payload: Buffer.from(JSON.stringify(input)),
+      contentType: 'application/json',
+      idempotencyKey: '',
+      priority: 0,
+      traceparent: '',
+    },
+  };
 }

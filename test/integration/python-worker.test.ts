@@ -23,6 +23,7 @@ import { withUnimplemented } from '../../services/shared/unimplemented';
 import type { RunningProcess } from '../helpers/processes';
 import { REPO_ROOT, spawnDsat, spawnProcess, within } from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
+import { isTerminalState } from '../../services/status/task-state-machine';
 
 /**
  * Issue 9: "call services from any gRPC language". The Python client and worker in
@@ -465,13 +466,6 @@ const PY_PIPELINE: Pipeline = Pipeline.fromPartial({
   })),
 });
 
-const TERMINAL = [
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_DEAD_LETTERED,
-  TaskState.TASK_STATE_CANCELLED,
-];
-
 const expectedOutput = (i: number) => ({
   n: i,
   text: `item-${i}`,
@@ -620,7 +614,7 @@ describe('a Python worker and a Python client in a real mesh', () => {
         expect(JSON.parse(Buffer.from(task!.output!.data).toString())).toEqual(
           expectedOutput(index),
         );
-        const terminal = transitions.filter((t) => TERMINAL.includes(t.toState));
+        const terminal = transitions.filter((t) => isTerminalState(t.toState));
         expect(terminal.map((t) => t.toState)).toEqual([TaskState.TASK_STATE_SUCCEEDED]);
         workerLost += transitions.filter((t) => t.reason === 'WORKER_LOST').length;
         for (const t of transitions) {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { linear } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
 
@@ -26,17 +26,7 @@ function executions(file: string): Execution[] {
 }
 
 function entries(n: number, prefix: string) {
-  return Array.from({ length: n }, (_, i) => ({
-    clientRef: `${prefix}-${i}`,
-    task: {
-      pipeline: 'sleepy',
-      payload: Buffer.from(JSON.stringify({ i })),
-      contentType: 'application/json',
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  }));
+  return Array.from({ length: n }, (_, i) => jsonEntry('sleepy', `${prefix}-${i}`, { i }));
 }
 
 describe('faults, with every service and worker in its own process', () => {

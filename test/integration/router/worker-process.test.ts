@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { WorkerPhase } from '../../../gen/dsat/worker/v1/worker';
-import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { within } from '../../helpers/processes';
 import { eventually, linear } from '../../helpers/router-mesh';
 
@@ -10,17 +10,7 @@ jest.setTimeout(90_000);
 const SLEEPY = path.join(__dirname, '../../fixtures/handlers/sleepy.ts');
 
 function entries(n: number) {
-  return Array.from({ length: n }, (_, i) => ({
-    clientRef: `t${i}`,
-    task: {
-      pipeline: 'sleepy',
-      payload: Buffer.from(JSON.stringify({ i })),
-      contentType: 'application/json',
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  }));
+  return Array.from({ length: n }, (_, i) => jsonEntry('sleepy', `t${i}`, { i }));
 }
 
 describe('dsat worker, as its own process', () => {

@@ -3,7 +3,7 @@ import type { Task } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { OtlpReceiver } from '../../../services/shared/otlp-receiver';
 import { parseTraceparent } from '../../../services/shared/task-tracing';
-import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { within } from '../../helpers/processes';
 import { eventually, linear } from '../../helpers/router-mesh';
 import { checkTaskTrace, startTraceSink } from '../../helpers/trace-checker';
@@ -16,17 +16,9 @@ const N = 20;
 const EARLY = 5;
 
 function entries(from: number, to: number) {
-  return Array.from({ length: to - from }, (_, k) => ({
-    clientRef: `t45-${from + k}`,
-    task: {
-      pipeline: 't45',
-      payload: Buffer.from(JSON.stringify({ i: from + k })),
-      contentType: 'application/json',
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  }));
+  return Array.from({ length: to - from }, (_, k) =>
+    jsonEntry('t45', `t45-${from + k}`, { i: from + k }),
+  );
 }
 
 /**

@@ -1,7 +1,7 @@
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { MemberKind } from '../../../gen/dsat/tracker/v1/tracker';
 import { parsePipelineText } from '../../../services/tracker/pipeline-file';
-import { ExecLog, FAULT_MODES, applyPipeline, jsonEntry } from '../../helpers/exec-log';
+import { ExecLog, FAULT_MODES, applyPipeline } from '../../helpers/exec-log';
 import type { TrackerClient } from '../../helpers/mesh-harness';
 import {
   FeedRecorder,
@@ -15,7 +15,7 @@ import {
 } from '../../helpers/mesh-harness';
 import type { RunningProcess } from '../../helpers/processes';
 import { faketimeEnv } from '../../helpers/processes';
-import { ProcessMesh, submitMany } from '../../helpers/process-mesh';
+import { jsonEntry, ProcessMesh, submitMany } from '../../helpers/process-mesh';
 import { tempDir } from '../../helpers/temp-dir';
 
 jest.setTimeout(90_000);

@@ -1,37 +1,17 @@
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
-import type { Transition } from '../../../gen/dsat/task/v1/task';
-import { ExecLog, FAULT_MODES, applyPipeline, jsonEntry } from '../../helpers/exec-log';
-import { FeedRecorder, is } from '../../helpers/mesh-harness';
-import { ProcessMesh, submitMany } from '../../helpers/process-mesh';
+import { ExecLog, FAULT_MODES, applyPipeline } from '../../helpers/exec-log';
+import { FeedRecorder, is, steps, TIMED_OUT_THEN_RETRIED } from '../../helpers/mesh-harness';
+import { jsonEntry, ProcessMesh, submitMany } from '../../helpers/process-mesh';
 import { spawnProcess } from '../../helpers/processes';
 import { eventually } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
+import { isTerminalState } from '../../../services/status/task-state-machine';
 
 jest.setTimeout(60_000);
 
 const S = TaskState;
 const SILENT_WORKER = path.join(__dirname, '../../fixtures/workers/silent-worker.ts');
-const steps = (history: Transition[]) => history.map((t) => `${S[t.toState]}#${t.attempt}`);
-/** The log of a task whose attempt 1 lost its lease and whose attempt 2, retried, succeeded. */
-const TIMED_OUT_THEN_RETRIED = [
-  'TASK_STATE_SUBMITTED#1',
-  'TASK_STATE_QUEUED#1',
-  'TASK_STATE_DISPATCHED#1',
-  'TASK_STATE_RUNNING#1',
-  'TASK_STATE_TIMED_OUT#1',
-  'TASK_STATE_RETRY_WAIT#1',
-  'TASK_STATE_QUEUED#2',
-  'TASK_STATE_DISPATCHED#2',
-  'TASK_STATE_RUNNING#2',
-  'TASK_STATE_SUCCEEDED#2',
-];
-const TERMINAL = [
-  S.TASK_STATE_SUCCEEDED,
-  S.TASK_STATE_FAILED,
-  S.TASK_STATE_DEAD_LETTERED,
-  S.TASK_STATE_CANCELLED,
-];
 
 /**
  * Leases with every service and worker its own process: status (LevelDB in a temp dir), tracker,
@@ -143,7 +123,7 @@ stages:
     const { task } = await mesh.status.getTask({ taskId: x });
     expect(task).toMatchObject({ state: S.TASK_STATE_SUCCEEDED, attempt: 2 });
     expect(JSON.parse(task!.output!.data.toString())).toMatchObject({ by: pidB });
-    expect(feed!.seen.filter((s) => TERMINAL.includes(s.t.toState))).toHaveLength(2);
+    expect(feed!.seen.filter((s) => isTerminalState(s.t.toState))).toHaveLength(2);
   });
 
   it('T09: a 6 s attempt heartbeating every 1 s outlives its 3 s heartbeat timeout; after a kill -9 the retry resumes from the progress its heartbeats carried', async () => {

@@ -1,7 +1,7 @@
 import type { GetMeshResponse } from '../../../gen/dsat/tracker/v1/tracker';
 import { MemberKind } from '../../../gen/dsat/tracker/v1/tracker';
-import { ExecLog, FAULT_MODES, applyPipeline, jsonEntry } from '../../helpers/exec-log';
-import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { ExecLog, FAULT_MODES, applyPipeline } from '../../helpers/exec-log';
+import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { eventually } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
 

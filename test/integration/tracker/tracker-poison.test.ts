@@ -1,7 +1,7 @@
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { Transition } from '../../../gen/dsat/task/v1/task';
-import { ExecLog, FAULT_MODES, applyPipeline, jsonEntry } from '../../helpers/exec-log';
-import { ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
+import { ExecLog, FAULT_MODES, applyPipeline } from '../../helpers/exec-log';
+import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import type { RunningProcess } from '../../helpers/processes';
 import { eventually } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
