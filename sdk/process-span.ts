@@ -53,7 +53,8 @@ export function processSpanHooks(workerId: () => string) {
       try {
         const out = await context.with(trace.setSpan(context.active(), span), run);
         // A handler that ignores its signal still returns; the attempt was taken away all the same.
-        if (ctx.signal.aborted) {
+        // (Read only for a recording span: the signal's AbortController is made on first read.)
+        if (span.isRecording() && ctx.signal.aborted) {
           endTaskSpan(span, { code: 'ATTEMPT_ABORTED', message: abortReason(ctx.signal) });
         } else endTaskSpan(span);
         return out;

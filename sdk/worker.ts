@@ -339,10 +339,13 @@ export function createWorker(options: WorkerOptions): Worker {
   function flush(conn: Connection) {
     conn.flushScheduled = false;
     if (conn.closed) return;
+    // Credit rides with the results when there are any: one message per flush instead of two.
+    const credit = draining() ? 0 : conn.credit;
     if (conn.results.length > 0) {
       const results = conn.results;
       conn.results = [];
-      conn.send({ kind: { $case: 'results', value: { results } } });
+      conn.send({ kind: { $case: 'results', value: { results, credit } } });
+      conn.credit = 0;
     }
     if (conn.failures.length > 0) {
       const failures = conn.failures;

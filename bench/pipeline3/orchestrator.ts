@@ -5,6 +5,8 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { createChannel, createClient } from 'nice-grpc';
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
+import type { GetStoreStatsResponse } from '../../gen/dsat/status/v1/status';
+import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { procStats } from '../proc-stats';
 import { round } from './loops';
@@ -106,6 +108,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
   const procs: Proc[] = [];
   const record: RunRecord = { type: 'run', system: opts.system ?? 'dsat', mode, rep };
   const marks: Record<string, Record<string, number | null>> = {};
+  const storeAt: Record<string, Promise<GetStoreStatsResponse | undefined>> = {};
   const started = Date.now();
   try {
     const status = startDsat(
@@ -124,6 +127,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     );
     procs.push(status.proc);
     const statusAddress = await status.ready;
+    const statusClient = createClient(StatusServiceDefinition, createChannel(statusAddress));
     const tracker = startDsat(
       'tracker',
       'server',
@@ -213,6 +217,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
           marks[m.name] = Object.fromEntries(
             procs.map((p) => [p.name, procStats(p.child.pid!)?.cpuS ?? null]),
           );
+          storeAt[m.name] = statusClient.getStoreStats({}).catch(() => undefined);
         } else if (m.type === 'result') resolve(m as Record<string, unknown>);
       });
       client.once('exit', (code) => reject(new Error(`client exited (${code}) without a result`)));
@@ -245,6 +250,19 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
       record.cpu_ms_per_task = round((cpuMeasure * 1000) / record.received, 4);
     }
     record.procs = per;
+    const [a, b] = [await storeAt['measure-start'], await storeAt['measure-end']];
+    if (a && b && typeof record.received === 'number' && record.received > 0) {
+      // How the store saw the measured tasks: fewer commits per task means fewer syncs in the path.
+      const commits = b.commits - a.commits;
+      const transitions = b.transitions - a.transitions;
+      record.store = {
+        commits,
+        transitions,
+        puts: b.puts - a.puts,
+        commits_per_task: round(commits / record.received, 2),
+        transitions_per_commit: round(transitions / Math.max(1, commits), 1),
+      };
+    }
   } catch (e) {
     record.error = String(e instanceof Error ? e.message : e);
     record.log = path.join(dir, 'processes.log');

@@ -45,12 +45,6 @@ interface Pending {
   readonly handler: OutcomeHandler<unknown> | undefined;
   readonly context: unknown;
   readonly bytes: number;
-  message: SentMessage | undefined;
-}
-
-interface SentMessage {
-  readonly writes: Pending[];
-  remaining: number;
 }
 
 const UNAVAILABLE = 14;
@@ -63,9 +57,9 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
 
   let queue: Pending[] = [];
   let head = 0;
-  const inflight = new Map<string, Pending>();
-  let sent: SentMessage[] = [];
-  let inflightMessages = 0;
+  /** Messages sent and not answered, oldest first: the status service answers each, in order. */
+  let sent: Pending[][] = [];
+  let inflightWrites = 0;
   let stream: ApplyStream | undefined;
   let flushScheduled = false;
   let closed = false;
@@ -74,7 +68,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
   let idleWaiters: (() => void)[] = [];
 
   const queued = () => queue.length - head;
-  const pendingCount = () => queued() + inflight.size;
+  const pendingCount = () => queued() + inflightWrites;
 
   function settle(p: Pending, outcome: TransitionOutcome) {
     if (!p.handler) return;
@@ -92,23 +86,27 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     for (const w of waiters) w();
   }
 
+  /** The answer to the oldest message sent: one outcome per write, in the writes' order. */
   function onResponse(res: ApplyTransitionsResponse) {
     backoffMs = 100;
-    for (const outcome of res.outcomes) {
-      const p = inflight.get(outcome.transitionId);
-      if (p === undefined) continue;
-      inflight.delete(outcome.transitionId);
-      const m = p.message;
-      if (m !== undefined && --m.remaining === 0) inflightMessages--;
+    const writes = sent.shift();
+    if (writes === undefined) return;
+    inflightWrites -= writes.length;
+    const outcomes = res.outcomes;
+    for (let i = 0; i < writes.length; i++) {
+      const p = writes[i]!;
+      const id = p.write.transitionId;
+      let outcome = outcomes[i];
+      if (outcome?.transitionId !== id) outcome = outcomes.find((o) => o.transitionId === id);
+      outcome ??= givenUp(p.write, 'the status service answered without this write');
       if (outcome.code !== 0 && outcome.code !== 9 && outcome.code !== 5) {
         logger.warn(
-          { transitionId: outcome.transitionId, code: outcome.code, reason: outcome.reason },
+          { transitionId: id, code: outcome.code, reason: outcome.reason },
           `status refused a write: ${outcome.message}`,
         );
       }
       settle(p, outcome);
     }
-    while (sent.length > 0 && sent[0]!.remaining === 0) sent.shift();
     if (queued() > 0) flush();
     checkIdle();
   }
@@ -117,13 +115,9 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     if (stream !== stream_) return;
     stream = undefined;
     // Everything sent and not answered goes back in front, in its original order.
-    const resend: Pending[] = [];
-    for (const m of sent)
-      for (const p of m.writes) if (inflight.has(p.write.transitionId)) resend.push(p);
-    for (const p of resend) p.message = undefined;
-    inflight.clear();
+    const resend = sent.flat();
     sent = [];
-    inflightMessages = 0;
+    inflightWrites = 0;
     queue = resend.concat(queue.slice(head));
     head = 0;
     if (closed) return;
@@ -159,7 +153,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       if (!reconnectTimer && !closed) open();
       if (!stream) return;
     }
-    while (queued() > 0 && inflightMessages < window) {
+    while (queued() > 0 && sent.length < window) {
       const writes: Pending[] = [];
       let bytes = 0;
       while (queued() > 0) {
@@ -169,13 +163,8 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
         writes.push(p);
         bytes += p.bytes;
       }
-      const message: SentMessage = { writes, remaining: writes.length };
-      for (const p of writes) {
-        p.message = message;
-        inflight.set(p.write.transitionId, p);
-      }
-      sent.push(message);
-      inflightMessages++;
+      sent.push(writes);
+      inflightWrites += writes.length;
       stream.write({ writes: writes.map((p) => p.write) });
     }
     if (head > 1024 && head * 2 > queue.length) {
@@ -196,7 +185,6 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       handler: onOutcome as OutcomeHandler<unknown> | undefined,
       context,
       bytes: WRITE_OVERHEAD + (w.payload?.data.length ?? 0) + (w.progress?.details.length ?? 0),
-      message: undefined,
     };
     if (closed) {
       settle(p, givenUp(w, 'the router is shutting down'));
@@ -235,11 +223,11 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       }
       closed = true;
       clearTimeout(reconnectTimer);
-      const left = [...queue.slice(head), ...inflight.values()];
+      const left = [...sent.flat(), ...queue.slice(head)];
       queue = [];
       head = 0;
-      inflight.clear();
       sent = [];
+      inflightWrites = 0;
       const s = stream;
       stream = undefined;
       s?.removeAllListeners();

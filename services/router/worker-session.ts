@@ -80,6 +80,7 @@ export class WorkerSession implements WorkerLink {
         return;
       case 'results':
         d.onResults(this, kind.value.results);
+        if (kind.value.credit > 0) d.grantCredit(this, kind.value.credit);
         return;
       case 'failures':
         d.onFailures(this, kind.value.failures);

@@ -77,7 +77,13 @@ export class RawWorker {
     this.send({ kind: { $case: 'credit', value: { n } } });
   }
 
-  result(a: { taskId: string; attempt: number }, output: string, nextStages: string[] = []): void {
+  /** Reports a result; `credit` rides in the same message. */
+  result(
+    a: { taskId: string; attempt: number },
+    output: string,
+    nextStages: string[] = [],
+    credit = 0,
+  ): void {
     this.send({
       kind: {
         $case: 'results',
@@ -91,6 +97,7 @@ export class RawWorker {
               nextStages,
             },
           ],
+          credit,
         },
       },
     });

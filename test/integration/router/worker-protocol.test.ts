@@ -73,6 +73,30 @@ describe('the worker stream protocol', () => {
     client.close();
   });
 
+  it('takes credit that rides with a Results message as a Credit that follows it', async () => {
+    mesh = await startRouterMesh();
+    await mesh.savePipeline(linear('one', ['work']));
+    const client = createClient({ router: mesh.router.address, status: mesh.statusAddress });
+    await Promise.all(Array.from({ length: 10 }, (_, i) => client.submit('one', { i })));
+    const w = raw();
+    w.hello('w-piggyback', ['work'], 4);
+    await w.until(() => w.welcome !== undefined, 5_000, 'welcome');
+    w.credit(1);
+    await w.until(() => w.assigned.length === 1, 10_000, 'first assignment');
+    w.result(w.assigned[0]!, '{"ok":true}', [], 3);
+    await w.until(() => w.assigned.length === 4, 10_000, 'three more assignments');
+    await w.until(() => w.acks.length === 1, 10_000, 'ack');
+    // Credit 1 + 3, four tasks assigned, one reported: three held and nothing more sent.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(w.assigned).toHaveLength(4);
+    const load = mesh.router.dispatcher.load().find((s) => s.stage === 'work')!;
+    expect({ inFlight: load.inFlight, queueDepth: load.queueDepth }).toEqual({
+      inFlight: 3,
+      queueDepth: 6,
+    });
+    client.close();
+  });
+
   it('T13: a repeated Result gets OK again, and the task SUCCEEDED once', async () => {
     mesh = await startRouterMesh();
     await mesh.savePipeline(linear('one', ['work']));

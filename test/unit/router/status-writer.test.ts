@@ -124,4 +124,34 @@ describe('the status write stream', () => {
     await writer.close(10);
     expect((await outcome)[0]).toMatchObject({ code: 14, reason: 'ROUTER_SHUTTING_DOWN' });
   });
+
+  it('matches an answer to its message by position, and by transition id when the order differs', async () => {
+    const stream = new FakeStream();
+    const writer = createStatusWriter({
+      connect: () => stream as unknown as ApplyStream,
+      logger: createLogger('t', 'silent'),
+    });
+    const seen: [string, number][] = [];
+    const cb = (o: TransitionOutcome, id: string) => seen.push([id, o.revision]);
+    for (const id of ['a', 'b', 'c']) writer.write(w(id), cb, id);
+    await tick();
+    const outcome = (id: string, revision: number): TransitionOutcome => ({
+      transitionId: id,
+      taskId: 'task',
+      code: 0,
+      reason: '',
+      message: '',
+      revision,
+      seq: 1,
+      duplicate: false,
+    });
+    stream.emit('data', { outcomes: [outcome('c', 3), outcome('a', 1), outcome('b', 2)] });
+    expect(seen).toEqual([
+      ['a', 1],
+      ['b', 2],
+      ['c', 3],
+    ]);
+    expect(writer.pending).toBe(0);
+    await writer.close(0);
+  });
 });

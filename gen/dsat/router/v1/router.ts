@@ -213,6 +213,11 @@ export interface Result {
 export interface Results {
   /** The results. */
   results: Result[];
+  /**
+   * Credit granted with these results (the slots they freed), as if a Credit followed them: one
+   * message instead of two.
+   */
+  credit: number;
 }
 
 /** Failure reports that an attempt failed. */
@@ -2403,13 +2408,16 @@ export const Result: MessageFns<Result> = {
 };
 
 function createBaseResults(): Results {
-  return { results: [] };
+  return { results: [], credit: 0 };
 }
 
 export const Results: MessageFns<Results> = {
   encode(message: Results, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.results) {
       Result.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.credit !== 0) {
+      writer.uint32(16).uint32(message.credit);
     }
     return writer;
   },
@@ -2435,6 +2443,14 @@ export const Results: MessageFns<Results> = {
             message.results.push(Result.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.credit = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2450,6 +2466,7 @@ export const Results: MessageFns<Results> = {
   fromJSON(object: any): Results {
     return {
       results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => Result.fromJSON(e)) : [],
+      credit: isSet(object.credit) ? globalThis.Number(object.credit) : 0,
     };
   },
 
@@ -2457,6 +2474,9 @@ export const Results: MessageFns<Results> = {
     const obj: any = {};
     if (message.results?.length) {
       obj.results = message.results.map((e) => Result.toJSON(e));
+    }
+    if (message.credit !== 0) {
+      obj.credit = Math.round(message.credit);
     }
     return obj;
   },
@@ -2467,6 +2487,7 @@ export const Results: MessageFns<Results> = {
   fromPartial(object: DeepPartial<Results>): Results {
     const message = createBaseResults();
     message.results = object.results?.map((e) => Result.fromPartial(e)) || [];
+    message.credit = object.credit ?? 0;
     return message;
   },
 };
