@@ -70,6 +70,7 @@ program.addHelpText(
   `
 Examples:
   $ dsat up                                  # the embedded mesh with a demo pipeline
+  $ dsat up --processes                      # the same, each service its own process
   $ dsat submit demo '{"text":"hi"}' --follow
   $ dsat tasks --state running
   $ dsat get TASK_ID --history

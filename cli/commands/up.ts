@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
+import { flagArgs } from '../../services/shared/cli-options';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
@@ -16,15 +17,17 @@ import {
   trackerConfigSpec,
   workerConfigSpec,
 } from '../../services/shared/config';
-import type { LogLevel } from '../../services/shared/logger';
+import type { Logger, LogLevel } from '../../services/shared/logger';
 import { createLogger } from '../../services/shared/logger';
 import { exitWithError } from '../../services/shared/run-service';
-import type { ServiceHandle } from '../../services/shared/service-host';
+import type { ServiceDeps, ServiceHandle } from '../../services/shared/service-host';
+import type { Shutdown } from '../../services/shared/shutdown';
 import { createShutdown, exitOnSignals } from '../../services/shared/shutdown';
 import { startRouterServer } from '../../services/router/server';
 import { startStatusServer } from '../../services/status/server';
 import { startTrackerServer } from '../../services/tracker/server';
 import { startWorkerServer } from '../../services/worker/server';
+import { ProcessSupervisor } from '../process-supervisor';
 
 interface UpOptions {
   dataDir?: string;
@@ -38,10 +41,19 @@ interface UpOptions {
   demo?: boolean;
   traceReceiver?: boolean;
   traceReceiverPort?: string;
+  processes?: boolean;
 }
 
 const DEMO_PIPELINE = path.join(__dirname, '../../deploy/k8s/pipelines/demo.yaml');
 const DEMO_HANDLERS = path.join(__dirname, '../../deploy/demo-handlers.js');
+
+type ServiceName = 'status' | 'tracker' | 'router' | 'worker';
+
+/** Starts one service from its flags; `pid` is set when it runs as a child process. */
+type StartService = (
+  name: ServiceName,
+  flags: FlagValues,
+) => Promise<{ address: string; pid?: number }>;
 
 function defined(values: Record<string, string | boolean | undefined>): FlagValues {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
@@ -67,10 +79,100 @@ function loadAll<S extends ConfigSpec>(
   }
 }
 
+/**
+ * Each service's flags, checked together (exit 2 naming every bad value), and the port each will
+ * listen on. Both modes start the services from these same flags.
+ */
+function loadServices(opts: UpOptions) {
+  const common = {
+    host: opts.host,
+    logLevel: opts.logLevel ?? process.env.DSAT_LOG_LEVEL ?? 'warn',
+  };
+  const flags = {
+    status: defined({ ...common, port: opts.statusPort, dataDir: opts.dataDir, sync: opts.sync }),
+    tracker: defined({ ...common, port: opts.trackerPort }),
+    router: defined({ ...common, port: opts.routerPort }),
+    worker: defined({
+      ...common,
+      port: opts.workerPort ?? process.env.DSAT_WORKER_PORT ?? String(DEFAULT_PORTS.worker),
+      ...(opts.demo === false ? {} : { handler: DEMO_HANDLERS, stages: 'parse,hash,upper' }),
+    }),
+  };
+  const problems: ConfigProblem[] = [];
+  const status = loadAll('status', statusConfigSpec, flags.status, problems);
+  const tracker = loadAll('tracker', trackerConfigSpec, flags.tracker, problems);
+  const router = loadAll('router', routerConfigSpec, flags.router, problems);
+  const worker = loadAll('worker', workerConfigSpec, flags.worker, problems);
+  if (problems.length > 0 || !status || !tracker || !router || !worker) {
+    exitWithError(new ConfigError(problems));
+  }
+  const ports = {
+    status: status.port,
+    tracker: tracker.port,
+    router: router.port,
+    worker: worker.port,
+  };
+  return { flags, ports, status };
+}
+
+/** The four servers in this process, sharing one logger and one shutdown. */
+function embedded(logger: Logger, shutdown: Shutdown): StartService {
+  const deps = (name: string): ServiceDeps => ({
+    logger: logger.child({ service: name }),
+    shutdown,
+  });
+  const servers: Record<ServiceName, (flags: FlagValues) => Promise<ServiceHandle>> = {
+    status: (f) => startStatusServer(loadConfig(statusConfigSpec, f), deps('status')),
+    tracker: (f) => startTrackerServer(loadConfig(trackerConfigSpec, f), deps('tracker')),
+    router: (f) => startRouterServer(loadConfig(routerConfigSpec, f), deps('router')),
+    worker: (f) => startWorkerServer(loadConfig(workerConfigSpec, f), deps('worker')),
+  };
+  return (name, flags) => servers[name](flags);
+}
+
+/** Children export their spans to the receiver of this process, whatever OTEL_* the shell has. */
+function exportTo(url: string, service: string): NodeJS.ProcessEnv {
+  return {
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_ENDPOINT: url,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: undefined,
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: undefined,
+    OTEL_SERVICE_NAME: `dsat-${service}`,
+    // Soon enough for `dsat trace` right after a task ends (the SDK's default is 5 s).
+    OTEL_BSP_SCHEDULE_DELAY: process.env.OTEL_BSP_SCHEDULE_DELAY ?? '1000',
+    // A child orphaned by a kill -9 of this process retries its last export to nobody until
+    // this timeout (10 s by default) before it exits.
+    OTEL_EXPORTER_OTLP_TIMEOUT: process.env.OTEL_EXPORTER_OTLP_TIMEOUT ?? '3000',
+  };
+}
+
+/** Each service its own `dsat <service>` child process, supervised. */
+function processes(
+  ports: Record<ServiceName, number>,
+  traces: string | undefined,
+  shutdown: Shutdown,
+): StartService {
+  const supervisor = new ProcessSupervisor({
+    notice: (line) => process.stderr.write(`dsat: ${line}\n`),
+    giveUp: (err) => void shutdown.run('a service keeps crashing').then(() => exitWithError(err)),
+  });
+  // Before the span receiver closes ('server'), so the children's last spans reach it.
+  shutdown.on('stop-work', 'child processes', () => supervisor.stop());
+  return (name, flags) =>
+    supervisor.start({
+      name,
+      // The supervisor passes --port: the one asked for, then the one first bound.
+      args: [name, ...flagArgs({ ...flags, port: undefined })],
+      port: ports[name],
+      env: traces === undefined ? {} : exportTo(traces, name),
+    });
+}
+
 export function upCommand(): Command {
   return new Command('up')
     .description(
-      'Run the embedded mesh: status, router, tracker and worker servers in this process, with the LevelDB store in ./.dsat.',
+      'Run the mesh: status, router, tracker and worker servers in this process (or, with --processes, each in its own child process), with the LevelDB store in ./.dsat.',
     )
     .option('--data-dir <dir>', 'Directory of the LevelDB store [env DSAT_DATA_DIR]', undefined)
     .option('--host <host>', 'Interface to listen on [env DSAT_HOST, default 127.0.0.1]')
@@ -104,44 +206,26 @@ export function upCommand(): Command {
     .option('--no-demo', 'Do not apply the demo pipeline nor run its workers')
     .option('--no-trace-receiver', 'Do not keep spans for `dsat trace`')
     .option('--trace-receiver-port <port>', 'Port of the OTLP/HTTP span receiver', '7418')
+    .option(
+      '--processes',
+      'Run each service as its own child process (`dsat status`, …), restarted on the same port if it dies, all stopped on Ctrl-C; their logs go to stderr, each line prefixed with [service]',
+    )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ dsat up\n  $ dsat up --data-dir /tmp/dsat --router-port 0\n  $ DSAT_LOG_LEVEL=debug dsat up',
+      '\nExamples:\n  $ dsat up\n  $ dsat up --data-dir /tmp/dsat --router-port 0\n  $ dsat up --processes        # four child processes; the pid of each is printed\n  $ DSAT_LOG_LEVEL=debug dsat up',
     )
     .action(async (opts: UpOptions) => {
-      const common = {
-        host: opts.host,
-        logLevel: opts.logLevel ?? process.env.DSAT_LOG_LEVEL ?? 'warn',
-      };
-      const problems: ConfigProblem[] = [];
-      const statusConfig = loadAll(
-        'status',
-        statusConfigSpec,
-        defined({ ...common, port: opts.statusPort, dataDir: opts.dataDir, sync: opts.sync }),
-        problems,
-      );
-      const trackerFlags = defined({ ...common, port: opts.trackerPort });
-      const routerFlags = defined({ ...common, port: opts.routerPort });
-      const workerFlags = defined({
-        ...common,
-        port: opts.workerPort ?? process.env.DSAT_WORKER_PORT ?? String(DEFAULT_PORTS.worker),
-        ...(opts.demo === false ? {} : { handler: DEMO_HANDLERS, stages: 'parse,hash,upper' }),
-      });
-      const trackerCheck = loadAll('tracker', trackerConfigSpec, trackerFlags, problems);
-      const routerCheck = loadAll('router', routerConfigSpec, routerFlags, problems);
-      const workerCheck = loadAll('worker', workerConfigSpec, workerFlags, problems);
-      if (problems.length > 0 || !statusConfig || !trackerCheck || !routerCheck || !workerCheck) {
-        exitWithError(new ConfigError(problems));
-      }
-
+      const { flags, ports, status: statusConfig } = loadServices(opts);
       const logger = createLogger('dsat', statusConfig.logLevel as LogLevel);
       const shutdown = createShutdown(logger);
       exitOnSignals(shutdown, logger);
-      const deps = (name: string) => ({ logger: logger.child({ service: name }), shutdown });
-      const print = (h: ServiceHandle) =>
-        process.stdout.write(`  ${h.name.padEnd(8)} ${h.address}\n`);
+      const print = (name: string, address: string, pid?: number) =>
+        process.stdout.write(
+          `  ${name.padEnd(8)} ${address}${pid === undefined ? '' : `  (pid ${pid})`}\n`,
+        );
       try {
         process.stdout.write('dsat is starting:\n');
+        let traces: string | undefined;
         if (opts.traceReceiver !== false) {
           const spans = new SpanStore();
           const receiver = await startOtlpReceiver(spans, {
@@ -149,52 +233,39 @@ export function upCommand(): Command {
             port: Number(opts.traceReceiverPort ?? 7418),
             logger,
           });
-          const telemetry = startTelemetry({
-            serviceName: 'dsat',
-            spanProcessors: [spans.processor()],
-          });
           shutdown.on('server', 'span receiver', () => receiver.close());
-          shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
-          process.stdout.write(`  ${'traces'.padEnd(8)} ${receiver.url}\n`);
+          if (!opts.processes) {
+            const telemetry = startTelemetry({
+              serviceName: 'dsat',
+              spanProcessors: [spans.processor()],
+            });
+            shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
+          }
+          traces = receiver.url;
+          print('traces', traces);
         }
-        const status = await startStatusServer(statusConfig, deps('status'));
-        print(status);
-        const linked = { statusAddress: status.address };
-        const tracker = await startTrackerServer(
-          loadConfig(trackerConfigSpec, { ...trackerFlags, ...linked }),
-          deps('tracker'),
-        );
-        print(tracker);
-        const router = await startRouterServer(
-          loadConfig(routerConfigSpec, {
-            ...routerFlags,
-            ...linked,
-            trackerAddress: tracker.address,
-          }),
-          deps('router'),
-        );
-        print(router);
+        const start = opts.processes
+          ? processes(ports, traces, shutdown)
+          : embedded(logger, shutdown);
+        const started = async (name: ServiceName, f: FlagValues) => {
+          const s = await start(name, f);
+          print(name, s.address, s.pid);
+          return s.address;
+        };
+
+        const statusAddress = await started('status', flags.status);
+        const trackerAddress = await started('tracker', { ...flags.tracker, statusAddress });
+        const router = await started('router', { ...flags.router, statusAddress, trackerAddress });
         if (opts.demo !== false) {
-          const trackerClient = createDsatClient(
-            TrackerServiceDefinition,
-            createDsatChannel(tracker.address),
-          );
-          const applied = await trackerClient.applyPipeline({
-            pipeline: readPipelineFile(DEMO_PIPELINE),
-          });
+          const channel = createDsatChannel(trackerAddress);
+          const applied = await createDsatClient(TrackerServiceDefinition, channel)
+            .applyPipeline({ pipeline: readPipelineFile(DEMO_PIPELINE) })
+            .finally(() => channel.close());
           process.stdout.write(
             `  ${'demo'.padEnd(8)} pipeline ${applied.pipeline?.name} v${applied.pipeline?.version}: parse → hash → upper\n`,
           );
         }
-        const worker = await startWorkerServer(
-          loadConfig(workerConfigSpec, {
-            ...workerFlags,
-            routers: router.address,
-            trackerAddress: tracker.address,
-          }),
-          deps('worker'),
-        );
-        print(worker);
+        await started('worker', { ...flags.worker, routers: router, trackerAddress });
         process.stdout.write(
           `dsat is up (data in ${statusConfig.dataDir}). Press Ctrl-C to stop.\n` +
             `Next, in another terminal:\n` +

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import type { ConfigSpec } from './config';
+import type { ConfigSpec, FlagValues } from './config';
 import { flagName } from './config';
 
 function showDefault(o: ConfigSpec[string]): string {
@@ -59,4 +59,13 @@ export function flagValues(
     if (typeof v === 'string' || typeof v === 'boolean') out[key] = v;
   }
   return out;
+}
+
+/** The command-line arguments that give `flags`, keyed as in a spec: the inverse of flagValues. */
+export function flagArgs(flags: FlagValues): string[] {
+  return Object.entries(flags).flatMap(([key, v]) => {
+    if (v === undefined) return [];
+    if (typeof v === 'boolean') return [v ? flagName(key) : flagName(key).replace(/^--/, '--no-')];
+    return [flagName(key), v];
+  });
 }

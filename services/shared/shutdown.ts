@@ -54,11 +54,13 @@ export function createShutdown(logger: Logger): Shutdown {
 
 /**
  * SIGINT/SIGTERM run the shutdown and exit 0 (1 if a step threw past its handler); a second
- * signal exits at once.
+ * signal exits at once. A process spawned with an IPC channel (a service of
+ * `dsat up --processes`) does the same when the channel closes: its parent is gone, even by
+ * kill -9, and it must not linger as an orphan.
  */
 export function exitOnSignals(shutdown: Shutdown, logger: Logger): void {
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: NodeJS.Signals | 'parent gone') => {
     signals += 1;
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: exiting now');
@@ -74,4 +76,5 @@ export function exitOnSignals(shutdown: Shutdown, logger: Logger): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  if (process.send) process.on('disconnect', () => onSignal('parent gone'));
 }

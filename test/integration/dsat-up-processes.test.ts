@@ -1,0 +1,182 @@
+import fs from 'node:fs';
+import { healthCheck } from '../helpers/plain-grpc';
+import type { RunningProcess } from '../helpers/processes';
+import { spawnDsat, within } from '../helpers/processes';
+import { tempDir } from '../helpers/temp-dir';
+
+jest.setTimeout(120_000);
+
+const NAMES = ['status', 'tracker', 'router', 'worker'] as const;
+type Name = (typeof NAMES)[number];
+const PORTS_0 = ['--status-port', '0', '--router-port', '0', '--tracker-port', '0'];
+
+function upProcesses(dataDir: string): RunningProcess {
+  return spawnDsat([
+    'up',
+    '--processes',
+    '--data-dir',
+    dataDir,
+    ...PORTS_0,
+    '--worker-port',
+    '0',
+    '--trace-receiver-port',
+    '0',
+  ]);
+}
+
+/** Each service's address and pid, from the lines `  router   127.0.0.1:7402  (pid 1234)`. */
+function children(up: RunningProcess): Record<Name, { address: string; pid: number }> {
+  const out = {} as Record<Name, { address: string; pid: number }>;
+  for (const name of NAMES) {
+    const line = up.stdout.find((l) => l.trim().startsWith(name + ' '));
+    const m = /^\s*\S+\s+(\S+)\s+\(pid (\d+)\)$/.exec(line ?? '');
+    if (!m) throw new Error(`no address and pid for ${name} in:\n${up.stdout.join('\n')}`);
+    out[name] = { address: m[1]!, pid: Number(m[2]) };
+  }
+  return out;
+}
+
+/** The parent pid of a live process, or undefined once it is gone (a zombie counts as gone). */
+function parentOf(pid: number): number | undefined {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
+    throw err;
+  }
+  try {
+    // "pid (comm) state ppid ...": comm may hold spaces, so read after its closing paren.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return state === 'Z' ? undefined : Number(ppid);
+  } catch {
+    return undefined; // exited between the two looks
+  }
+}
+
+async function allGone(pids: number[], ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (pids.some((p) => parentOf(p) !== undefined)) {
+    if (Date.now() > end) {
+      const left = pids.filter((p) => parentOf(p) !== undefined);
+      throw new Error(`${what}: pids ${left.join(', ')} still alive after ${ms} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Runs one `dsat` client command to its end. */
+async function dsat(args: string[], env: NodeJS.ProcessEnv) {
+  const p = spawnDsat(args, env);
+  const code = await within(p.exited, 60_000, `dsat ${args.join(' ')}`);
+  return { code, out: p.stdout.join('\n'), err: p.stderr.join('\n') };
+}
+
+async function demoTaskSucceeds(env: NodeJS.ProcessEnv, text: string): Promise<string> {
+  const submit = await dsat(['submit', 'demo', JSON.stringify({ text }), '--follow'], env);
+  expect(submit.code).toBe(0);
+  expect(submit.out).toContain(`SUCCEEDED: {"text":"${text.toUpperCase()}"`);
+  return /submitted (\S+)/.exec(submit.out)![1]!;
+}
+
+describe('dsat up --processes', () => {
+  const data = tempDir();
+  let up: RunningProcess;
+  let first: Record<Name, { address: string; pid: number }>;
+  let env: NodeJS.ProcessEnv;
+  const pids = new Set<number>();
+
+  beforeAll(async () => {
+    up = upProcesses(data.path);
+    await up.waitForLine(/^dsat is up/, 90_000);
+    first = children(up);
+    for (const c of Object.values(first)) pids.add(c.pid);
+    env = {
+      DSAT_ROUTER_ADDRESS: first.router.address,
+      DSAT_STATUS_ADDRESS: first.status.address,
+      DSAT_TRACKER_ADDRESS: first.tracker.address,
+      DSAT_TRACES_URL: up.stdout
+        .find((l) => l.trim().startsWith('traces '))!
+        .trim()
+        .split(/\s+/)[1],
+    };
+  });
+  afterAll(() => {
+    up.kill('SIGKILL');
+    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    data.cleanup();
+  });
+
+  it('runs each service as its own child process, serving; a demo task succeeds and its trace spans the children', async () => {
+    const parent = up.child.pid!;
+    expect(pids.size).toBe(4);
+    expect(pids.has(parent)).toBe(false);
+    for (const name of NAMES) {
+      expect(parentOf(first[name].pid)).toBe(parent);
+      expect(first[name].address).toMatch(/^127\.0\.0\.1:\d+$/);
+      await expect(healthCheck(first[name].address)).resolves.toBe('SERVING');
+    }
+
+    const taskId = await demoTaskSucceeds(env, 'hi');
+    // The children export spans to the receiver in the parent, in batches: poll.
+    let trace = '';
+    const until = Date.now() + 30_000;
+    while (Date.now() < until && (trace.match(/dsat\.process /g) ?? []).length < 3) {
+      await new Promise((r) => setTimeout(r, 500));
+      trace = (await dsat(['trace', taskId], env)).out;
+    }
+    for (const stage of ['parse', 'hash', 'upper']) {
+      expect(trace).toMatch(new RegExp(`dsat\\.dispatch ${stage}\\s+dsat-router`));
+      expect(trace).toMatch(new RegExp(`dsat\\.process ${stage}\\s+dsat-worker`));
+    }
+  });
+
+  it('restarts a router killed with -9 on the same port, and a new task succeeds', async () => {
+    process.kill(first.router.pid, 'SIGKILL');
+    const died = await up.waitForLine(
+      /^dsat: router \(pid (\d+)\) was killed by SIGKILL/,
+      20_000,
+      'stderr',
+    );
+    expect(Number(died[1])).toBe(first.router.pid);
+    const back = await up.waitForLine(
+      /^dsat: router is back on (\S+) \(pid (\d+)\)$/,
+      30_000,
+      'stderr',
+    );
+    expect(back[1]).toBe(first.router.address);
+    const pid = Number(back[2]);
+    pids.add(pid);
+    expect(pid).not.toBe(first.router.pid);
+    expect(parentOf(pid)).toBe(up.child.pid);
+    await expect(healthCheck(back[1]!)).resolves.toBe('SERVING');
+    await demoTaskSucceeds(env, 'again');
+  });
+
+  it('stops every child on SIGINT and exits 0', async () => {
+    up.kill('SIGINT');
+    expect(await within(up.exited, 20_000, 'dsat up --processes to stop on SIGINT')).toBe(0);
+    await allGone([...pids], 2_000, 'children after the parent exited');
+  });
+});
+
+describe('dsat up --processes, its parent killed with -9', () => {
+  const data = tempDir();
+  let pids: number[] = [];
+  afterAll(() => {
+    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    data.cleanup();
+  });
+
+  it('leaves no orphan: every child exits by itself', async () => {
+    const up = upProcesses(data.path);
+    try {
+      await up.waitForLine(/^dsat is up/, 90_000);
+      pids = Object.values(children(up)).map((c) => c.pid);
+    } finally {
+      up.kill('SIGKILL');
+    }
+    await up.exited;
+    await allGone(pids, 15_000, 'children of a parent killed with -9');
+  });
+});
