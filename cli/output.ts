@@ -99,3 +99,11 @@ export function describeError(err: unknown): string {
   }
   return err instanceof Error ? err.message : String(err);
 }
+
+/** A one-line progress bar, e.g. `[########------------]  8,000/20,000`. */
+export function progressBar(done: number, total: number, width = 24): string {
+  const f = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
+  const filled = Math.round(f * width);
+  const n = (x: number) => x.toLocaleString('en-US');
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${n(done).padStart(n(total).length)}/${n(total)}`;
+}

@@ -132,14 +132,27 @@ async function run(driver: Driver) {
     else ph.receive(r, idx);
   });
   const connectMs = nowMs() - started;
+  let current: { phase: string; ph: Phase } | undefined;
+  const ticker = setInterval(() => {
+    if (current)
+      process.send?.({
+        type: 'tasks',
+        phase: current.phase,
+        done: current.ph.received,
+        total: current.ph.n,
+      });
+  }, 250);
+  ticker.unref();
   const warm = new Phase(`${TAG}w`, makeTasks(WARMUP, `${TAG}w`));
   phases.set(warm.prefix, warm);
+  current = { phase: 'warmup', ph: warm };
   const wr = await closedLoop(driver, warm, WARMUP_WINDOW, LIMITS);
   await new Promise((r) => setTimeout(r, 200));
 
   const n = MODE === 'L' ? Math.round(RATE * DURATION_S) : N;
   const ph = new Phase(`${TAG}m`, makeTasks(n, `${TAG}m`));
   phases.set(ph.prefix, ph);
+  current = { phase: 'measure', ph };
   const out: Record<string, unknown> = {
     type: 'result',
     mode: MODE,
@@ -179,6 +192,7 @@ async function run(driver: Driver) {
     });
   }
   process.send?.({ type: 'mark', name: 'measure-end' });
+  clearInterval(ticker);
   await new Promise((r) => setTimeout(r, 500)); // late duplicates
   const v = ph.badResults();
   Object.assign(out, {

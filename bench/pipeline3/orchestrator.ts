@@ -32,6 +32,8 @@ export interface BenchOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly system?: string;
   readonly progress?: (line: string) => void;
+  /** Called about four times a second while a run's client waits for tasks. */
+  readonly onTasks?: (run: string, done: number, total: number) => void;
 }
 
 interface Proc {
@@ -213,7 +215,14 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     procs.push({ name: 'client', role: 'client', child: client });
     const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
       client.on('message', (m: { type: string; name?: string }) => {
-        if (m.type === 'mark' && m.name) {
+        if (m.type === 'tasks') {
+          const t = m as { done?: number; total?: number; phase?: string };
+          opts.onTasks?.(
+            `run ${rep}/${opts.runs} ${mode}${t.phase === 'warmup' ? ' (warm-up)' : ''}`,
+            t.done ?? 0,
+            t.total ?? 0,
+          );
+        } else if (m.type === 'mark' && m.name) {
           marks[m.name] = Object.fromEntries(
             procs.map((p) => [p.name, procStats(p.child.pid!)?.cpuS ?? null]),
           );

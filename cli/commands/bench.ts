@@ -5,7 +5,7 @@ import { runPipeline3, summarize, systemName } from '../../bench/pipeline3/orche
 import { createLogger } from '../../services/shared/logger';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
-import { printJson } from '../output';
+import { printJson, progressBar } from '../output';
 
 /** `dsat bench`: the peers' pipeline3 workload against a mesh of separate processes. */
 export function benchCommand(): Command {
@@ -58,6 +58,7 @@ export function benchCommand(): Command {
         process.stderr.write('dsat: --tracing takes off, on or both\n');
         process.exit(2);
       }
+      let barShown = false;
       const base: BenchOptions = {
         tasks: Number(opts.tasks),
         window: Number(opts.window),
@@ -68,7 +69,18 @@ export function benchCommand(): Command {
         modes: modes as ('T' | 'L')[],
         sync: opts.sync !== false,
         concurrency: Number(opts.concurrency),
-        progress: (line) => process.stderr.write(`dsat bench: ${line}\n`),
+        progress: (line) => {
+          if (barShown) process.stderr.write('\r\x1b[2K');
+          barShown = false;
+          process.stderr.write(`dsat bench: ${line}\n`);
+        },
+        // A live bar only on a terminal: logs and CI keep one line per run.
+        onTasks: process.stderr.isTTY
+          ? (run, done, total) => {
+              barShown = true;
+              process.stderr.write(`\r\x1b[2Kdsat bench: ${run} ${progressBar(done, total)}`);
+            }
+          : undefined,
       };
       const result =
         tracing === 'off' ? await runPipeline3(base) : await runTraced(base, tracing === 'both');
