@@ -15,14 +15,9 @@ interface AttemptFacts {
   readonly attempt: number;
   readonly pipeline: string;
   readonly traceparent: string;
-  readonly signal: AbortSignal;
+  /** Why the attempt was taken away (cancel, timeout, lease lost, stream lost); else undefined. */
+  readonly abortReason: string | undefined;
   span: Span | undefined;
-}
-
-/** Why an attempt was taken away (cancel, timeout, lease lost, stream lost), as the worker saw it. */
-function abortReason(signal: AbortSignal): string {
-  const r: unknown = signal.reason;
-  return r instanceof Error ? r.message : String(r);
 }
 
 /**
@@ -53,9 +48,9 @@ export function processSpanHooks(workerId: () => string) {
       try {
         const out = await context.with(trace.setSpan(context.active(), span), run);
         // A handler that ignores its signal still returns; the attempt was taken away all the same.
-        // (Read only for a recording span: the signal's AbortController is made on first read.)
-        if (span.isRecording() && ctx.signal.aborted) {
-          endTaskSpan(span, { code: 'ATTEMPT_ABORTED', message: abortReason(ctx.signal) });
+        const aborted = ctx.abortReason;
+        if (aborted !== undefined) {
+          endTaskSpan(span, { code: 'ATTEMPT_ABORTED', message: aborted });
         } else endTaskSpan(span);
         return out;
       } catch (err) {

@@ -69,6 +69,12 @@ export interface TaskContext {
   readonly traceparent: string;
   /** Aborted when the task is cancelled, its lease is lost, its stream breaks, or on shutdown. */
   readonly signal: AbortSignal;
+  /**
+   * Why the attempt was taken away (cancel, lease lost, stream lost, shutdown); undefined while it
+   * is still this worker's. Cheaper to poll than `signal`, whose AbortController is made on first
+   * read.
+   */
+  readonly abortReason: string | undefined;
   /** A logger bound to the task, stage and attempt. */
   readonly logger: WorkerLogger;
   /**
@@ -232,6 +238,9 @@ class Running {
   }
   get aborted(): boolean {
     return this.abortReason !== undefined;
+  }
+  get reason(): string | undefined {
+    return this.abortReason;
   }
   abort(reason: string) {
     if (this.abortReason !== undefined) return;
@@ -541,6 +550,9 @@ export function createWorker(options: WorkerOptions): Worker {
       traceparent: a.traceparent,
       get signal() {
         return r.signal;
+      },
+      get abortReason() {
+        return r.reason;
       },
       get logger() {
         taskLogger ??= logger.child({ taskId: a.taskId, stage: a.stage, attempt: a.attempt });

@@ -111,6 +111,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
   const record: RunRecord = { type: 'run', system: opts.system ?? 'dsat', mode, rep };
   const marks: Record<string, Record<string, number | null>> = {};
   const storeAt: Record<string, Promise<GetStoreStatsResponse | undefined>> = {};
+  const selfAt: Record<string, NodeJS.CpuUsage> = {};
   const started = Date.now();
   try {
     const status = startDsat(
@@ -227,6 +228,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
             procs.map((p) => [p.name, procStats(p.child.pid!)?.cpuS ?? null]),
           );
           storeAt[m.name] = statusClient.getStoreStats({}).catch(() => undefined);
+          selfAt[m.name] = process.cpuUsage();
         } else if (m.type === 'result') resolve(m as Record<string, unknown>);
       });
       client.once('exit', (code) => reject(new Error(`client exited (${code}) without a result`)));
@@ -259,6 +261,10 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
       record.cpu_ms_per_task = round((cpuMeasure * 1000) / record.received, 4);
     }
     record.procs = per;
+    const [s0, s1] = [selfAt['measure-start'], selfAt['measure-end']];
+    // This process's own CPU in the window: the span receiver when tracing, else next to nothing.
+    if (s0 && s1)
+      record.bench_process_cpu_s = round((s1.user + s1.system - s0.user - s0.system) / 1e6, 2);
     const [a, b] = [await storeAt['measure-start'], await storeAt['measure-end']];
     if (a && b && typeof record.received === 'number' && record.received > 0) {
       // How the store saw the measured tasks: fewer commits per task means fewer syncs in the path.

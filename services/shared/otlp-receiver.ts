@@ -11,7 +11,35 @@ import type { SpanStore, StoredSpan } from './span-store';
  */
 export interface OtlpReceiver {
   readonly url: string;
+  /** With `deferDecoding`: decodes the requests held so far into the store; returns the spans. */
+  decodeHeld(): number;
   close(): Promise<void>;
+}
+
+export interface OtlpReceiverOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly logger: Logger;
+  /**
+   * Answer each export at once and decode it only on `decodeHeld()`: the benchmark's receiver
+   * then costs the mesh it measures no more CPU than a collector on another machine would.
+   */
+  readonly deferDecoding?: boolean;
+}
+
+interface HeldRequest {
+  readonly body: Buffer;
+  readonly protobuf: boolean;
+  readonly gzip: boolean;
+}
+
+/** Decodes one export request into spans; throws on a body that is not OTLP. */
+function decodeRequest({ body, protobuf, gzip }: HeldRequest): StoredSpan[] {
+  const raw = gzip ? zlib.gunzipSync(body) : body;
+  const request = protobuf
+    ? (otlpJsonFromProtobuf(raw) as OtlpRequest)
+    : (JSON.parse(raw.toString('utf8')) as OtlpRequest);
+  return spansFromOtlpJson(request);
 }
 
 type OtlpValue = {
@@ -102,8 +130,9 @@ function reply(res: http.ServerResponse, status: number, body: unknown): void {
 
 export async function startOtlpReceiver(
   store: SpanStore,
-  options: { host: string; port: number; logger: Logger },
+  options: OtlpReceiverOptions,
 ): Promise<OtlpReceiver> {
+  let held: HeldRequest[] = [];
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://receiver');
     const traceMatch = /^\/dsat\/traces\/([0-9a-fA-F]{32})$/.exec(url.pathname);
@@ -135,12 +164,13 @@ export async function startOtlpReceiver(
     req.on('end', () => {
       if (res.headersSent) return;
       try {
-        let body = Buffer.concat(chunks);
-        if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
-        const request = protobuf
-          ? (otlpJsonFromProtobuf(body) as OtlpRequest)
-          : (JSON.parse(body.toString('utf8')) as OtlpRequest);
-        for (const span of spansFromOtlpJson(request)) store.add(span);
+        const request: HeldRequest = {
+          body: Buffer.concat(chunks),
+          protobuf,
+          gzip: req.headers['content-encoding'] === 'gzip',
+        };
+        if (options.deferDecoding) held.push(request);
+        else for (const span of decodeRequest(request)) store.add(span);
         if (protobuf) {
           // An empty ExportTraceServiceResponse: full success.
           res.writeHead(200, { 'content-type': 'application/x-protobuf' });
@@ -160,6 +190,22 @@ export async function startOtlpReceiver(
   const port = typeof addr === 'object' && addr ? addr.port : options.port;
   return {
     url: `http://${options.host}:${port}`,
+    decodeHeld() {
+      const requests = held;
+      held = [];
+      let n = 0;
+      for (const request of requests) {
+        try {
+          for (const span of decodeRequest(request)) {
+            store.add(span);
+            n++;
+          }
+        } catch (err) {
+          options.logger.warn({ err }, 'a held OTLP request is not OTLP');
+        }
+      }
+      return n;
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

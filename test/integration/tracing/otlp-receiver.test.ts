@@ -143,6 +143,39 @@ describe('the embedded OTLP receiver', () => {
     }
   });
 
+  it('with deferDecoding, answers exports at once and stores their spans only on decodeHeld', async () => {
+    const held = new SpanStore(100);
+    const deferred = await startOtlpReceiver(held, {
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('test', 'silent'),
+      deferDecoding: true,
+    });
+    try {
+      const provider = new BasicTracerProvider({
+        resource: resourceFromAttributes({ 'service.name': 'svc-held' }),
+        spanProcessors: [
+          new SimpleSpanProcessor(
+            new OTLPProtoTraceExporter({
+              url: `${deferred.url}/v1/traces`,
+              compression: CompressionAlgorithm.GZIP,
+            }),
+          ),
+        ],
+      });
+      const tracer = provider.getTracer('dsat');
+      for (const name of ['a', 'b', 'c']) tracer.startSpan(name).end();
+      await provider.forceFlush();
+      expect(held.size).toBe(0);
+      expect(deferred.decodeHeld()).toBe(3);
+      expect(held.size).toBe(3);
+      expect(deferred.decodeHeld()).toBe(0);
+      await provider.shutdown();
+    } finally {
+      await deferred.close();
+    }
+  });
+
   it('refuses other content types, and bodies that are not OTLP, with a message', async () => {
     const post = (contentType: string, body: Uint8Array | string) =>
       fetch(`${receiver.url}/v1/traces`, {
