@@ -126,10 +126,11 @@ async function runTraced(base: BenchOptions, both: boolean) {
     system: `${system}-traced`,
     env: {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      // Big, frequent batches: the default queue of 2048 would drop spans, and cost less.
-      OTEL_BSP_SCHEDULE_DELAY: '500',
-      OTEL_BSP_MAX_QUEUE_SIZE: '200000',
-      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096',
+      // Big, frequent batches: the default queue of 2048 would drop spans, and cost less. Values
+      // set in the environment win, to measure other settings.
+      OTEL_BSP_SCHEDULE_DELAY: process.env.OTEL_BSP_SCHEDULE_DELAY ?? '500',
+      OTEL_BSP_MAX_QUEUE_SIZE: process.env.OTEL_BSP_MAX_QUEUE_SIZE ?? '200000',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: process.env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE ?? '4096',
     },
   };
   const plain: BenchOptions = { ...base, system };
