@@ -126,6 +126,8 @@ export async function startRouterServer(
             actionKey: '',
           },
           fromRevision,
+          // Our own writes come back as outcomes: the feed need not carry them here too.
+          skipTransitionIdPrefix: ids.prefix,
         },
         { signal },
       ),

@@ -15,6 +15,7 @@ import type { StatusStore } from './status-store';
 
 /** Writes in one message: the store commits them in one batch anyway; this bounds one request. */
 const MAX_WRITES_PER_MESSAGE = 10_000;
+const MAX_SKIP_PREFIX = 128;
 
 function checkFilter(filter: TaskFilter | undefined, field = 'filter'): TaskFilter | undefined {
   filter?.states.forEach((s, i) => {
@@ -53,7 +54,18 @@ export function createStatusService(
       yield* store.watchTask(req.taskId, req.fromRevision, context.signal);
     },
     async *watchEvents(req, context): AsyncIterable<WatchEventsResponse> {
-      yield* store.watchEvents(checkFilter(req.filter), req.fromRevision, context.signal);
+      if (req.skipTransitionIdPrefix.length > MAX_SKIP_PREFIX) {
+        throw invalidArgument(
+          'skip_transition_id_prefix',
+          `is ${req.skipTransitionIdPrefix.length} characters, more than ${MAX_SKIP_PREFIX}`,
+        );
+      }
+      yield* store.watchEvents(
+        checkFilter(req.filter),
+        req.fromRevision,
+        context.signal,
+        req.skipTransitionIdPrefix,
+      );
     },
     async *applyTransitions(
       requests: AsyncIterable<ApplyTransitionsRequest>,

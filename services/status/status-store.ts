@@ -944,12 +944,14 @@ export class StatusStore {
   }
 
   /** See store-watch.ts: the filtered global feed from a revision, stored then live. */
+  /** `skipTransitionIdPrefix` leaves out a writer's own transitions (the revision still moves). */
   watchEvents(
     filter: TaskFilter | undefined,
     fromRevision: number,
     signal?: AbortSignal,
+    skipTransitionIdPrefix = '',
   ): AsyncGenerator<WatchEventsResponse> {
-    return watchEvents(this.watchSource, filter, fromRevision, signal);
+    return watchEvents(this.watchSource, filter, fromRevision, signal, skipTransitionIdPrefix);
   }
 
   private readonly watchSource: WatchSource;

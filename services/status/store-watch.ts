@@ -101,10 +101,13 @@ export async function* watchEvents(
   filter: TaskFilter | undefined,
   fromRevision: number,
   signal?: AbortSignal,
+  skipTransitionIdPrefix = '',
 ): AsyncGenerator<WatchEventsResponse> {
   const f = compileFilter(filter);
   checkResume(src, fromRevision);
-  const match = (fe: FeedEntry): boolean => src.matches(f, fe);
+  const skip = skipTransitionIdPrefix;
+  const match = (fe: FeedEntry): boolean =>
+    (skip === '' || !fe.entry.transitionId.startsWith(skip)) && src.matches(f, fe);
   const sub = src.hub.subscribeEvents(match, src.bufferSize, src.progressEvery);
   const inbox = sub.inbox;
   let cursor = fromRevision === 0 ? src.revision() : fromRevision;

@@ -116,6 +116,14 @@ describe('bad input', () => {
     expect(err.reason).toBe(reason);
   });
 
+  it('refuses a watch whose skip_transition_id_prefix is too long, naming the field', async () => {
+    const watch = mesh.status.watchEvents({ skipTransitionIdPrefix: 'x'.repeat(129) });
+    const it = watch[Symbol.asyncIterator]();
+    const err = toClientError(await it.next().catch((e: unknown) => e)) as DsatClientError;
+    expect(err.code).toBe(Status.INVALID_ARGUMENT);
+    expect(err.field).toBe('skip_transition_id_prefix');
+  });
+
   it('writes nothing for a refused submit', async () => {
     const before = await mesh.status.getStoreStats({});
     await refusal({ pipeline: 'nope' });

@@ -421,3 +421,29 @@ describe('watchEvents', () => {
     await it.return?.(undefined);
   });
 });
+
+describe("a watch that skips a writer's own transitions", () => {
+  it('leaves out transition ids with the prefix, and still reaches the revision of every commit', async () => {
+    // Told its revision after every commit it does not receive.
+    const store = await open({ watchProgressEvery: 1 });
+    await createTask(store, 'first'); // revisions 1, 2: the watch resumes after them
+    const it = store.watchEvents(undefined, 2, undefined, 'router-a.')[Symbol.asyncIterator]();
+    await createTask(store, 'mine', { transitionId: 'router-a.1' }); // 3, 4
+    await createTask(store, 'theirs', { transitionId: 'tracker.1' }); // 5, 6
+    await createTask(store, 'mine-too', { transitionId: 'router-a.2' }); // 7, 8
+    const seen: [string, number][] = [];
+    let revision = 0;
+    while (revision < 8) {
+      const r = await nextWithin(it);
+      if (r.done === true) break;
+      seen.push(...r.value.transitions.map((t): [string, number] => [t.taskId, t.revision]));
+      revision = r.value.revision;
+    }
+    expect(seen).toEqual([
+      ['theirs', 5],
+      ['theirs', 6],
+    ]);
+    expect(revision).toBe(8);
+    await it.return?.(undefined);
+  });
+});

@@ -132,6 +132,12 @@ export interface WatchEventsRequest {
    * the feed's retention window fails with OUT_OF_RANGE.
    */
   fromRevision: number;
+  /**
+   * Leave out transitions whose transition_id starts with this prefix: a writer that names its
+   * writes with a prefix of its own (a router does) need not hear them back. The watch's revision
+   * still moves past them. At most 128 characters; empty leaves out nothing.
+   */
+  skipTransitionIdPrefix: string;
 }
 
 /** WatchEventsResponse carries the matching transitions of one or more commits. */
@@ -1332,7 +1338,7 @@ export const WatchTaskResponse: MessageFns<WatchTaskResponse> = {
 };
 
 function createBaseWatchEventsRequest(): WatchEventsRequest {
-  return { filter: undefined, fromRevision: 0 };
+  return { filter: undefined, fromRevision: 0, skipTransitionIdPrefix: "" };
 }
 
 export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
@@ -1342,6 +1348,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     }
     if (message.fromRevision !== 0) {
       writer.uint32(16).uint64(message.fromRevision);
+    }
+    if (message.skipTransitionIdPrefix !== "") {
+      writer.uint32(26).string(message.skipTransitionIdPrefix);
     }
     return writer;
   },
@@ -1375,6 +1384,14 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
             message.fromRevision = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.skipTransitionIdPrefix = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1395,6 +1412,11 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
         : isSet(object.from_revision)
         ? globalThis.Number(object.from_revision)
         : 0,
+      skipTransitionIdPrefix: isSet(object.skipTransitionIdPrefix)
+        ? globalThis.String(object.skipTransitionIdPrefix)
+        : isSet(object.skip_transition_id_prefix)
+        ? globalThis.String(object.skip_transition_id_prefix)
+        : "",
     };
   },
 
@@ -1405,6 +1427,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     }
     if (message.fromRevision !== 0) {
       obj.fromRevision = Math.round(message.fromRevision);
+    }
+    if (message.skipTransitionIdPrefix !== "") {
+      obj.skipTransitionIdPrefix = message.skipTransitionIdPrefix;
     }
     return obj;
   },
@@ -1418,6 +1443,7 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
       ? TaskFilter.fromPartial(object.filter)
       : undefined;
     message.fromRevision = object.fromRevision ?? 0;
+    message.skipTransitionIdPrefix = object.skipTransitionIdPrefix ?? "";
     return message;
   },
 };
