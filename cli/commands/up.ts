@@ -205,7 +205,7 @@ export function upCommand(): Command {
     )
     .option('--no-demo', 'Do not apply the demo pipeline nor run its workers')
     .option('--no-trace-receiver', 'Do not keep spans for `dsat trace`')
-    .option('--trace-receiver-port <port>', 'Port of the OTLP/HTTP span receiver', '7418')
+    .option('--trace-receiver-port <port>', 'Port of the OTLP/HTTP span receiver [default 7418]')
     .option(
       '--processes',
       'Run each service as its own child process (`dsat status`, …), restarted on the same port if it dies, all stopped on Ctrl-C; their logs go to stderr, each line prefixed with [service]',
@@ -269,7 +269,10 @@ export function upCommand(): Command {
         process.stdout.write(
           `dsat is up (data in ${statusConfig.dataDir}). Press Ctrl-C to stop.\n` +
             `Next, in another terminal:\n` +
-            `  npx dsat submit demo '{"text":"hi"}' --follow\n` +
+            (opts.demo === false
+              ? `  npx dsat pipelines apply my-pipeline.yaml\n` +
+                `  npx dsat submit my-pipeline '{"any":"json"}' --follow\n`
+              : `  npx dsat submit demo '{"text":"hi"}' --follow\n`) +
             `  npx dsat tasks\n` +
             `  npx dsat trace TASK_ID\n` +
             `  npx dsat --help\n`,

@@ -49,4 +49,33 @@ describe('dsat up', () => {
       up.kill('SIGKILL');
     }
   });
+
+  it('with --no-demo, applies no pipeline and suggests applying one', async () => {
+    const up = spawnDsat([
+      'up',
+      '--no-demo',
+      '--no-trace-receiver',
+      '--data-dir',
+      data.path,
+      '--status-port',
+      '0',
+      '--router-port',
+      '0',
+      '--tracker-port',
+      '0',
+      '--worker-port',
+      '0',
+    ]);
+    try {
+      await up.waitForLine(/^dsat is up/);
+      await up.waitForLine(/--help/);
+      const out = up.stdout.join('\n');
+      expect(out).not.toMatch(/demo/);
+      expect(out).toMatch(/dsat pipelines apply my-pipeline\.yaml/);
+      up.kill('SIGINT');
+      expect(await within(up.exited, 10_000, 'shutdown after SIGINT')).toBe(0);
+    } finally {
+      up.kill('SIGKILL');
+    }
+  });
 });
