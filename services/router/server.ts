@@ -215,11 +215,13 @@ export async function startRouterServer(
     startup.abort();
     intake.stop();
     dispatcher.stop(FAILURE_REASONS.routerShutdown);
+    // Nothing dispatches any more: stop reading the feed before the status service (in the same
+    // process under `dsat up`) ends its streams, which the follower would retry.
+    await feed.stop();
     await membership?.stop();
     membership = undefined;
   });
   shutdown.on('close-store', 'router status link', async () => {
-    await feed.stop();
     forwarder.close();
     await writer.close(config.shutdownGrace);
     raw.close();

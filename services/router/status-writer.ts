@@ -123,7 +123,8 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     if (closed) return;
     const wait = backoffMs;
     backoffMs = Math.min(backoffMs * 2, 2_000);
-    logger.warn(
+    // With nothing pending (a status service restarting or shutting down) nothing is at risk.
+    logger[pendingCount() > 0 ? 'warn' : 'info'](
       {
         err: err instanceof Error ? err.message : String(err),
         pending: pendingCount(),

@@ -1,3 +1,4 @@
+import { throwIfAborted } from 'abort-controller-x';
 import type { CallContext } from 'nice-grpc-common';
 import type {
   ApplyTransitionsRequest,
@@ -69,6 +70,7 @@ export function createStatusService(
     },
     async *applyTransitions(
       requests: AsyncIterable<ApplyTransitionsRequest>,
+      context,
     ): AsyncIterable<ApplyTransitionsResponse> {
       // Messages are answered in order; several may be committing at once (pipelining), and the
       // store puts every write that arrives while a commit runs into the next one.
@@ -76,6 +78,10 @@ export function createStatusService(
       let wake: (() => void) | undefined;
       let ended = false;
       let failure: unknown;
+      // Shutdown (or the caller leaving) ends the stream at once; writes already given to the
+      // store still commit, and the writer re-sends what went unanswered.
+      const onAbort = () => wake?.();
+      context.signal.addEventListener('abort', onAbort);
       void (async () => {
         try {
           for await (const req of requests) {
@@ -89,15 +95,20 @@ export function createStatusService(
           wake?.();
         }
       })();
-      for (;;) {
-        const next = answers.shift();
-        if (next) {
-          yield await next;
-          continue;
+      try {
+        for (;;) {
+          throwIfAborted(context.signal);
+          const next = answers.shift();
+          if (next) {
+            yield await next;
+            continue;
+          }
+          if (ended) break;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
         }
-        if (ended) break;
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
+      } finally {
+        context.signal.removeEventListener('abort', onAbort);
       }
       if (failure) throw failure;
     },
