@@ -220,7 +220,8 @@ class StreamLost extends Error {
 class Running {
   readonly key: string;
   private controller: AbortController | undefined;
-  private abortReason: string | undefined;
+  /** Set once, by `abort`. */
+  abortReason: string | undefined;
   progress: TaskProgress | undefined;
   beat = false;
   constructor(
@@ -238,9 +239,6 @@ class Running {
   }
   get aborted(): boolean {
     return this.abortReason !== undefined;
-  }
-  get reason(): string | undefined {
-    return this.abortReason;
   }
   abort(reason: string) {
     if (this.abortReason !== undefined) return;
@@ -552,7 +550,7 @@ export function createWorker(options: WorkerOptions): Worker {
         return r.signal;
       },
       get abortReason() {
-        return r.reason;
+        return r.abortReason;
       },
       get logger() {
         taskLogger ??= logger.child({ taskId: a.taskId, stage: a.stage, attempt: a.attempt });

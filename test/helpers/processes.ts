@@ -29,6 +29,28 @@ export function spawnDsat(
   return spawnProcess(process.execPath, [...nodeArgs, DSAT_BIN, ...args], env);
 }
 
+/** `dsat up` flags that bind every server and the span receiver to a free port. */
+export const UP_FREE_PORTS = [
+  '--status-port',
+  '0',
+  '--router-port',
+  '0',
+  '--tracker-port',
+  '0',
+  '--worker-port',
+  '0',
+  '--trace-receiver-port',
+  '0',
+];
+
+/** The address `dsat up` printed for `name` (`status`, `router`, …, `traces`). */
+export function upAddress(up: RunningProcess, name: string): string {
+  const line = up.stdout.find((l) => l.trim().startsWith(name + ' '));
+  const address = line?.trim().split(/\s+/)[1];
+  if (address === undefined) throw new Error(`no ${name} line in:\n${up.stdout.join('\n')}`);
+  return address;
+}
+
 /**
  * The environment that shifts a process's wall clock by `offset` ("+30s", "-30s") with libfaketime
  * (Debian package faketime), leaving its monotonic clock alone. Preloaded into node itself rather

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, within } from '../helpers/processes';
+import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(180_000);
@@ -19,32 +19,13 @@ describe('the dsat CLI, as a user drives it', () => {
   let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
-    up = spawnDsat([
-      'up',
-      '--data-dir',
-      path.join(tmp.path, 'data'),
-      '--status-port',
-      '0',
-      '--router-port',
-      '0',
-      '--tracker-port',
-      '0',
-      '--worker-port',
-      '0',
-      '--trace-receiver-port',
-      '0',
-    ]);
+    up = spawnDsat(['up', '--data-dir', path.join(tmp.path, 'data'), ...UP_FREE_PORTS]);
     await up.waitForLine(/^dsat is up/, 60_000);
-    const address = (name: string) =>
-      up.stdout
-        .find((l) => l.trim().startsWith(name + ' '))!
-        .trim()
-        .split(/\s+/)[1]!;
     env = {
-      DSAT_ROUTER_ADDRESS: address('router'),
-      DSAT_STATUS_ADDRESS: address('status'),
-      DSAT_TRACKER_ADDRESS: address('tracker'),
-      DSAT_TRACES_URL: address('traces'),
+      DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
+      DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
+      DSAT_TRACKER_ADDRESS: upAddress(up, 'tracker'),
+      DSAT_TRACES_URL: upAddress(up, 'traces'),
     };
   });
   afterAll(async () => {

@@ -1,27 +1,15 @@
 import fs from 'node:fs';
 import { healthCheck } from '../helpers/plain-grpc';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, within } from '../helpers/processes';
+import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
 
 const NAMES = ['status', 'tracker', 'router', 'worker'] as const;
 type Name = (typeof NAMES)[number];
-const PORTS_0 = ['--status-port', '0', '--router-port', '0', '--tracker-port', '0'];
-
 function upProcesses(dataDir: string): RunningProcess {
-  return spawnDsat([
-    'up',
-    '--processes',
-    '--data-dir',
-    dataDir,
-    ...PORTS_0,
-    '--worker-port',
-    '0',
-    '--trace-receiver-port',
-    '0',
-  ]);
+  return spawnDsat(['up', '--processes', '--data-dir', dataDir, ...UP_FREE_PORTS]);
 }
 
 /** Each service's address and pid, from the lines `  router   127.0.0.1:7402  (pid 1234)`. */
@@ -95,10 +83,7 @@ describe('dsat up --processes', () => {
       DSAT_ROUTER_ADDRESS: first.router.address,
       DSAT_STATUS_ADDRESS: first.status.address,
       DSAT_TRACKER_ADDRESS: first.tracker.address,
-      DSAT_TRACES_URL: up.stdout
-        .find((l) => l.trim().startsWith('traces '))!
-        .trim()
-        .split(/\s+/)[1],
+      DSAT_TRACES_URL: upAddress(up, 'traces'),
     };
   });
   afterAll(() => {

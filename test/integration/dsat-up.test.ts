@@ -1,6 +1,6 @@
 import { createClient } from '../../sdk/client';
 import { healthCheck, listServices } from '../helpers/plain-grpc';
-import { spawnDsat, within } from '../helpers/processes';
+import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(60_000);
@@ -17,38 +17,23 @@ describe('dsat up', () => {
   afterAll(() => data.cleanup());
 
   it('starts four servers that answer health and reflection, and stops on Ctrl-C with exit 0', async () => {
-    const up = spawnDsat([
-      'up',
-      '--data-dir',
-      data.path,
-      '--status-port',
-      '0',
-      '--router-port',
-      '0',
-      '--tracker-port',
-      '0',
-      '--worker-port',
-      '0',
-    ]);
+    const up = spawnDsat(['up', '--data-dir', data.path, ...UP_FREE_PORTS]);
     try {
       await up.waitForLine(/^dsat is up/);
       for (const [name, fullName] of Object.entries(SERVICES)) {
-        const line = up.stdout.find((l) => l.trim().startsWith(name + ' '));
-        const address = line?.trim().split(/\s+/)[1];
+        const address = upAddress(up, name);
         expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
-        await expect(healthCheck(address!)).resolves.toBe('SERVING');
-        await expect(healthCheck(address!, fullName)).resolves.toBe('SERVING');
-        const listed = await listServices(address!);
+        await expect(healthCheck(address)).resolves.toBe('SERVING');
+        await expect(healthCheck(address, fullName)).resolves.toBe('SERVING');
+        const listed = await listServices(address);
         expect(listed).toContain(fullName);
       }
       // A task first, so the router's streams to the status service are open at Ctrl-C: they
       // end with the status service's, not after its 5 s grace, and nothing retries meanwhile.
-      const address = (name: string) =>
-        up.stdout
-          .find((l) => l.trim().startsWith(name + ' '))!
-          .trim()
-          .split(/\s+/)[1]!;
-      const client = createClient({ router: address('router'), status: address('status') });
+      const client = createClient({
+        router: upAddress(up, 'router'),
+        status: upAddress(up, 'status'),
+      });
       const { taskId } = await client.submit('demo', { text: 'hi' });
       await expect(client.result(taskId, { timeoutMs: 20_000 })).resolves.toMatchObject({
         text: 'HI',
@@ -72,14 +57,7 @@ describe('dsat up', () => {
       '--no-trace-receiver',
       '--data-dir',
       data.path,
-      '--status-port',
-      '0',
-      '--router-port',
-      '0',
-      '--tracker-port',
-      '0',
-      '--worker-port',
-      '0',
+      ...UP_FREE_PORTS,
     ]);
     try {
       await up.waitForLine(/^dsat is up/);
