@@ -1,9 +1,13 @@
 import type * as OtlpGrpc from '@opentelemetry/exporter-trace-otlp-grpc';
 import type * as OtlpHttp from '@opentelemetry/exporter-trace-otlp-http';
-import type * as OtlpProto from '@opentelemetry/exporter-trace-otlp-proto';
+import type * as ExporterBase from '@opentelemetry/otlp-exporter-base';
+import type * as ExporterBaseHttp from '@opentelemetry/otlp-exporter-base/node-http';
+import type * as Transformer from '@opentelemetry/otlp-transformer';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type * as SdkNode from '@opentelemetry/sdk-node';
 import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type * as TraceBase from '@opentelemetry/sdk-trace-base';
+import type * as SpanEncoder from './otlp-span-encoder';
 
 /*
  * The SDK and the exporters are loaded only when a process traces: loading them costs ~26 MB of
@@ -15,8 +19,13 @@ const load = {
   base: (): typeof TraceBase => require('@opentelemetry/sdk-trace-base') as typeof TraceBase,
   http: (): typeof OtlpHttp =>
     require('@opentelemetry/exporter-trace-otlp-http') as typeof OtlpHttp,
-  proto: (): typeof OtlpProto =>
-    require('@opentelemetry/exporter-trace-otlp-proto') as typeof OtlpProto,
+  exporterBase: (): typeof ExporterBase =>
+    require('@opentelemetry/otlp-exporter-base') as typeof ExporterBase,
+  exporterHttp: (): typeof ExporterBaseHttp =>
+    require('@opentelemetry/otlp-exporter-base/node-http') as typeof ExporterBaseHttp,
+  transformer: (): typeof Transformer =>
+    require('@opentelemetry/otlp-transformer') as typeof Transformer,
+  encoder: (): typeof SpanEncoder => require('./otlp-span-encoder') as typeof SpanEncoder,
   grpc: (): typeof OtlpGrpc =>
     require('@opentelemetry/exporter-trace-otlp-grpc') as typeof OtlpGrpc,
 };
@@ -53,7 +62,32 @@ function otlpExporterFromEnv(env: NodeJS.ProcessEnv): SpanExporter | undefined {
     env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
   if (protocol === 'grpc') return new (load.grpc().OTLPTraceExporter)();
   if (protocol === 'http/json') return new (load.http().OTLPTraceExporter)();
-  return new (load.proto().OTLPTraceExporter)();
+  return otlpProtobufExporter();
+}
+
+/**
+ * What `@opentelemetry/exporter-trace-otlp-proto` builds (its configuration from OTEL_* variables,
+ * transport, retries, metrics), with dsat's span encoder in place of its serializer: the same
+ * bytes in about a third of the time (otlp-span-encoder.ts).
+ */
+function otlpProtobufExporter(): SpanExporter {
+  const { OTLPExporterBase } = load.exporterBase();
+  const { createOtlpHttpExportDelegate, convertLegacyHttpOptions } = load.exporterHttp();
+  const { ProtobufTraceSerializer, TraceExporterMetricsHelper } = load.transformer();
+  const { encodeSpans } = load.encoder();
+  const delegate = createOtlpHttpExportDelegate(
+    convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', {
+      'Content-Type': 'application/x-protobuf',
+    }),
+    {
+      serializeRequest: (spans: ReadableSpan[]) => encodeSpans(spans),
+      deserializeResponse: (data: Uint8Array) => ProtobufTraceSerializer.deserializeResponse(data),
+    },
+    'otlp_http_span_exporter',
+    TraceExporterMetricsHelper,
+    undefined,
+  );
+  return new OTLPExporterBase<ReadableSpan[]>(delegate);
 }
 
 export function startTelemetry(options: TelemetryOptions): Telemetry {

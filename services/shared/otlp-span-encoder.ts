@@ -1,0 +1,402 @@
+import type { HrTime, SpanContext } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+
+/*
+ * Encodes finished spans as an OTLP ExportTraceServiceRequest (protobuf), byte for byte what
+ * @opentelemetry/otlp-transformer's ProtobufTraceSerializer writes (a test holds the two equal),
+ * in about a fifth of its time: one pass instead of a size pass and a write pass, strings and ids
+ * written from locals, no buffer per id. It was the largest single cost of tracing (~half of what
+ * tracing adds to a router or worker in the pipeline benchmark).
+ *
+ * Field numbers are those of opentelemetry/proto/{collector/trace,trace,resource,common}/v1.
+ */
+
+const LEN = 2;
+const VARINT = 0;
+const I64 = 1;
+const I32 = 5;
+const tag = (field: number, wire: number) => (field << 3) | wire;
+
+const HAS_IS_REMOTE = 0x100;
+const IS_REMOTE = 0x200;
+const MIN_INT64 = -(2 ** 63);
+const MAX_INT64 = 2 ** 63;
+
+/** Hex digit values by char code; -1 where not a hex digit. */
+const HEX = new Int8Array(128).fill(-1);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX[97 + i] = HEX[65 + i] = 10 + i;
+
+class Writer {
+  buf: Buffer;
+  pos = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const grown = Buffer.allocUnsafe(size);
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
+  }
+
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = b;
+  }
+
+  varint(value: number): void {
+    this.ensure(10);
+    const buf = this.buf;
+    let p = this.pos;
+    if (value >= 0 && value <= 0xffffffff) {
+      let v = value >>> 0;
+      while (v > 0x7f) {
+        buf[p++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      buf[p++] = v;
+    } else {
+      const abs = Math.abs(value);
+      let low = abs >>> 0;
+      let high = (abs / 0x100000000) >>> 0;
+      if (value < 0) {
+        low = ~low >>> 0;
+        high = ~high >>> 0;
+        low = (low + 1) >>> 0;
+        if (low === 0) high = (high + 1) >>> 0;
+      }
+      while (high > 0 || low > 0x7f) {
+        buf[p++] = (low & 0x7f) | 0x80;
+        low = ((low >>> 7) | (high << 25)) >>> 0;
+        high >>>= 7;
+      }
+      buf[p++] = low & 0x7f;
+    }
+    this.pos = p;
+  }
+
+  fixed32(value: number): void {
+    this.ensure(4);
+    this.buf.writeUInt32LE(value >>> 0, this.pos);
+    this.pos += 4;
+  }
+
+  /** An HrTime as fixed64 nanoseconds, split so that every product stays below 2^53. */
+  hrTime(t: HrTime): void {
+    const lowSeconds = t[0] & 0xffff;
+    const highSeconds = (t[0] / 0x10000) >>> 0;
+    const fromLow = lowSeconds * 1e9;
+    const fromHigh = highSeconds * 1e9;
+    const low = (fromLow >>> 0) + (((fromHigh & 0xffff) * 0x10000) >>> 0) + t[1];
+    const high =
+      (Math.floor(fromLow / 0x100000000) +
+        ((fromHigh / 0x10000) >>> 0) +
+        Math.floor(low / 0x100000000)) >>>
+      0;
+    this.ensure(8);
+    this.buf.writeUInt32LE(low >>> 0, this.pos);
+    this.buf.writeUInt32LE(high, this.pos + 4);
+    this.pos += 8;
+  }
+
+  /** A string field's length and UTF-8 bytes; ASCII (nearly every span string) in one loop. */
+  string(s: string): void {
+    const n = s.length;
+    if (n < 128) {
+      this.ensure(n + 1);
+      const buf = this.buf;
+      let p = this.pos + 1;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[p++] = c;
+      }
+      if (i === n) {
+        buf[this.pos] = n;
+        this.pos = p;
+        return;
+      }
+    }
+    const len = Buffer.byteLength(s, 'utf8');
+    this.varint(len);
+    this.ensure(len);
+    this.pos += this.buf.write(s, this.pos, len, 'utf8');
+  }
+
+  bytes(b: Uint8Array): void {
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** A hex id (trace or span id) as bytes. */
+  hexId(id: string): void {
+    const n = id.length >>> 1;
+    this.varint(n);
+    this.ensure(n);
+    const buf = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) {
+      const hi = id.charCodeAt(2 * i);
+      const lo = id.charCodeAt(2 * i + 1);
+      buf[p++] = (hexValue(hi) << 4) | hexValue(lo);
+    }
+    this.pos = p;
+  }
+
+  /** Reserves one byte for a length; `end` writes it, moving the body when it needs more. */
+  begin(): number {
+    this.ensure(1);
+    return this.pos++;
+  }
+
+  end(start: number): void {
+    const len = this.pos - start - 1;
+    if (len < 0x80) {
+      this.buf[start] = len;
+      return;
+    }
+    let size = 1;
+    for (let v = len; v > 0x7f; v >>>= 7) size++;
+    this.ensure(size - 1);
+    this.buf.copyWithin(start + size, start + 1, this.pos);
+    this.pos += size - 1;
+    let p = start;
+    let v = len;
+    while (v > 0x7f) {
+      this.buf[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    this.buf[p] = v;
+  }
+}
+
+/** Like the SDK's hexToBinary: any char that is not a digit or a-f/A-F reads as `code - 55`. */
+function hexValue(code: number): number {
+  const v = code < 128 ? HEX[code]! : -1;
+  return v >= 0 ? v : code - 55;
+}
+
+function anyValue(w: Writer, value: unknown): void {
+  const t = typeof value;
+  if (t === 'string') {
+    w.byte(tag(1, LEN));
+    w.string(value as string);
+  } else if (t === 'boolean') {
+    w.byte(tag(2, VARINT));
+    w.byte(value ? 1 : 0);
+  } else if (t === 'number') {
+    const n = value as number;
+    if (Number.isInteger(n) && n >= MIN_INT64 && n < MAX_INT64) {
+      w.byte(tag(3, VARINT));
+      w.varint(n);
+    } else {
+      w.byte(tag(4, I64));
+      w.ensure(8);
+      w.buf.writeDoubleLE(n, w.pos);
+      w.pos += 8;
+    }
+  } else if (value instanceof Uint8Array) {
+    w.byte(tag(7, LEN));
+    w.bytes(value);
+  } else if (Array.isArray(value)) {
+    w.byte(tag(5, LEN));
+    const array = w.begin();
+    for (const item of value) {
+      w.byte(tag(1, LEN));
+      const start = w.begin();
+      anyValue(w, item);
+      w.end(start);
+    }
+    w.end(array);
+  } else if (t === 'object' && value !== null) {
+    w.byte(tag(6, LEN));
+    const list = w.begin();
+    keyValues(w, value as Record<string, unknown>, 1);
+    w.end(list);
+  }
+}
+
+function keyValues(w: Writer, attributes: Record<string, unknown>, field: number): void {
+  const keys = Object.keys(attributes);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    w.byte(tag(field, LEN));
+    const kv = w.begin();
+    w.byte(tag(1, LEN));
+    w.string(key);
+    w.byte(tag(2, LEN));
+    const value = w.begin();
+    anyValue(w, attributes[key]);
+    w.end(value);
+    w.end(kv);
+  }
+}
+
+function flags(traceFlags: number, isRemote: boolean | undefined): number {
+  return (traceFlags & 0xff) | HAS_IS_REMOTE | (isRemote ? IS_REMOTE : 0);
+}
+
+function link(w: Writer, l: ReadableSpan['links'][number]): void {
+  const c: SpanContext = l.context;
+  w.byte(tag(1, LEN));
+  w.hexId(c.traceId);
+  w.byte(tag(2, LEN));
+  w.hexId(c.spanId);
+  const state = c.traceState?.serialize();
+  if (state) {
+    w.byte(tag(3, LEN));
+    w.string(state);
+  }
+  if (l.attributes) keyValues(w, l.attributes, 4);
+  w.byte(tag(5, VARINT));
+  w.varint(l.droppedAttributesCount || 0);
+  w.byte(tag(6, I32));
+  w.fixed32(flags(c.traceFlags, c.isRemote));
+}
+
+function span(w: Writer, s: ReadableSpan): void {
+  const c = s.spanContext();
+  w.byte(tag(1, LEN));
+  w.hexId(c.traceId);
+  w.byte(tag(2, LEN));
+  w.hexId(c.spanId);
+  const state = c.traceState?.serialize();
+  if (state) {
+    w.byte(tag(3, LEN));
+    w.string(state);
+  }
+  const parent = s.parentSpanContext;
+  if (parent?.spanId) {
+    w.byte(tag(4, LEN));
+    w.hexId(parent.spanId);
+  }
+  w.byte(tag(5, LEN));
+  w.string(s.name);
+  // OTLP's kinds start at 1 (0 is UNSPECIFIED); the API's at 0.
+  if (s.kind != null) {
+    w.byte(tag(6, VARINT));
+    w.varint(s.kind + 1);
+  }
+  w.byte(tag(7, I64));
+  w.hrTime(s.startTime);
+  w.byte(tag(8, I64));
+  w.hrTime(s.endTime);
+  if (s.attributes) keyValues(w, s.attributes, 9);
+  w.byte(tag(10, VARINT));
+  w.varint(s.droppedAttributesCount);
+  for (const e of s.events) {
+    w.byte(tag(11, LEN));
+    const start = w.begin();
+    w.byte(tag(1, I64));
+    w.hrTime(e.time);
+    w.byte(tag(2, LEN));
+    w.string(e.name);
+    if (e.attributes) keyValues(w, e.attributes, 3);
+    w.byte(tag(4, VARINT));
+    w.varint(e.droppedAttributesCount || 0);
+    w.end(start);
+  }
+  w.byte(tag(12, VARINT));
+  w.varint(s.droppedEventsCount);
+  for (const l of s.links) {
+    w.byte(tag(13, LEN));
+    const start = w.begin();
+    link(w, l);
+    w.end(start);
+  }
+  w.byte(tag(14, VARINT));
+  w.varint(s.droppedLinksCount);
+  w.byte(tag(15, LEN));
+  const status = w.begin();
+  if (s.status.message) {
+    w.byte(tag(2, LEN));
+    w.string(s.status.message);
+  }
+  w.byte(tag(3, VARINT));
+  w.varint(s.status.code);
+  w.end(status);
+  w.varint(tag(16, I32)); // two bytes: field numbers from 16 on
+  w.fixed32(flags(c.traceFlags, parent?.isRemote));
+}
+
+type Resource = ReadableSpan['resource'];
+type Scope = ReadableSpan['instrumentationScope'];
+
+function resource(w: Writer, r: Resource): void {
+  w.byte(tag(1, LEN));
+  const start = w.begin();
+  if (r.attributes) keyValues(w, r.attributes, 1);
+  w.byte(tag(2, VARINT));
+  w.byte(0);
+  w.end(start);
+}
+
+function scope(w: Writer, sc: Scope): void {
+  w.byte(tag(1, LEN));
+  const start = w.begin();
+  w.byte(tag(1, LEN));
+  w.string(sc.name);
+  if (sc.version) {
+    w.byte(tag(2, LEN));
+    w.string(sc.version);
+  }
+  const extra = sc as Scope & {
+    attributes?: Record<string, unknown>;
+    droppedAttributesCount?: number;
+  };
+  if (extra.attributes) keyValues(w, extra.attributes, 3);
+  if (extra.droppedAttributesCount) {
+    w.byte(tag(4, VARINT));
+    w.varint(extra.droppedAttributesCount);
+  }
+  w.end(start);
+}
+
+/** ExportTraceServiceRequest bytes for these spans, grouped by resource, then scope. */
+export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
+  const byResource = new Map<Resource, Map<Scope, ReadableSpan[]>>();
+  for (const s of spans) {
+    let byScope = byResource.get(s.resource);
+    if (!byScope) byResource.set(s.resource, (byScope = new Map()));
+    let list = byScope.get(s.instrumentationScope);
+    if (!list) byScope.set(s.instrumentationScope, (list = []));
+    list.push(s);
+  }
+  const w = new Writer(Math.max(1024, spans.length * 512));
+  for (const [r, byScope] of byResource) {
+    w.byte(tag(1, LEN));
+    const resourceSpans = w.begin();
+    resource(w, r);
+    for (const list of byScope.values()) {
+      w.byte(tag(2, LEN));
+      const scopeSpans = w.begin();
+      const sc = list[0]!.instrumentationScope;
+      scope(w, sc);
+      for (const s of list) {
+        w.byte(tag(2, LEN));
+        const start = w.begin();
+        span(w, s);
+        w.end(start);
+      }
+      if (sc.schemaUrl) {
+        w.byte(tag(3, LEN));
+        w.string(sc.schemaUrl);
+      }
+      w.end(scopeSpans);
+    }
+    if (r.schemaUrl) {
+      w.byte(tag(3, LEN));
+      w.string(r.schemaUrl);
+    }
+    w.end(resourceSpans);
+  }
+  return w.buf.subarray(0, w.pos);
+}
