@@ -142,7 +142,13 @@ async function runTraced(base: BenchOptions, both: boolean) {
         for (const opts of both ? [plain, traced] : [traced]) {
           const { runs } = await runPipeline3({ ...opts, modes: [mode], runs: 1 });
           const run: RunRecord = { ...runs[0]!, rep };
-          if (opts === traced) run.spans_received = receiver.decodeHeld();
+          if (opts === traced) {
+            run.spans_received = receiver.decodeHeld();
+            run.traces_received = spans.traceCount;
+            // Spans kept from run to run would make the receiver's garbage collection, on the
+            // same two cores, slow each traced run more than the last.
+            spans.clear();
+          }
           out.runs.push(run);
           bySystem.set(opts.system!, [...(bySystem.get(opts.system!) ?? []), run]);
         }

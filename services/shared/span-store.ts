@@ -51,6 +51,17 @@ export class SpanStore {
     return [...(this.byTrace.get(traceId.toLowerCase()) ?? [])];
   }
 
+  /** Distinct traces held. */
+  get traceCount(): number {
+    return this.byTrace.size;
+  }
+
+  clear(): void {
+    this.ring.fill(undefined);
+    this.byTrace.clear();
+    this.next = 0;
+  }
+
   get size(): number {
     let n = 0;
     for (const l of this.byTrace.values()) n += l.length;

@@ -169,7 +169,10 @@ describe('the embedded OTLP receiver', () => {
       expect(held.size).toBe(0);
       expect(deferred.decodeHeld()).toBe(3);
       expect(held.size).toBe(3);
+      expect(held.traceCount).toBe(3);
       expect(deferred.decodeHeld()).toBe(0);
+      held.clear();
+      expect([held.size, held.traceCount]).toEqual([0, 0]);
       await provider.shutdown();
     } finally {
       await deferred.close();
