@@ -129,6 +129,12 @@ class Writer {
     this.pos += this.buf.write(s, this.pos, len, 'utf8');
   }
 
+  append(other: Writer): void {
+    this.ensure(other.pos);
+    other.buf.copy(this.buf, this.pos, 0, other.pos);
+    this.pos += other.pos;
+  }
+
   bytes(b: Uint8Array): void {
     this.varint(b.length);
     this.ensure(b.length);
@@ -360,43 +366,100 @@ function scope(w: Writer, sc: Scope): void {
   w.end(start);
 }
 
+const varintSize = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4);
+
+/** The spans of one resource and scope, each written as ScopeSpans' field 2 when it is added. */
+interface ScopeGroup {
+  readonly scope: Scope;
+  readonly spans: Writer;
+}
+
+/**
+ * Spans encoded as they are added, put together into one ExportTraceServiceRequest by `request()`
+ * (grouped by resource, then scope, in the order they first appear, as the serializer does).
+ * Encoding a span when it ends reads it while it is fresh, and lets it be collected young.
+ */
+export class SpanBatch {
+  count = 0;
+  private readonly groups = new Map<Resource, Map<Scope, ScopeGroup>>();
+
+  add(s: ReadableSpan): void {
+    let byScope = this.groups.get(s.resource);
+    if (!byScope) this.groups.set(s.resource, (byScope = new Map()));
+    let group = byScope.get(s.instrumentationScope);
+    if (!group) {
+      group = { scope: s.instrumentationScope, spans: new Writer(16 * 1024) };
+      byScope.set(s.instrumentationScope, group);
+    }
+    const w = group.spans;
+    const mark = w.pos;
+    try {
+      w.byte(tag(2, LEN));
+      const start = w.begin();
+      span(w, s);
+      w.end(start);
+    } catch (err) {
+      w.pos = mark; // a span that cannot be encoded leaves nothing half-written
+      throw err;
+    }
+    this.count++;
+  }
+
+  /** The resources of the spans added, e.g. to wait for their asynchronous attributes. */
+  resources(): Resource[] {
+    return [...this.groups.keys()];
+  }
+
+  /** The request, each length computed from parts written on their own, so nothing moves. */
+  request(): Uint8Array {
+    const framed = (length: number) => 1 + varintSize(length) + length;
+    const resources = [...this.groups].map(([r, byScope]) => {
+      const head = new Writer(256);
+      resource(head, r);
+      const scopes = [...byScope.values()].map(({ scope: sc, spans }) => {
+        const scopeHead = new Writer(64);
+        scope(scopeHead, sc);
+        const parts = [scopeHead, spans, schemaUrl(sc.schemaUrl)];
+        return { parts, length: parts.reduce((n, part) => n + part.pos, 0) };
+      });
+      const tail = schemaUrl(r.schemaUrl);
+      const length = head.pos + scopes.reduce((n, sc) => n + framed(sc.length), 0) + tail.pos;
+      return { head, scopes, tail, length };
+    });
+    const out = new Writer(
+      Math.max(
+        16,
+        resources.reduce((n, r) => n + framed(r.length), 0),
+      ),
+    );
+    for (const r of resources) {
+      out.byte(tag(1, LEN));
+      out.varint(r.length);
+      out.append(r.head);
+      for (const sc of r.scopes) {
+        out.byte(tag(2, LEN));
+        out.varint(sc.length);
+        for (const part of sc.parts) out.append(part);
+      }
+      out.append(r.tail);
+    }
+    return out.buf.subarray(0, out.pos);
+  }
+}
+
+/** A schema_url field (3 in ResourceSpans and ScopeSpans), or nothing. */
+function schemaUrl(url: string | undefined): Writer {
+  const w = new Writer(url ? url.length * 3 + 8 : 1);
+  if (url) {
+    w.byte(tag(3, LEN));
+    w.string(url);
+  }
+  return w;
+}
+
 /** ExportTraceServiceRequest bytes for these spans, grouped by resource, then scope. */
 export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
-  const byResource = new Map<Resource, Map<Scope, ReadableSpan[]>>();
-  for (const s of spans) {
-    let byScope = byResource.get(s.resource);
-    if (!byScope) byResource.set(s.resource, (byScope = new Map()));
-    let list = byScope.get(s.instrumentationScope);
-    if (!list) byScope.set(s.instrumentationScope, (list = []));
-    list.push(s);
-  }
-  const w = new Writer(Math.max(1024, spans.length * 512));
-  for (const [r, byScope] of byResource) {
-    w.byte(tag(1, LEN));
-    const resourceSpans = w.begin();
-    resource(w, r);
-    for (const list of byScope.values()) {
-      w.byte(tag(2, LEN));
-      const scopeSpans = w.begin();
-      const sc = list[0]!.instrumentationScope;
-      scope(w, sc);
-      for (const s of list) {
-        w.byte(tag(2, LEN));
-        const start = w.begin();
-        span(w, s);
-        w.end(start);
-      }
-      if (sc.schemaUrl) {
-        w.byte(tag(3, LEN));
-        w.string(sc.schemaUrl);
-      }
-      w.end(scopeSpans);
-    }
-    if (r.schemaUrl) {
-      w.byte(tag(3, LEN));
-      w.string(r.schemaUrl);
-    }
-    w.end(resourceSpans);
-  }
-  return w.buf.subarray(0, w.pos);
+  const batch = new SpanBatch();
+  for (const s of spans) batch.add(s);
+  return batch.request();
 }

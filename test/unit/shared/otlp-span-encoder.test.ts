@@ -61,7 +61,10 @@ const spanContext: fc.Arbitrary<SpanContext> = fc.record({
 
 const resources = [
   resourceFromAttributes({ 'service.name': 'dsat-router', 'process.pid': 42 }),
-  resourceFromAttributes({ 'service.name': 'dsat-wörker', 'host.arch': ['x', 'y'] }),
+  resourceFromAttributes(
+    { 'service.name': 'dsat-wörker', 'host.arch': ['x', 'y'] },
+    { schemaUrl: 'https://opentelemetry.io/schemas/1.26.0' },
+  ),
 ];
 const scopes = [
   { name: 'dsat' },
