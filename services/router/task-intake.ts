@@ -83,9 +83,18 @@ export function traceIdOf(traceparent: string): string | undefined {
  * has a trace id from its first transition.
  */
 export function newTraceparent(): string {
-  const b = crypto.randomBytes(24).toString('hex');
-  return `00-${b.slice(0, 32)}-${b.slice(32)}-01`;
+  if (randomAt + 24 > randomPool.length) {
+    crypto.randomFillSync(randomPool);
+    randomAt = 0;
+  }
+  const traceId = randomPool.toString('hex', randomAt, randomAt + 16);
+  const spanId = randomPool.toString('hex', randomAt + 16, randomAt + 24);
+  randomAt += 24;
+  return `00-${traceId}-${spanId}-01`;
 }
+// Random bytes drawn 6 KB at a time: one call per task cost ~6 µs of the router's time per task.
+const randomPool = Buffer.alloc(24 * 256);
+let randomAt = randomPool.length;
 
 /**
  * Submits: every check of the request (each bad field named), the pipeline's latest version
