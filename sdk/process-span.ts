@@ -1,10 +1,12 @@
 import { context, trace } from '@opentelemetry/api';
 import {
   endTaskSpan,
+  NO_TASK_SPAN,
   SPAN_NAMES,
   SpanKind,
   startTaskSpan,
   taskAttributes,
+  taskTracingActive,
 } from '../services/shared/task-tracing';
 import type { Span } from '@opentelemetry/api';
 
@@ -29,6 +31,10 @@ interface AttemptFacts {
 export function processSpanHooks(workerId: () => string) {
   return {
     async aroundTask(ctx: AttemptFacts, run: () => Promise<unknown>): Promise<unknown> {
+      if (!taskTracingActive()) {
+        ctx.span = NO_TASK_SPAN;
+        return run();
+      }
       const span = startTaskSpan(
         SPAN_NAMES.process(ctx.stage),
         SpanKind.CONSUMER,

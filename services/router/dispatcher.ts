@@ -5,6 +5,7 @@ import {
   SpanKind,
   startTaskSpan,
   taskAttributes,
+  taskTracingActive,
 } from '../shared/task-tracing';
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
@@ -757,6 +758,7 @@ export type { CompiledStage };
  * the worker's `dsat.process` span hangs under; with tracing off, the task's own traceparent.
  */
 function dispatchTraceparent(t: HeldTask, workerId: string): string {
+  if (!taskTracingActive()) return t.traceparent;
   const span = startTaskSpan(
     SPAN_NAMES.dispatch(t.stage.name),
     SpanKind.INTERNAL,

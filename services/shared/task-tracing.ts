@@ -1,5 +1,12 @@
 import type { Attributes, Context, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import {
+  INVALID_SPAN_CONTEXT,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api';
 
 /**
  * The spans of a task. Each is parented by the task's stored traceparent, never by the call or
@@ -15,6 +22,21 @@ export const SPAN_NAMES = {
 export function dsatTracer(): Tracer {
   return trace.getTracer('dsat');
 }
+
+const NO_SDK = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether an OpenTelemetry SDK is registered in this process (by dsat, or by a handler's own
+ * code). Without one, task spans are skipped altogether: as no-ops they still cost a traceparent
+ * parse, id checks and an attributes object, several µs per span, on every task.
+ */
+export function taskTracingActive(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_SDK;
+}
+
+/** The span task code holds while no SDK is registered: records nothing, has an invalid context. */
+export const NO_TASK_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 export interface TaskSpanFacts {
   readonly taskId: string;
