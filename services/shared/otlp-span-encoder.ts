@@ -250,8 +250,8 @@ function flags(traceFlags: number, isRemote: boolean | undefined): number {
   return (traceFlags & 0xff) | HAS_IS_REMOTE | (isRemote ? IS_REMOTE : 0);
 }
 
-function link(w: Writer, l: ReadableSpan['links'][number]): void {
-  const c: SpanContext = l.context;
+/** trace_id, span_id and trace_state: fields 1 to 3 of both Span and Span.Link. */
+function contextFields(w: Writer, c: SpanContext): void {
   w.byte(tag(1, LEN));
   w.hexId(c.traceId);
   w.byte(tag(2, LEN));
@@ -261,6 +261,11 @@ function link(w: Writer, l: ReadableSpan['links'][number]): void {
     w.byte(tag(3, LEN));
     w.string(state);
   }
+}
+
+function link(w: Writer, l: ReadableSpan['links'][number]): void {
+  const c: SpanContext = l.context;
+  contextFields(w, c);
   if (l.attributes) keyValues(w, l.attributes, 4);
   w.byte(tag(5, VARINT));
   w.varint(l.droppedAttributesCount || 0);
@@ -270,15 +275,7 @@ function link(w: Writer, l: ReadableSpan['links'][number]): void {
 
 function span(w: Writer, s: ReadableSpan): void {
   const c = s.spanContext();
-  w.byte(tag(1, LEN));
-  w.hexId(c.traceId);
-  w.byte(tag(2, LEN));
-  w.hexId(c.spanId);
-  const state = c.traceState?.serialize();
-  if (state) {
-    w.byte(tag(3, LEN));
-    w.string(state);
-  }
+  contextFields(w, c);
   const parent = s.parentSpanContext;
   if (parent?.spanId) {
     w.byte(tag(4, LEN));
