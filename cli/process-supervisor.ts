@@ -8,8 +8,8 @@ const BACKOFF_MAX_MS = 5_000;
 const QUICK_CRASH_MS = 10_000;
 /** This many quick crashes in a row: the child cannot run here, so stop trying. */
 const MAX_QUICK_CRASHES = 5;
-/** How long a child may take to stop after SIGTERM before it is killed. */
-const STOP_GRACE_MS = 10_000;
+/** How long a child may take to stop after SIGTERM before it is killed, unless its spec says. */
+export const STOP_GRACE_MS = 10_000;
 
 export interface ChildSpec {
   /** The service name: it prefixes the child's log lines and names it in messages. */
@@ -19,6 +19,8 @@ export interface ChildSpec {
   /** The port asked for; 0 picks one at the first start, which every restart then reuses. */
   readonly port: number;
   readonly env?: NodeJS.ProcessEnv;
+  /** How long it may take to stop after SIGTERM before it is killed (a worker drains first). */
+  readonly stopGraceMs?: number;
 }
 
 export interface StartedChild {
@@ -67,13 +69,12 @@ export class ProcessSupervisor {
     for (const child of [...this.children].reverse()) {
       const proc = child.proc;
       if (!proc || proc.exitCode !== null || proc.signalCode !== null) continue;
+      const grace = child.spec.stopGraceMs ?? STOP_GRACE_MS;
       await new Promise<void>((resolve) => {
         const kill = setTimeout(() => {
-          this.events.notice(
-            `${child.spec.name} did not stop within ${STOP_GRACE_MS} ms; killing it`,
-          );
+          this.events.notice(`${child.spec.name} did not stop within ${grace} ms; killing it`);
           proc.kill('SIGKILL');
-        }, STOP_GRACE_MS);
+        }, grace);
         proc.once('exit', () => {
           clearTimeout(kill);
           resolve();

@@ -5,14 +5,35 @@
 // file with your handlers.
 const crypto = require('node:crypto');
 
-/** Checks the task is a JSON object with a text; anything else is not worth a retry. */
-exports.parse = async (input) => {
+/**
+ * Checks the task is a JSON object with a text; anything else is not worth a retry. `workMs` in
+ * the input (at most 60,000) makes this stage take that long, to watch a running task or to try a
+ * shutdown while one runs.
+ */
+exports.parse = async (input, ctx) => {
   if (input === null || typeof input !== 'object' || typeof input.text !== 'string') {
     // The code is listed in the stage's non_retryable_errors: the task fails at once.
     throw Object.assign(new Error('the demo takes {"text": "..."}'), { code: 'INVALID_JSON' });
   }
+  const workMs = Math.min(Number(input.workMs) || 0, 60_000);
+  if (workMs > 0) await work(workMs, ctx.signal);
   return { text: input.text, parsedAt: new Date().toISOString() };
 };
+
+/** Waits `ms`, or stops at once when the attempt is taken away (cancel, timeout, shutdown). */
+function work(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const done = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(done);
+        reject(new Error('the attempt was taken away'));
+      },
+      { once: true },
+    );
+  });
+}
 
 /** Adds the SHA-256 of the text, in hex. */
 exports.hash = async (input) => ({

@@ -27,7 +27,7 @@ import { startRouterServer } from '../../services/router/server';
 import { startStatusServer } from '../../services/status/server';
 import { startTrackerServer } from '../../services/tracker/server';
 import { startWorkerServer } from '../../services/worker/server';
-import { ProcessSupervisor } from '../process-supervisor';
+import { ProcessSupervisor, STOP_GRACE_MS } from '../process-supervisor';
 
 interface UpOptions {
   dataDir?: string;
@@ -112,7 +112,7 @@ function loadServices(opts: UpOptions) {
     router: router.port,
     worker: worker.port,
   };
-  return { flags, ports, status };
+  return { flags, ports, status, workerDrainMs: worker.drainTimeout };
 }
 
 /** The four servers in this process, sharing one logger and one shutdown. */
@@ -152,6 +152,7 @@ function processes(
   ports: Record<ServiceName, number>,
   traces: string | undefined,
   shutdown: Shutdown,
+  workerDrainMs: number,
 ): StartService {
   const supervisor = new ProcessSupervisor({
     notice: (line) => process.stderr.write(`dsat: ${line}\n`),
@@ -166,6 +167,8 @@ function processes(
       args: [name, ...flagArgs({ ...flags, port: undefined })],
       port: ports[name],
       env: traces === undefined ? {} : exportTo(traces, name),
+      // A stopping worker first lets its running tasks finish, for up to its drain timeout.
+      ...(name === 'worker' ? { stopGraceMs: workerDrainMs + STOP_GRACE_MS } : {}),
     });
 }
 
@@ -215,7 +218,7 @@ export function upCommand(): Command {
       '\nExamples:\n  $ dsat up\n  $ dsat up --data-dir /tmp/dsat --router-port 0\n  $ dsat up --processes        # four child processes; the pid of each is printed\n  $ DSAT_LOG_LEVEL=debug dsat up',
     )
     .action(async (opts: UpOptions) => {
-      const { flags, ports, status: statusConfig } = loadServices(opts);
+      const { flags, ports, status: statusConfig, workerDrainMs } = loadServices(opts);
       const logger = createLogger('dsat', statusConfig.logLevel as LogLevel);
       const shutdown = createShutdown(logger);
       exitOnSignals(shutdown, logger);
@@ -245,7 +248,7 @@ export function upCommand(): Command {
           print('traces', traces);
         }
         const start = opts.processes
-          ? processes(ports, traces, shutdown)
+          ? processes(ports, traces, shutdown, workerDrainMs)
           : embedded(logger, shutdown);
         const started = async (name: ServiceName, f: FlagValues) => {
           const s = await start(name, f);

@@ -145,6 +145,67 @@ describe('dsat up --processes', () => {
   });
 });
 
+describe('dsat up --processes, stopped while its worker runs a long task', () => {
+  const data = tempDir();
+  const pids: number[] = [];
+  afterAll(() => {
+    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    data.cleanup();
+  });
+
+  async function start() {
+    const up = upProcesses(data.path);
+    await up.waitForLine(/^dsat is up/, 90_000);
+    const kids = children(up);
+    pids.push(...Object.values(kids).map((c) => c.pid));
+    const env = {
+      DSAT_ROUTER_ADDRESS: kids.router.address,
+      DSAT_STATUS_ADDRESS: kids.status.address,
+      DSAT_TRACKER_ADDRESS: kids.tracker.address,
+    };
+    return { up, env };
+  }
+
+  it('lets the worker drain it, past the 10 s other children get, so it succeeds on its first attempt', async () => {
+    const first = await start();
+    const submitted = await dsat(
+      ['submit', 'demo', JSON.stringify({ text: 'slow', workMs: 13_000 }), '--json'],
+      first.env,
+    );
+    expect(submitted.code).toBe(0);
+    const taskId = (JSON.parse(submitted.out) as { taskId: string }).taskId;
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const got = JSON.parse((await dsat(['get', taskId, '--json'], first.env)).out) as {
+        state: string;
+        stage: string;
+      };
+      if (got.state === 'RUNNING' && got.stage === 'parse') break;
+      if (Date.now() > until) throw new Error(`task never ran at parse: ${JSON.stringify(got)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+
+    first.up.kill('SIGINT');
+    expect(await within(first.up.exited, 60_000, 'dsat up --processes to stop')).toBe(0);
+    expect(first.up.stderr.join('\n')).not.toMatch(/did not stop within|killed by SIGKILL/);
+
+    const second = await start();
+    try {
+      const got = JSON.parse(
+        (await dsat(['get', taskId, '--history', '--json'], second.env)).out,
+      ) as {
+        task: { state: string };
+        history: { stage: string; attempt: number; reason: string }[];
+      };
+      expect(got.task.state).toBe('SUCCEEDED');
+      expect(got.history.filter((t) => t.attempt !== 1)).toEqual([]);
+    } finally {
+      second.up.kill('SIGINT');
+      await within(second.up.exited, 60_000, 'the second dsat up to stop');
+    }
+  });
+});
+
 describe('dsat up --processes, its parent killed with -9', () => {
   const data = tempDir();
   let pids: number[] = [];
