@@ -5,8 +5,6 @@ import {
   SPAN_NAMES,
   SpanKind,
   startTaskSpan,
-  taskAttributes,
-  taskTracingActive,
 } from '../services/shared/task-tracing';
 import type { Span } from '@opentelemetry/api';
 
@@ -31,26 +29,22 @@ interface AttemptFacts {
 export function processSpanHooks(workerId: () => string) {
   return {
     async aroundTask(ctx: AttemptFacts, run: () => Promise<unknown>): Promise<unknown> {
-      if (!taskTracingActive()) {
-        ctx.span = NO_TASK_SPAN;
-        return run();
-      }
       const span = startTaskSpan(
         SPAN_NAMES.process(ctx.stage),
         SpanKind.CONSUMER,
         ctx.traceparent,
-        taskAttributes(
-          {
-            taskId: ctx.taskId,
-            pipeline: ctx.pipeline,
-            stage: ctx.stage,
-            attempt: ctx.attempt,
-            workerId: workerId(),
-          },
-          'process',
-        ),
+        {
+          taskId: ctx.taskId,
+          pipeline: ctx.pipeline,
+          stage: ctx.stage,
+          attempt: ctx.attempt,
+          workerId: workerId(),
+        },
+        'process',
       );
       ctx.span = span;
+      // No SDK: nothing would record the span, so no context needs to carry it.
+      if (span === NO_TASK_SPAN) return run();
       try {
         const out = await context.with(trace.setSpan(context.active(), span), run);
         // A handler that ignores its signal still returns; the attempt was taken away all the same.

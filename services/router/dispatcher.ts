@@ -1,12 +1,5 @@
 import { isSpanContextValid } from '@opentelemetry/api';
-import {
-  formatTraceparent,
-  SPAN_NAMES,
-  SpanKind,
-  startTaskSpan,
-  taskAttributes,
-  taskTracingActive,
-} from '../shared/task-tracing';
+import { formatTraceparent, SPAN_NAMES, SpanKind, startTaskSpan } from '../shared/task-tracing';
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
 import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
@@ -758,21 +751,18 @@ export type { CompiledStage };
  * the worker's `dsat.process` span hangs under; with tracing off, the task's own traceparent.
  */
 function dispatchTraceparent(t: HeldTask, workerId: string): string {
-  if (!taskTracingActive()) return t.traceparent;
   const span = startTaskSpan(
     SPAN_NAMES.dispatch(t.stage.name),
     SpanKind.INTERNAL,
     t.traceparent,
-    taskAttributes(
-      {
-        taskId: t.taskId,
-        pipeline: t.pipeline.name,
-        stage: t.stage.name,
-        attempt: t.attempt,
-        workerId,
-      },
-      'send',
-    ),
+    {
+      taskId: t.taskId,
+      pipeline: t.pipeline.name,
+      stage: t.stage.name,
+      attempt: t.attempt,
+      workerId,
+    },
+    'send',
   );
   const sc = span.spanContext();
   span.end();

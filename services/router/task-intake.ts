@@ -7,9 +7,6 @@ import {
   SPAN_NAMES,
   SpanKind,
   startTaskSpan,
-  NO_TASK_SPAN,
-  taskAttributes,
-  taskTracingActive,
 } from '../shared/task-tracing';
 import { AbortError } from 'abort-controller-x';
 import { Status } from 'nice-grpc-common';
@@ -179,14 +176,13 @@ export class TaskIntake {
   private create(checked: CheckedSubmit, pipeline: CompiledPipeline, done: CreateContext['done']) {
     const taskId = crypto.randomUUID();
     // The submit span parents the whole task: its context is what the task stores and carries.
-    const span = taskTracingActive()
-      ? startTaskSpan(
-          SPAN_NAMES.submit,
-          SpanKind.PRODUCER,
-          checked.traceparent || undefined,
-          taskAttributes({ taskId, pipeline: pipeline.name, stage: pipeline.entry.name }, 'send'),
-        )
-      : NO_TASK_SPAN;
+    const span = startTaskSpan(
+      SPAN_NAMES.submit,
+      SpanKind.PRODUCER,
+      checked.traceparent || undefined,
+      { taskId, pipeline: pipeline.name, stage: pipeline.entry.name },
+      'send',
+    );
     const sc = span.spanContext();
     const traceparent = isSpanContextValid(sc)
       ? formatTraceparent(sc)

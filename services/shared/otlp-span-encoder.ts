@@ -27,6 +27,10 @@ const HEX = new Int8Array(128).fill(-1);
 for (let i = 0; i < 10; i++) HEX[48 + i] = i;
 for (let i = 0; i < 6; i++) HEX[97 + i] = HEX[65 + i] = 10 + i;
 
+/** Bytes of an unsigned 32-bit varint. */
+const varintSize = (n: number) =>
+  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
+
 class Writer {
   buf: Buffer;
   pos = 0;
@@ -169,18 +173,13 @@ class Writer {
       this.buf[start] = len;
       return;
     }
-    let size = 1;
-    for (let v = len; v > 0x7f; v >>>= 7) size++;
+    const size = varintSize(len);
     this.ensure(size - 1);
     this.buf.copyWithin(start + size, start + 1, this.pos);
-    this.pos += size - 1;
-    let p = start;
-    let v = len;
-    while (v > 0x7f) {
-      this.buf[p++] = (v & 0x7f) | 0x80;
-      v >>>= 7;
-    }
-    this.buf[p] = v;
+    const end = this.pos + size - 1;
+    this.pos = start;
+    this.varint(len);
+    this.pos = end;
   }
 }
 
@@ -363,8 +362,6 @@ function scope(w: Writer, sc: Scope): void {
   w.end(start);
 }
 
-const varintSize = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4);
-
 /** The spans of one resource and scope, each written as ScopeSpans' field 2 when it is added. */
 interface ScopeGroup {
   readonly scope: Scope;
@@ -452,11 +449,4 @@ function schemaUrl(url: string | undefined): Writer {
     w.string(url);
   }
   return w;
-}
-
-/** ExportTraceServiceRequest bytes for these spans, grouped by resource, then scope. */
-export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
-  const batch = new SpanBatch();
-  for (const s of spans) batch.add(s);
-  return batch.request();
 }

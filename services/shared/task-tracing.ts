@@ -47,10 +47,9 @@ export interface TaskSpanFacts {
 }
 
 /** `dsat.*` attributes plus the OpenTelemetry messaging conventions. */
-export function taskAttributes(
-  facts: TaskSpanFacts,
-  operation: 'send' | 'receive' | 'process',
-): Attributes {
+export type TaskOperation = 'send' | 'receive' | 'process';
+
+export function taskAttributes(facts: TaskSpanFacts, operation: TaskOperation): Attributes {
   const a: Attributes = {
     'dsat.task_id': facts.taskId,
     'dsat.pipeline': facts.pipeline,
@@ -87,17 +86,23 @@ export function contextFromTraceparent(traceparent: string | undefined): Context
   return sc ? trace.setSpanContext(ROOT_CONTEXT, sc) : ROOT_CONTEXT;
 }
 
+/**
+ * Starts one of a task's spans under its traceparent, with the `dsat.*` and messaging attributes
+ * of `facts`. With no tracer given and no SDK registered it returns NO_TASK_SPAN at once, before
+ * any parse or attribute object.
+ */
 export function startTaskSpan(
   name: string,
   kind: SpanKind,
   parentTraceparent: string | undefined,
-  attributes: Attributes,
-  links: Link[] = [],
-  tracer: Tracer = dsatTracer(),
+  facts: TaskSpanFacts,
+  operation: TaskOperation,
+  options: { readonly links?: Link[]; readonly tracer?: Tracer } = {},
 ): Span {
-  return tracer.startSpan(
+  if (!options.tracer && !taskTracingActive()) return NO_TASK_SPAN;
+  return (options.tracer ?? dsatTracer()).startSpan(
     name,
-    { kind, attributes, links },
+    { kind, attributes: taskAttributes(facts, operation), links: options.links ?? [] },
     contextFromTraceparent(parentTraceparent),
   );
 }

@@ -943,8 +943,10 @@ export class StatusStore {
     return watchTask(this.watchSource, taskId, fromRevision, signal);
   }
 
-  /** See store-watch.ts: the filtered global feed from a revision, stored then live. */
-  /** `skipTransitionIdPrefix` leaves out a writer's own transitions (the revision still moves). */
+  /**
+   * See store-watch.ts: the filtered global feed from a revision, stored then live;
+   * `skipTransitionIdPrefix` leaves out a writer's own transitions (the revision still moves).
+   */
   watchEvents(
     filter: TaskFilter | undefined,
     fromRevision: number,

@@ -105,9 +105,9 @@ export async function* watchEvents(
 ): AsyncGenerator<WatchEventsResponse> {
   const f = compileFilter(filter);
   checkResume(src, fromRevision);
-  const skip = skipTransitionIdPrefix;
   const match = (fe: FeedEntry): boolean =>
-    (skip === '' || !fe.entry.transitionId.startsWith(skip)) && src.matches(f, fe);
+    (skipTransitionIdPrefix === '' || !fe.entry.transitionId.startsWith(skipTransitionIdPrefix)) &&
+    src.matches(f, fe);
   const sub = src.hub.subscribeEvents(match, src.bufferSize, src.progressEvery);
   const inbox = sub.inbox;
   let cursor = fromRevision === 0 ? src.revision() : fromRevision;

@@ -53,6 +53,20 @@ async function allGone(pids: number[], ms: number, what: string): Promise<void> 
   }
 }
 
+/** What a `dsat` client command needs to reach the children. */
+function clientEnv(kids: Record<Name, { address: string }>): NodeJS.ProcessEnv {
+  return {
+    DSAT_ROUTER_ADDRESS: kids.router.address,
+    DSAT_STATUS_ADDRESS: kids.status.address,
+    DSAT_TRACKER_ADDRESS: kids.tracker.address,
+  };
+}
+
+/** Kills, after a test, any of these children still alive. */
+function killLeft(pids: Iterable<number>): void {
+  for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+}
+
 /** Runs one `dsat` client command to its end. */
 async function dsat(args: string[], env: NodeJS.ProcessEnv) {
   const p = spawnDsat(args, env);
@@ -80,15 +94,13 @@ describe('dsat up --processes', () => {
     first = children(up);
     for (const c of Object.values(first)) pids.add(c.pid);
     env = {
-      DSAT_ROUTER_ADDRESS: first.router.address,
-      DSAT_STATUS_ADDRESS: first.status.address,
-      DSAT_TRACKER_ADDRESS: first.tracker.address,
+      ...clientEnv(first),
       DSAT_TRACES_URL: upAddress(up, 'traces'),
     };
   });
   afterAll(() => {
     up.kill('SIGKILL');
-    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    killLeft(pids);
     data.cleanup();
   });
 
@@ -149,7 +161,7 @@ describe('dsat up --processes, stopped while its worker runs a long task', () =>
   const data = tempDir();
   const pids: number[] = [];
   afterAll(() => {
-    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    killLeft(pids);
     data.cleanup();
   });
 
@@ -158,12 +170,7 @@ describe('dsat up --processes, stopped while its worker runs a long task', () =>
     await up.waitForLine(/^dsat is up/, 90_000);
     const kids = children(up);
     pids.push(...Object.values(kids).map((c) => c.pid));
-    const env = {
-      DSAT_ROUTER_ADDRESS: kids.router.address,
-      DSAT_STATUS_ADDRESS: kids.status.address,
-      DSAT_TRACKER_ADDRESS: kids.tracker.address,
-    };
-    return { up, env };
+    return { up, env: clientEnv(kids) };
   }
 
   it('lets the worker drain it, past the 10 s other children get, so it succeeds on its first attempt', async () => {
@@ -210,7 +217,7 @@ describe('dsat up --processes, its parent killed with -9', () => {
   const data = tempDir();
   let pids: number[] = [];
   afterAll(() => {
-    for (const pid of pids) if (parentOf(pid) !== undefined) process.kill(pid, 'SIGKILL');
+    killLeft(pids);
     data.cleanup();
   });
 

@@ -14,7 +14,6 @@ import {
   formatTraceparent,
   SPAN_NAMES,
   startTaskSpan,
-  taskAttributes,
 } from '../../../services/shared/task-tracing';
 
 function providerFor(service: string, url: string) {
@@ -40,30 +39,25 @@ describe('the embedded OTLP receiver', () => {
     const router = providerFor('dsat-router', receiver.url);
     const worker = providerFor('dsat-worker', receiver.url);
     const facts = { taskId: 't-1', pipeline: 'demo', stage: 'parse', attempt: 1 };
-    const submit = startTaskSpan(
-      SPAN_NAMES.submit,
-      SpanKind.PRODUCER,
-      undefined,
-      taskAttributes(facts, 'send'),
-      [],
-      router.getTracer('dsat'),
-    );
+    const submit = startTaskSpan(SPAN_NAMES.submit, SpanKind.PRODUCER, undefined, facts, 'send', {
+      tracer: router.getTracer('dsat'),
+    });
     const traceparent = formatTraceparent(submit.spanContext());
     const dispatch = startTaskSpan(
       SPAN_NAMES.dispatch('parse'),
       SpanKind.INTERNAL,
       traceparent,
-      taskAttributes(facts, 'send'),
-      [],
-      router.getTracer('dsat'),
+      facts,
+      'send',
+      { tracer: router.getTracer('dsat') },
     );
     const process = startTaskSpan(
       SPAN_NAMES.process('parse'),
       SpanKind.CONSUMER,
       formatTraceparent(dispatch.spanContext()),
-      taskAttributes({ ...facts, workerId: 'w1' }, 'process'),
-      [],
-      worker.getTracer('dsat'),
+      { ...facts, workerId: 'w1' },
+      'process',
+      { tracer: worker.getTracer('dsat') },
     );
     process.end();
     dispatch.end();

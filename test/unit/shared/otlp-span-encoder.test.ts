@@ -11,8 +11,15 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import fc from 'fast-check';
 import { otlpJsonFromProtobuf } from '../../../services/shared/otlp-protobuf';
-import { encodeSpans } from '../../../services/shared/otlp-span-encoder';
+import { SpanBatch } from '../../../services/shared/otlp-span-encoder';
 import { SPAN_NAMES, taskAttributes } from '../../../services/shared/task-tracing';
+
+/** The request a batch of these spans makes, as the export processor sends it. */
+function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
+  const batch = new SpanBatch();
+  for (const s of spans) batch.add(s);
+  return batch.request();
+}
 
 /** What the OpenTelemetry serializer writes for the same spans: the reference. */
 const reference = (spans: ReadableSpan[]) =>
