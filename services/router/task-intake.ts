@@ -22,6 +22,7 @@ import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v
 import type { Task } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { AsyncQueue } from '../shared/async-queue';
+import { randomHexId } from '../shared/random-ids';
 import { checkContentType, needsBytes } from '../shared/content-types';
 import type { ErrorKind } from '../shared/errors';
 import { DsatError, invalidArgument } from '../shared/errors';
@@ -82,18 +83,8 @@ export function traceIdOf(traceparent: string): string | undefined {
  * has a trace id from its first transition.
  */
 export function newTraceparent(): string {
-  if (randomAt + 24 > randomPool.length) {
-    crypto.randomFillSync(randomPool);
-    randomAt = 0;
-  }
-  const traceId = randomPool.toString('hex', randomAt, randomAt + 16);
-  const spanId = randomPool.toString('hex', randomAt + 16, randomAt + 24);
-  randomAt += 24;
-  return `00-${traceId}-${spanId}-01`;
+  return `00-${randomHexId(16)}-${randomHexId(8)}-01`;
 }
-// Random bytes drawn 6 KB at a time: one call per task cost ~6 µs of the router's time per task.
-const randomPool = Buffer.alloc(24 * 256);
-let randomAt = randomPool.length;
 
 /**
  * Submits: every check of the request (each bad field named), the pipeline's latest version

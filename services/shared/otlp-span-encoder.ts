@@ -229,20 +229,89 @@ function anyValue(w: Writer, value: unknown): void {
   }
 }
 
+/**
+ * A KeyValue's key field (tag, length, UTF-8), kept for the keys seen most: a process writes the
+ * same few attribute keys on every span.
+ */
+const keyFields = new Map<string, Uint8Array>();
+const KEY_FIELDS_MAX = 1024;
+
+function keyField(key: string): Uint8Array | undefined {
+  let field = keyFields.get(key);
+  if (field === undefined && keyFields.size < KEY_FIELDS_MAX && key.length < 64) {
+    const w = new Writer(key.length * 3 + 2);
+    w.byte(tag(1, LEN));
+    w.string(key);
+    field = w.buf.subarray(0, w.pos);
+    keyFields.set(key, field);
+  }
+  return field;
+}
+
 function keyValues(w: Writer, attributes: Record<string, unknown>, field: number): void {
   const keys = Object.keys(attributes);
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
+    const value = attributes[key];
+    const kf = keyField(key);
+    if (kf !== undefined && kf.length < 64) {
+      // Most attributes: a known key and a short ASCII string or a small integer, so that every
+      // length fits one byte and is known before the body is written.
+      if (typeof value === 'string' && value.length < 56 && shortAscii(w, field, kf, value))
+        continue;
+      if (typeof value === 'number' && value >= 0 && value < 0x80 && Number.isInteger(value)) {
+        w.ensure(kf.length + 6);
+        const buf = w.buf;
+        let p = w.pos;
+        buf[p++] = tag(field, LEN);
+        buf[p++] = kf.length + 4;
+        for (let k = 0; k < kf.length; k++) buf[p++] = kf[k]!;
+        buf[p++] = tag(2, LEN);
+        buf[p++] = 2;
+        buf[p++] = tag(3, VARINT);
+        buf[p++] = value;
+        w.pos = p;
+        continue;
+      }
+    }
     w.byte(tag(field, LEN));
     const kv = w.begin();
-    w.byte(tag(1, LEN));
-    w.string(key);
+    if (kf !== undefined) {
+      w.ensure(kf.length);
+      w.buf.set(kf, w.pos);
+      w.pos += kf.length;
+    } else {
+      w.byte(tag(1, LEN));
+      w.string(key);
+    }
     w.byte(tag(2, LEN));
-    const value = w.begin();
-    anyValue(w, attributes[key]);
-    w.end(value);
+    const start = w.begin();
+    anyValue(w, value);
+    w.end(start);
     w.end(kv);
   }
+}
+
+/** A KeyValue of a string value; false (nothing written) if the value is not all ASCII. */
+function shortAscii(w: Writer, field: number, kf: Uint8Array, value: string): boolean {
+  const n = value.length;
+  w.ensure(kf.length + n + 6);
+  const buf = w.buf;
+  let p = w.pos + 2;
+  for (let k = 0; k < kf.length; k++) buf[p++] = kf[k]!;
+  buf[p++] = tag(2, LEN);
+  buf[p++] = n + 2;
+  buf[p++] = tag(1, LEN);
+  buf[p++] = n;
+  for (let i = 0; i < n; i++) {
+    const c = value.charCodeAt(i);
+    if (c > 0x7f) return false;
+    buf[p++] = c;
+  }
+  buf[w.pos] = tag(field, LEN);
+  buf[w.pos + 1] = p - w.pos - 2;
+  w.pos = p;
+  return true;
 }
 
 function flags(traceFlags: number, isRemote: boolean | undefined): number {

@@ -35,6 +35,24 @@ export function taskTracingActive(): boolean {
   return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_SDK;
 }
 
+/** Makes task spans without the SDK's tracer; see task-span.ts. Set by telemetry.ts. */
+export interface TaskSpanMaker {
+  start(
+    name: string,
+    kind: SpanKind,
+    parent: SpanContext | undefined,
+    attributes: Attributes,
+    links: readonly Link[],
+  ): Span;
+}
+
+let taskSpanMaker: TaskSpanMaker | undefined;
+
+/** dsat's telemetry registers the maker with the SDK it started; undefined goes back to the SDK's tracer. */
+export function useTaskSpanMaker(maker: TaskSpanMaker | undefined): void {
+  taskSpanMaker = maker;
+}
+
 /** The span task code holds while no SDK is registered: records nothing, has an invalid context. */
 export const NO_TASK_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
@@ -67,13 +85,50 @@ export function taskAttributes(facts: TaskSpanFacts, operation: TaskOperation): 
   return a;
 }
 
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+/** 1 if s[from, to) is lowercase hex and not all zeros, 0 if all zeros, -1 if not lowercase hex. */
+function hexRun(s: string, from: number, to: number): number {
+  let nonZero = 0;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 48) continue;
+    if ((c > 48 && c <= 57) || (c >= 97 && c <= 102)) nonZero = 1;
+    else return -1;
+  }
+  return nonZero;
+}
 
-/** Reads a W3C traceparent; undefined when it is missing or malformed. */
+const DASH = 45;
+
+/**
+ * Reads a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zeros);
+ * undefined when it is missing or malformed. Read by hand, not by regular expression: the router
+ * reads one per task span.
+ */
 export function parseTraceparent(traceparent: string | undefined): SpanContext | undefined {
-  const m = traceparent ? TRACEPARENT.exec(traceparent.trim()) : null;
-  if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
-  return { traceId: m[1]!, spanId: m[2]!, traceFlags: parseInt(m[3]!, 16), isRemote: true };
+  if (!traceparent) return undefined;
+  let tp = traceparent;
+  if (tp.length !== 55) {
+    tp = tp.trim();
+    if (tp.length !== 55) return undefined;
+  }
+  if (
+    tp.charCodeAt(0) !== 48 ||
+    tp.charCodeAt(1) !== 48 ||
+    tp.charCodeAt(2) !== DASH ||
+    tp.charCodeAt(35) !== DASH ||
+    tp.charCodeAt(52) !== DASH ||
+    hexRun(tp, 3, 35) !== 1 ||
+    hexRun(tp, 36, 52) !== 1 ||
+    hexRun(tp, 53, 55) < 0
+  ) {
+    return undefined;
+  }
+  return {
+    traceId: tp.slice(3, 35),
+    spanId: tp.slice(36, 52),
+    traceFlags: parseInt(tp.slice(53), 16),
+    isRemote: true,
+  };
 }
 
 export function formatTraceparent(sc: SpanContext): string {
@@ -99,7 +154,18 @@ export function startTaskSpan(
   operation: TaskOperation,
   options: { readonly links?: Link[]; readonly tracer?: Tracer } = {},
 ): Span {
-  if (!options.tracer && !taskTracingActive()) return NO_TASK_SPAN;
+  if (!options.tracer) {
+    if (taskSpanMaker) {
+      return taskSpanMaker.start(
+        name,
+        kind,
+        parseTraceparent(parentTraceparent),
+        taskAttributes(facts, operation),
+        options.links ?? [],
+      );
+    }
+    if (!taskTracingActive()) return NO_TASK_SPAN;
+  }
   return (options.tracer ?? dsatTracer()).startSpan(
     name,
     { kind, attributes: taskAttributes(facts, operation), links: options.links ?? [] },

@@ -1,9 +1,11 @@
 import type * as OtlpGrpc from '@opentelemetry/exporter-trace-otlp-grpc';
 import type * as OtlpHttp from '@opentelemetry/exporter-trace-otlp-http';
 import type * as SdkNode from '@opentelemetry/sdk-node';
-import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type * as TraceBase from '@opentelemetry/sdk-trace-base';
 import type * as SpanExport from './otlp-span-export';
+import type * as TaskSpan from './task-span';
+import { dsatTracer, useTaskSpanMaker, type TaskSpanMaker } from './task-tracing';
 
 /*
  * The SDK and the exporters are loaded only when a process traces: loading them costs ~26 MB of
@@ -16,6 +18,7 @@ const load = {
   http: (): typeof OtlpHttp =>
     require('@opentelemetry/exporter-trace-otlp-http') as typeof OtlpHttp,
   export: (): typeof SpanExport => require('./otlp-span-export') as typeof SpanExport,
+  taskSpan: (): typeof TaskSpan => require('./task-span') as typeof TaskSpan,
   grpc: (): typeof OtlpGrpc =>
     require('@opentelemetry/exporter-trace-otlp-grpc') as typeof OtlpGrpc,
 };
@@ -59,6 +62,29 @@ function otlpProcessorFromEnv(env: NodeJS.ProcessEnv): SpanProcessor | undefined
   return new EncodingBatchSpanProcessor(otlpHttpBatchExporter(), batchSettingsFromEnv(env));
 }
 
+/**
+ * dsat's lean task spans (task-span.ts) when they decide exactly as the SDK just started would:
+ * its sampler (read by the SDK from process.env) is the default parentbased_always_on or
+ * always_on, and no span limit is set. The resource and scope are the SDK's, read from a span it
+ * starts (never ended, so never exported).
+ */
+function taskSpanMaker(processors: readonly SpanProcessor[]): TaskSpanMaker | undefined {
+  const env = process.env;
+  const sampler = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on';
+  if (sampler !== 'parentbased_always_on' && sampler !== 'always_on') return undefined;
+  if (Object.keys(env).some((name) => name.startsWith('OTEL_') && name.endsWith('_LIMIT'))) {
+    return undefined;
+  }
+  const probe = dsatTracer().startSpan('dsat.probe', { root: true }) as Partial<ReadableSpan>;
+  if (!probe.resource || !probe.instrumentationScope) return undefined;
+  return new (load.taskSpan().TaskSpanRecorder)({
+    resource: probe.resource,
+    scope: probe.instrumentationScope,
+    processors,
+    parentBased: sampler === 'parentbased_always_on',
+  });
+}
+
 export function startTelemetry(options: TelemetryOptions): Telemetry {
   const env = options.env ?? process.env;
   const otlp = env.OTEL_SDK_DISABLED === 'true' ? undefined : otlpProcessorFromEnv(env);
@@ -70,5 +96,12 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     instrumentations: [],
   });
   sdk.start();
-  return { enabled: true, shutdown: () => sdk.shutdown() };
+  useTaskSpanMaker(taskSpanMaker(processors));
+  return {
+    enabled: true,
+    shutdown: () => {
+      useTaskSpanMaker(undefined);
+      return sdk.shutdown();
+    },
+  };
 }

@@ -27,15 +27,19 @@ const reference = (spans: ReadableSpan[]) =>
 
 const hexId = (bytes: number) =>
   fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => Buffer.from(b).toString('hex'));
-// Strings of every kind: ASCII, 2-, 3- and 4-byte UTF-8, lone surrogates, over 127 bytes.
+// Strings of every kind: ASCII, 2-, 3- and 4-byte UTF-8, lone surrogates, over 127 bytes, either
+// side of the encoder's short-string limits, and keys that repeat (the encoder keeps their bytes).
 const text = fc.oneof(
   fc.string({ maxLength: 20 }),
+  fc.constantFrom('dsat.task_id', 'messaging.system', 'dsat.attempt', 'k'),
+  fc.string({ minLength: 50, maxLength: 70 }),
   fc.string({ unit: 'binary', maxLength: 20 }),
   fc.string({ minLength: 120, maxLength: 300 }),
   fc.string({ unit: 'grapheme', minLength: 40, maxLength: 80 }),
 );
 const number = fc.oneof(
   fc.integer(),
+  fc.integer({ min: -2, max: 130 }),
   fc.double(),
   fc.constantFrom(2 ** 53, -(2 ** 53), 2 ** 62, -(2 ** 63), 2 ** 63, 0xffffffff, 0x100000000),
 );
