@@ -254,26 +254,8 @@ function keyValues(w: Writer, attributes: Record<string, unknown>, field: number
     const key = keys[i]!;
     const value = attributes[key];
     const kf = keyField(key);
-    if (kf !== undefined && kf.length < 64) {
-      // Most attributes: a known key and a short ASCII string or a small integer, so that every
-      // length fits one byte and is known before the body is written.
-      if (typeof value === 'string' && value.length < 56 && shortAscii(w, field, kf, value))
-        continue;
-      if (typeof value === 'number' && value >= 0 && value < 0x80 && Number.isInteger(value)) {
-        w.ensure(kf.length + 6);
-        const buf = w.buf;
-        let p = w.pos;
-        buf[p++] = tag(field, LEN);
-        buf[p++] = kf.length + 4;
-        for (let k = 0; k < kf.length; k++) buf[p++] = kf[k]!;
-        buf[p++] = tag(2, LEN);
-        buf[p++] = 2;
-        buf[p++] = tag(3, VARINT);
-        buf[p++] = value;
-        w.pos = p;
-        continue;
-      }
-    }
+    // Most attributes: a known key and a short ASCII string or a small integer, written in one go.
+    if (kf !== undefined && shortKeyValue(w, field, kf, value)) continue;
     w.byte(tag(field, LEN));
     const kv = w.begin();
     if (kf !== undefined) {
@@ -292,21 +274,35 @@ function keyValues(w: Writer, attributes: Record<string, unknown>, field: number
   }
 }
 
-/** A KeyValue of a string value; false (nothing written) if the value is not all ASCII. */
-function shortAscii(w: Writer, field: number, kf: Uint8Array, value: string): boolean {
-  const n = value.length;
-  w.ensure(kf.length + n + 6);
+/**
+ * A KeyValue whose every length fits one byte and is known before its body is written: a key
+ * field under 64 bytes with an ASCII string under 56 characters or an integer from 0 to 127.
+ * False, with nothing written, for any other value.
+ */
+function shortKeyValue(w: Writer, field: number, kf: Uint8Array, value: unknown): boolean {
+  const isString = typeof value === 'string';
+  const isSmallInt =
+    typeof value === 'number' && value >= 0 && value < 0x80 && Number.isInteger(value);
+  if (kf.length >= 64 || !(isSmallInt || (isString && value.length < 56))) return false;
+  w.ensure(kf.length + 64); // 2 + key + 4 + at most 55 bytes of value
   const buf = w.buf;
   let p = w.pos + 2;
   for (let k = 0; k < kf.length; k++) buf[p++] = kf[k]!;
   buf[p++] = tag(2, LEN);
-  buf[p++] = n + 2;
-  buf[p++] = tag(1, LEN);
-  buf[p++] = n;
-  for (let i = 0; i < n; i++) {
-    const c = value.charCodeAt(i);
-    if (c > 0x7f) return false;
-    buf[p++] = c;
+  if (isString) {
+    const n = value.length;
+    buf[p++] = n + 2;
+    buf[p++] = tag(1, LEN);
+    buf[p++] = n;
+    for (let i = 0; i < n; i++) {
+      const c = value.charCodeAt(i);
+      if (c > 0x7f) return false;
+      buf[p++] = c;
+    }
+  } else {
+    buf[p++] = 2;
+    buf[p++] = tag(3, VARINT);
+    buf[p++] = value as number;
   }
   buf[w.pos] = tag(field, LEN);
   buf[w.pos + 1] = p - w.pos - 2;

@@ -14,6 +14,7 @@ import type {
 import { diag, ROOT_CONTEXT, SpanStatusCode, trace, TraceFlags } from '@opentelemetry/api';
 import {
   addHrTimes,
+  hrTime,
   hrTimeDuration,
   isAttributeValue,
   isTimeInput,
@@ -125,7 +126,9 @@ class TaskSpan implements Span, ReadableSpan {
   droppedLinksCount = 0;
   readonly startTime: HrTime;
   private attributeCount: number;
-  private readonly startedAt = performance.now();
+  private readonly startedAt: number;
+  /** Epoch ms minus the performance clock's, at the start: how the SDK reads performance times. */
+  private readonly clockOffset: number;
 
   constructor(
     private readonly recorder: TaskSpanRecorderOptions,
@@ -137,7 +140,10 @@ class TaskSpan implements Span, ReadableSpan {
   ) {
     this.resource = recorder.resource;
     this.instrumentationScope = recorder.scope;
-    this.startTime = millisToHrTime(Date.now());
+    const now = Date.now();
+    this.startedAt = performance.now();
+    this.clockOffset = now - (this.startedAt + performance.timeOrigin);
+    this.startTime = millisToHrTime(now);
     this.attributeCount = Object.keys(attributes).length;
   }
 
@@ -251,6 +257,7 @@ class TaskSpan implements Span, ReadableSpan {
       this.endTime = this.startTime.slice() as HrTime;
       this.duration = [0, 0];
     }
+    for (const p of this.recorder.processors) p.onEnding?.(this);
     this.ended = true;
     for (const p of this.recorder.processors) p.onEnd(this);
   }
@@ -262,12 +269,10 @@ class TaskSpan implements Span, ReadableSpan {
     }
     if (typeof input === 'number') {
       // Below performance.now(): a performance timestamp (as the SDK reads it); else epoch ms.
-      return input <= performance.now()
-        ? millisToHrTime(input + performance.timeOrigin)
-        : millisToHrTime(input);
+      return input <= performance.now() ? hrTime(input + this.clockOffset) : millisToHrTime(input);
     }
     if (input instanceof Date) return millisToHrTime(input.getTime());
-    return isTimeInputHrTime(input) ? input : millisToHrTime(Date.now());
+    return isTimeInputHrTime(input) ? input : this.timeOf(undefined);
   }
 
   private endedWarn(): boolean {

@@ -94,6 +94,7 @@ function useSpan(span: Span): void {
   span.addEvent('at epoch ms', 1_700_000_000_123);
   span.addEvent('at date', { why: 'explicit' }, new Date(1_700_000_000_456));
   span.addEvent('at hrtime', [1_700_000_000, 789]);
+  span.addEvent('performance time', 1);
   span.recordException(BOOM);
   span.recordException('plain message');
   span.recordException({} as never);
@@ -125,6 +126,10 @@ describe('task spans made without the SDK tracer', () => {
     expect(ns(b!.endTime)).toBeGreaterThanOrEqual(ns(b!.startTime));
     expect(ns(b!.duration)).toBe(ns(b!.endTime) - ns(b!.startTime));
     expect(Math.abs(b!.startTime[0] - Date.now() / 1000)).toBeLessThan(60);
+    // A performance timestamp is read against the process's time origin, as the SDK reads it.
+    const perf = b!.events.find((e) => e.name === 'performance time')!;
+    const ms = perf.time[0] * 1000 + perf.time[1] / 1e6;
+    expect(Math.abs(ms - (performance.timeOrigin + 1))).toBeLessThan(50);
   });
 
   it('keep the SDK default limits: 128 attributes, events and links, the oldest events and links dropped', () => {
