@@ -245,6 +245,7 @@ async function main() {
     const submit = writer(address);
     const before = await stats.getStoreStats({});
     const cpuBefore = procStats(child.pid!)!.cpuS;
+    const clientCpuBefore = process.cpuUsage();
     const started = performance.now();
     let next = 0;
     await Promise.all(
@@ -253,6 +254,7 @@ async function main() {
       }),
     );
     const seconds = (performance.now() - started) / 1000;
+    const clientCpu = process.cpuUsage(clientCpuBefore);
     const after = await stats.getStoreStats({});
     const st = procStats(child.pid!)!;
     const transitions = after.transitions - before.transitions;
@@ -282,6 +284,7 @@ async function main() {
         transitions_per_put: Math.round((transitions / puts) * 100) / 100,
         transitions_per_commit: Math.round(transitions / commits),
         status_cpu_us_per_transition: Math.round(((st.cpuS - cpuBefore) * 1e6) / transitions),
+        client_cpu_us_per_transition: Math.round((clientCpu.user + clientCpu.system) / transitions),
         peak_rss_mb: Math.round(st.hwmKb / 1024),
         tasks: TASKS,
         inflight: INFLIGHT,
