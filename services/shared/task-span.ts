@@ -24,6 +24,7 @@ import {
 } from '@opentelemetry/core';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { randomHexId } from './random-ids';
+import type { TaskSpanMaker } from './task-tracing';
 
 /*
  * dsat's own spans (submit, dispatch, process) made without the SDK's general tracer. Its
@@ -51,7 +52,7 @@ export interface TaskSpanRecorderOptions {
   readonly parentBased: boolean;
 }
 
-export class TaskSpanRecorder {
+export class TaskSpanRecorder implements TaskSpanMaker {
   constructor(readonly options: TaskSpanRecorderOptions) {}
 
   /**
