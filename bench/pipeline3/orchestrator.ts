@@ -341,6 +341,49 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
   };
 }
 
+/**
+ * What tracing cost, pair by pair: each untraced run against the traced run made right after it
+ * (the runs of one mode spread by ±15% on a busy machine; pairs see the same machine).
+ */
+export function summarizeTracingCost(
+  system: string,
+  mode: 'T' | 'L',
+  untraced: readonly RunRecord[],
+  traced: readonly RunRecord[],
+) {
+  const num = (r: RunRecord, key: string) =>
+    typeof r[key] === 'number' ? (r[key] as number) : NaN;
+  const p99 = (r: RunRecord) => (r.latency as Record<string, number> | undefined)?.p99_ms ?? NaN;
+  const pairs: RunRecord[] = untraced.flatMap((u, i) => {
+    const t = traced[i];
+    if (!t || u.error || t.error) return [];
+    return [
+      {
+        mode,
+        rep: u.rep,
+        throughput_drop_pct: round((1 - num(t, 'tasks_per_s') / num(u, 'tasks_per_s')) * 100, 1),
+        cpu_ms_per_task_added: round(num(t, 'cpu_ms_per_task') - num(u, 'cpu_ms_per_task'), 4),
+        p99_ms_added: round(p99(t) - p99(u), 3),
+      },
+    ];
+  });
+  const finite = (key: string) =>
+    aggregate(
+      pairs.filter((p) => Number.isFinite(p[key])),
+      key,
+    );
+  return {
+    type: 'tracing_cost',
+    system,
+    measurement: mode,
+    pairs: pairs.length,
+    ...(mode === 'T'
+      ? { throughput_drop_pct: finite('throughput_drop_pct') }
+      : { p99_ms_added: finite('p99_ms_added') }),
+    cpu_ms_per_task_added: finite('cpu_ms_per_task_added'),
+  };
+}
+
 /** The name a run reports when its options give none: durable or not. */
 export function systemName(sync: boolean): string {
   return sync ? 'dsat' : 'dsat-nosync';

@@ -1,7 +1,12 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
-import { runPipeline3, summarize, systemName } from '../../bench/pipeline3/orchestrator';
+import {
+  runPipeline3,
+  summarize,
+  summarizeTracingCost,
+  systemName,
+} from '../../bench/pipeline3/orchestrator';
 import { createLogger } from '../../services/shared/logger';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
@@ -26,7 +31,7 @@ export function benchCommand(): Command {
     .option('--json', "one JSON line per measurement, in the peers' shape")
     .option(
       '--tracing <when>',
-      'off, on (every process exports OTLP to a receiver in this process), or both, alternating run by run',
+      'off, on (every process exports OTLP to a receiver in this process), or both: untraced and traced runs alternate, and a last line gives what tracing cost, pair by pair',
       'off',
     )
     .option(
@@ -83,7 +88,9 @@ export function benchCommand(): Command {
           : undefined,
       };
       const result =
-        tracing === 'off' ? await runPipeline3(base) : await runTraced(base, tracing === 'both');
+        tracing === 'off'
+          ? { ...(await runPipeline3(base)), costs: [] }
+          : await runTraced(base, tracing === 'both');
       if (typeof opts.runsFile === 'string') {
         fs.appendFileSync(opts.runsFile, result.runs.map((r) => JSON.stringify(r) + '\n').join(''));
       }
@@ -96,6 +103,22 @@ export function benchCommand(): Command {
               : `p50 ${String((s as { p50_ms?: { median: number } }).p50_ms?.median)} ms, p99 ${String((s as { p99_ms?: { median: number } }).p99_ms?.median)} ms`;
           process.stdout.write(
             `${s.system} ${s.measurement}: ${figure}, ${String(s.cpu_ms_per_task?.median)} CPU ms/task, peak RSS ${String(s.peak_rss_system_mb?.median)} MB, lost ${s.lost_total}, dups ${s.dups_total}\n`,
+          );
+        }
+      }
+      for (const c of result.costs) {
+        if (opts.json) printJson(c);
+        else {
+          const range = (
+            a: { median: number | null; min?: number; max?: number } | null,
+            unit: string,
+          ) => (a ? `${String(a.median)}${unit} (${String(a.min)} to ${String(a.max)})` : 'n/a');
+          const effect =
+            'throughput_drop_pct' in c
+              ? `throughput ${range(c.throughput_drop_pct, '%')} lower`
+              : `p99 ${range(c.p99_ms_added, ' ms')} higher`;
+          process.stdout.write(
+            `tracing cost ${c.measurement}, median of ${c.pairs} pair${c.pairs === 1 ? '' : 's'}: ${effect}, CPU per task ${range(c.cpu_ms_per_task_added, ' ms')} more\n`,
           );
         }
       }
@@ -134,7 +157,11 @@ async function runTraced(base: BenchOptions, both: boolean) {
     },
   };
   const plain: BenchOptions = { ...base, system };
-  const out = { runs: [] as RunRecord[], summaries: [] as ReturnType<typeof summarize>[] };
+  const out = {
+    runs: [] as RunRecord[],
+    summaries: [] as ReturnType<typeof summarize>[],
+    costs: [] as ReturnType<typeof summarizeTracingCost>[],
+  };
   try {
     for (const mode of base.modes) {
       const bySystem = new Map<string, RunRecord[]>();
@@ -154,6 +181,16 @@ async function runTraced(base: BenchOptions, both: boolean) {
         }
       }
       for (const [name, runs] of bySystem) out.summaries.push(summarize(name, mode, runs));
+      if (both) {
+        out.costs.push(
+          summarizeTracingCost(
+            system,
+            mode,
+            bySystem.get(plain.system!) ?? [],
+            bySystem.get(traced.system!) ?? [],
+          ),
+        );
+      }
     }
   } finally {
     await receiver.close();

@@ -7,9 +7,9 @@ import { tempDir } from '../helpers/temp-dir';
 jest.setTimeout(180_000);
 
 /** Runs one `dsat` client command to its end. */
-async function dsat(args: string[], env: NodeJS.ProcessEnv) {
+async function dsat(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000) {
   const p = spawnDsat(args, env);
-  const code = await within(p.exited, 60_000, `dsat ${args.join(' ')}`);
+  const code = await within(p.exited, timeoutMs, `dsat ${args.join(' ')}`);
   return { code, out: p.stdout.join('\n'), err: p.stderr.join('\n') };
 }
 
@@ -129,4 +129,54 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(summary.tasks_per_s.median).toBeGreaterThan(0);
     expect(summary.cpu_ms_per_task.median).toBeGreaterThan(0);
   });
+
+  it('measures what tracing costs, untraced and traced runs in pairs, every span received', async () => {
+    const runsFile = path.join(tmp.path, 'runs.jsonl');
+    const bench = await dsat(
+      [
+        'bench',
+        '--tasks',
+        '300',
+        '--warmup',
+        '50',
+        '--runs',
+        '1',
+        '--modes',
+        'T',
+        '--tracing',
+        'both',
+        '--runs-file',
+        runsFile,
+        '--json',
+      ],
+      {},
+      150_000,
+    );
+    expect(bench.code).toBe(0);
+    const lines = bench.out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => [l.type, l.system])).toEqual([
+      ['summary', 'dsat'],
+      ['summary', 'dsat-traced'],
+      ['tracing_cost', 'dsat'],
+    ]);
+    expect(lines[2]).toMatchObject({
+      measurement: 'T',
+      pairs: 1,
+      throughput_drop_pct: { median: expect.any(Number), runs: 1 },
+      cpu_ms_per_task_added: { median: expect.any(Number), runs: 1 },
+    });
+    const runs = fs
+      .readFileSync(runsFile, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, number | string>);
+    const traced = runs.find((r) => r.system === 'dsat-traced')!;
+    // Seven spans a task (submit, then dispatch and process at each of three stages), warm-up
+    // tasks included, each task its own trace.
+    expect(traced.spans_received).toBeGreaterThanOrEqual(7 * 350);
+    expect(traced.traces_received).toBeGreaterThanOrEqual(350);
+  }, 180_000);
 });
