@@ -53,6 +53,11 @@ export function useTaskSpanMaker(maker: TaskSpanMaker | undefined): void {
   taskSpanMaker = maker;
 }
 
+/** The maker in use, if any (the span benchmark compares it with the SDK's tracer). */
+export function taskSpanMakerInUse(): TaskSpanMaker | undefined {
+  return taskSpanMaker;
+}
+
 /** The span task code holds while no SDK is registered: records nothing, has an invalid context. */
 export const NO_TASK_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
