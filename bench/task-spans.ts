@@ -14,7 +14,6 @@ import {
   endTaskSpan,
   SpanKind,
   startTaskSpan,
-  taskSpanMakerInUse,
   useTaskSpanMaker,
 } from '../services/shared/task-tracing';
 
@@ -51,7 +50,7 @@ async function main() {
     spanProcessors: [processor],
     env: {},
   });
-  const recorder = taskSpanMakerInUse();
+  const recorder = useTaskSpanMaker(undefined);
   if (!recorder) throw new Error('the task-span recorder is off (an OTEL_* setting turns it off)');
   const ids = Array.from({ length: SPANS }, () => crypto.randomUUID());
   const round = async (): Promise<number> => {

@@ -4,6 +4,7 @@
 // (JSON here) and encodes what it returns as the next stage's input. Your own image replaces this
 // file with your handlers.
 const crypto = require('node:crypto');
+const { setTimeout: sleep } = require('node:timers/promises');
 
 /**
  * Checks the task is a JSON object with a text; anything else is not worth a retry. `workMs` in
@@ -16,24 +17,10 @@ exports.parse = async (input, ctx) => {
     throw Object.assign(new Error('the demo takes {"text": "..."}'), { code: 'INVALID_JSON' });
   }
   const workMs = Math.min(Number(input.workMs) || 0, 60_000);
-  if (workMs > 0) await work(workMs, ctx.signal);
+  // Rejects at once when the attempt is taken away (cancel, timeout, shutdown).
+  if (workMs > 0) await sleep(workMs, undefined, { signal: ctx.signal });
   return { text: input.text, parsedAt: new Date().toISOString() };
 };
-
-/** Waits `ms`, or stops at once when the attempt is taken away (cancel, timeout, shutdown). */
-function work(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const done = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(done);
-        reject(new Error('the attempt was taken away'));
-      },
-      { once: true },
-    );
-  });
-}
 
 /** Adds the SHA-256 of the text, in hex. */
 exports.hash = async (input) => ({

@@ -1,5 +1,4 @@
-import { isSpanContextValid } from '@opentelemetry/api';
-import { formatTraceparent, SPAN_NAMES, SpanKind, startTaskSpan } from '../shared/task-tracing';
+import { SPAN_NAMES, SpanKind, spanTraceparent, startTaskSpan } from '../shared/task-tracing';
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
 import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
@@ -764,7 +763,7 @@ function dispatchTraceparent(t: HeldTask, workerId: string): string {
     },
     'send',
   );
-  const sc = span.spanContext();
+  const traceparent = spanTraceparent(span);
   span.end();
-  return span.isRecording() || isSpanContextValid(sc) ? formatTraceparent(sc) : t.traceparent;
+  return traceparent ?? t.traceparent;
 }

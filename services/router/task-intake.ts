@@ -1,11 +1,10 @@
 import crypto from 'node:crypto';
 import type { Span } from '@opentelemetry/api';
-import { isSpanContextValid } from '@opentelemetry/api';
 import {
   endTaskSpan,
-  formatTraceparent,
   SPAN_NAMES,
   SpanKind,
+  spanTraceparent,
   startTaskSpan,
 } from '../shared/task-tracing';
 import { AbortError } from 'abort-controller-x';
@@ -174,10 +173,7 @@ export class TaskIntake {
       { taskId, pipeline: pipeline.name, stage: pipeline.entry.name },
       'send',
     );
-    const sc = span.spanContext();
-    const traceparent = isSpanContextValid(sc)
-      ? formatTraceparent(sc)
-      : checked.traceparent || newTraceparent();
+    const traceparent = spanTraceparent(span) ?? (checked.traceparent || newTraceparent());
     const traceId = traceIdOf(traceparent) ?? '';
     const w: TransitionWrite = {
       transitionId: this.options.ids.next(),

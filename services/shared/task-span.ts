@@ -24,7 +24,6 @@ import {
 } from '@opentelemetry/core';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { randomHexId } from './random-ids';
-import type { TaskSpanMaker } from './task-tracing';
 
 /*
  * dsat's own spans (submit, dispatch, process) made without the SDK's general tracer. Its
@@ -52,7 +51,7 @@ export interface TaskSpanRecorderOptions {
   readonly parentBased: boolean;
 }
 
-export class TaskSpanRecorder implements TaskSpanMaker {
+export class TaskSpanRecorder {
   constructor(readonly options: TaskSpanRecorderOptions) {}
 
   /**

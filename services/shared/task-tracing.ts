@@ -1,6 +1,8 @@
 import type { Attributes, Context, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
+import type { TaskSpanRecorder } from './task-span';
 import {
   INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
   ProxyTracerProvider,
   ROOT_CONTEXT,
   SpanKind,
@@ -35,27 +37,19 @@ export function taskTracingActive(): boolean {
   return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_SDK;
 }
 
-/** Makes task spans without the SDK's tracer; see task-span.ts. Set by telemetry.ts. */
-export interface TaskSpanMaker {
-  start(
-    name: string,
-    kind: SpanKind,
-    parent: SpanContext | undefined,
-    attributes: Attributes,
-    links: readonly Link[],
-  ): Span;
-}
+/** Makes task spans without the SDK's tracer (task-span.ts, loaded only when a process traces). */
+let taskSpanMaker: TaskSpanRecorder | undefined;
 
-let taskSpanMaker: TaskSpanMaker | undefined;
-
-/** dsat's telemetry registers the maker with the SDK it started; undefined goes back to the SDK's tracer. */
-export function useTaskSpanMaker(maker: TaskSpanMaker | undefined): void {
+/**
+ * Set by dsat's telemetry with the SDK it started; undefined goes back to the SDK's tracer.
+ * Returns the maker it replaces.
+ */
+export function useTaskSpanMaker(
+  maker: TaskSpanRecorder | undefined,
+): TaskSpanRecorder | undefined {
+  const replaced = taskSpanMaker;
   taskSpanMaker = maker;
-}
-
-/** The maker in use, if any (the span benchmark compares it with the SDK's tracer). */
-export function taskSpanMakerInUse(): TaskSpanMaker | undefined {
-  return taskSpanMaker;
+  return replaced;
 }
 
 /** The span task code holds while no SDK is registered: records nothing, has an invalid context. */
@@ -134,6 +128,16 @@ export function parseTraceparent(traceparent: string | undefined): SpanContext |
     traceFlags: parseInt(tp.slice(53), 16),
     isRemote: true,
   };
+}
+
+/**
+ * The traceparent a task's next span hangs under: this span's own context, or undefined when it
+ * has none (no SDK). A recording span's context is valid as made; only a non-recording one is
+ * checked (by the API, with regular expressions). Read it before `end()`, which stops recording.
+ */
+export function spanTraceparent(span: Span): string | undefined {
+  const sc = span.spanContext();
+  return span.isRecording() || isSpanContextValid(sc) ? formatTraceparent(sc) : undefined;
 }
 
 export function formatTraceparent(sc: SpanContext): string {

@@ -5,7 +5,7 @@ import type { ReadableSpan, SpanExporter, SpanProcessor } from '@opentelemetry/s
 import type * as TraceBase from '@opentelemetry/sdk-trace-base';
 import type * as SpanExport from './otlp-span-export';
 import type * as TaskSpan from './task-span';
-import { dsatTracer, useTaskSpanMaker, type TaskSpanMaker } from './task-tracing';
+import { dsatTracer, useTaskSpanMaker } from './task-tracing';
 
 /*
  * The SDK and the exporters are loaded only when a process traces: loading them costs ~26 MB of
@@ -68,7 +68,9 @@ function otlpProcessorFromEnv(env: NodeJS.ProcessEnv): SpanProcessor | undefined
  * always_on, and no span limit is set. The resource and scope are the SDK's, read from a span it
  * starts (never ended, so never exported).
  */
-function taskSpanMaker(processors: readonly SpanProcessor[]): TaskSpanMaker | undefined {
+function taskSpanMaker(
+  processors: readonly SpanProcessor[],
+): TaskSpan.TaskSpanRecorder | undefined {
   const env = process.env;
   const sampler = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on';
   if (sampler !== 'parentbased_always_on' && sampler !== 'always_on') return undefined;

@@ -1,5 +1,11 @@
 import fc from 'fast-check';
-import { formatTraceparent, parseTraceparent } from '../../../services/shared/task-tracing';
+import { trace, TraceFlags } from '@opentelemetry/api';
+import {
+  formatTraceparent,
+  NO_TASK_SPAN,
+  parseTraceparent,
+  spanTraceparent,
+} from '../../../services/shared/task-tracing';
 
 /** The W3C rule as a regular expression: what parseTraceparent must accept, and nothing else. */
 function byRegex(traceparent: string | undefined) {
@@ -45,5 +51,13 @@ describe('parseTraceparent', () => {
   it('reads back what formatTraceparent writes', () => {
     const sc = parseTraceparent(VALID)!;
     expect(formatTraceparent(sc)).toBe(VALID);
+  });
+
+  it('spanTraceparent gives a span’s own context, or nothing for the no-op span of an untraced process', () => {
+    const sc = parseTraceparent(VALID)!;
+    expect(spanTraceparent(trace.wrapSpanContext(sc))).toBe(VALID);
+    const unsampled = { ...sc, traceFlags: TraceFlags.NONE };
+    expect(spanTraceparent(trace.wrapSpanContext(unsampled))).toBe(`${VALID.slice(0, -2)}00`);
+    expect(spanTraceparent(NO_TASK_SPAN)).toBeUndefined();
   });
 });
