@@ -15,7 +15,14 @@ import { PIPELINE3 } from './pipeline';
 /** The bench's own files: .ts from the sources, .js when bin/dsat.js runs dist/. */
 const EXT = path.extname(__filename);
 const ROOT = path.join(__dirname, EXT === '.ts' ? '../..' : '../../..');
-const DSAT = path.join(ROOT, 'bin/dsat.js');
+/**
+ * The CLI of this very build: bin/dsat.js would pick dist/ or the sources afresh for each
+ * process, and a source file saved during a benchmark would switch its later processes to tsx.
+ */
+const DSAT_CLI =
+  EXT === '.ts'
+    ? ['--require', 'tsx/cjs', path.join(ROOT, 'cli/main.ts')]
+    : [path.join(ROOT, 'dist/cli/main.js')];
 
 export interface BenchOptions {
   readonly tasks: number;
@@ -49,7 +56,7 @@ function startDsat(
   env: NodeJS.ProcessEnv,
   log: fs.WriteStream,
 ) {
-  const child = spawn(process.execPath, [...nodeArgs(), DSAT, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs(), ...DSAT_CLI, ...args], {
     cwd: ROOT,
     env: { ...process.env, DSAT_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
