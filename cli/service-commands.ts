@@ -1,0 +1,90 @@
+import { Command } from 'commander';
+import type * as RouterServer from '../services/router/server';
+import type * as StatusServer from '../services/status/server';
+import type * as TrackerServer from '../services/tracker/server';
+import type * as WorkerServer from '../services/worker/server';
+import {
+  routerConfigSpec,
+  statusConfigSpec,
+  trackerConfigSpec,
+  workerConfigSpec,
+} from '../services/shared/config';
+import { serviceCommand } from '../services/shared/run-service';
+import { version } from '../package.json';
+
+/*
+ * Each service's code is loaded when its command runs, so that a service process loads that
+ * service alone: all four, `up` and the benchmark would add ~7 MB to each process of a mesh.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const SERVICES = {
+  status: () =>
+    serviceCommand(
+      'status',
+      statusConfigSpec,
+      (config, deps) =>
+        (require('../services/status/server') as typeof StatusServer).startStatusServer(
+          config,
+          deps,
+        ),
+      'Run the status service alone: the LevelDB task store, transitions and watches.',
+    ),
+  router: () =>
+    serviceCommand(
+      'router',
+      routerConfigSpec,
+      (config, deps) =>
+        (require('../services/router/server') as typeof RouterServer).startRouterServer(
+          config,
+          deps,
+        ),
+      'Run a router alone: submits, ready queues, worker streams.',
+    ),
+  tracker: () =>
+    serviceCommand(
+      'tracker',
+      trackerConfigSpec,
+      (config, deps) =>
+        (require('../services/tracker/server') as typeof TrackerServer).startTrackerServer(
+          config,
+          deps,
+        ),
+      'Run the tracker alone: timers, retries, dead letters, pipelines, membership.',
+    ),
+  worker: () =>
+    serviceCommand(
+      'worker',
+      workerConfigSpec,
+      (config, deps) =>
+        (require('../services/worker/server') as typeof WorkerServer).startWorkerServer(
+          config,
+          deps,
+        ),
+      'Run a worker process: stage handlers for assigned tasks.',
+    ),
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+export type ServiceName = keyof typeof SERVICES;
+
+export function isServiceName(name: string | undefined): name is ServiceName {
+  return name !== undefined && Object.prototype.hasOwnProperty.call(SERVICES, name);
+}
+
+/** The four service commands, for the whole CLI. */
+export function serviceCommands(): Command[] {
+  return Object.values(SERVICES).map((make) => make());
+}
+
+/** `dsat` with one service command: what a service process parses its arguments with. */
+export function serviceProgram(name: ServiceName): Command {
+  return dsatProgram().addCommand(SERVICES[name]());
+}
+
+/** The program every command hangs from: its name, description and version flag. */
+export function dsatProgram(): Command {
+  return new Command('dsat')
+    .description('dsat runs multi-stage task pipelines on a mesh of gRPC services.')
+    .version(version, '-V, --version', 'print the version of dsat')
+    .showHelpAfterError();
+}
