@@ -8,7 +8,7 @@ import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import type { GetStoreStatsResponse } from '../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
-import { procStats } from '../proc-stats';
+import { procStats, type ProcStats } from '../proc-stats';
 import { round } from './loops';
 import { PIPELINE3 } from './pipeline';
 
@@ -116,7 +116,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
   const env = opts.env ?? {};
   const procs: Proc[] = [];
   const record: RunRecord = { type: 'run', system: opts.system ?? 'dsat', mode, rep };
-  const marks: Record<string, Record<string, number | null>> = {};
+  const marks: Record<string, Record<string, ProcStats | null>> = {};
   const storeAt: Record<string, Promise<GetStoreStatsResponse | undefined>> = {};
   const selfAt: Record<string, NodeJS.CpuUsage> = {};
   const started = Date.now();
@@ -232,7 +232,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
           );
         } else if (m.type === 'mark' && m.name) {
           marks[m.name] = Object.fromEntries(
-            procs.map((p) => [p.name, procStats(p.child.pid!)?.cpuS ?? null]),
+            procs.map((p) => [p.name, procStats(p.child.pid!) ?? null]),
           );
           storeAt[m.name] = statusClient.getStoreStats({}).catch(() => undefined);
           selfAt[m.name] = process.cpuUsage();
@@ -251,11 +251,13 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
       if (!st) continue;
       const a = marks['measure-start']?.[p.name];
       const b = marks['measure-end']?.[p.name];
-      const cpu = a != null && b != null ? b - a : null;
+      const cpu = a && b ? b.cpuS - a.cpuS : null;
       per[p.name] = {
         hwm_mb: round(st.hwmKb / 1024, 1),
         cpu_s: st.cpuS,
         cpu_measure_s: cpu === null ? null : round(cpu, 2),
+        // Of which the kernel's: system calls, wake-ups, page faults.
+        cpu_system_measure_s: a && b ? round(b.systemS - a.systemS, 2) : null,
       };
       hwmTotal += st.hwmKb;
       if (p.role !== 'client') hwmSystem += st.hwmKb;

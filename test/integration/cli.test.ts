@@ -114,6 +114,8 @@ describe('the dsat CLI, as a user drives it', () => {
         '--modes',
         'T',
         '--json',
+        '--runs-file',
+        path.join(tmp.path, 'plain-runs.jsonl'),
       ],
       {},
     );
@@ -128,6 +130,14 @@ describe('the dsat CLI, as a user drives it', () => {
     });
     expect(summary.tasks_per_s.median).toBeGreaterThan(0);
     expect(summary.cpu_ms_per_task.median).toBeGreaterThan(0);
+    // Each process's CPU in the measured window, and the kernel's part of it.
+    const run = JSON.parse(fs.readFileSync(path.join(tmp.path, 'plain-runs.jsonl'), 'utf8'));
+    for (const name of ['status', 'tracker', 'router', 'stage1', 'stage2', 'stage3', 'client']) {
+      const p = run.procs[name] as { cpu_measure_s: number; cpu_system_measure_s: number };
+      expect(p.cpu_system_measure_s).toBeGreaterThanOrEqual(0);
+      expect(p.cpu_system_measure_s).toBeLessThanOrEqual(p.cpu_measure_s);
+    }
+    expect(run.procs.status.cpu_measure_s).toBeGreaterThan(0);
   });
 
   it('measures what tracing costs, untraced and traced runs in pairs, every span received', async () => {
