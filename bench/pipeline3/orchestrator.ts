@@ -351,7 +351,7 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
 }
 
 /**
- * What tracing cost, pair by pair: each untraced run against the traced run made right after it
+ * What tracing cost, pair by pair: each untraced run against the traced run made next to it
  * (the runs of one mode spread by ±15% on a busy machine; pairs see the same machine).
  */
 export function summarizeTracingCost(

@@ -133,7 +133,8 @@ export function benchCommand(): Command {
  * The benchmark with tracing on: every dsat process exports its spans over OTLP/HTTP (the default
  * protobuf) to a receiver in this process, as to `dsat up`'s, which holds the requests and decodes
  * them after each run (a collector elsewhere would not share these two cores). With `both`,
- * untraced and traced runs alternate, so that both see the same machine.
+ * untraced and traced runs alternate (plain first in odd pairs, traced first in even ones), so
+ * that both see the same machine.
  */
 async function runTraced(base: BenchOptions, both: boolean) {
   const spans = new SpanStore(2_000_000);
@@ -166,7 +167,9 @@ async function runTraced(base: BenchOptions, both: boolean) {
     for (const mode of base.modes) {
       const bySystem = new Map<string, RunRecord[]>();
       for (let rep = 1; rep <= base.runs; rep++) {
-        for (const opts of both ? [plain, traced] : [traced]) {
+        // Each pair in the other order from the last, so that neither kind always runs second.
+        const order = rep % 2 === 1 ? [plain, traced] : [traced, plain];
+        for (const opts of both ? order : [traced]) {
           const { runs } = await runPipeline3({ ...opts, modes: [mode], runs: 1 });
           const run: RunRecord = { ...runs[0]!, rep };
           if (opts === traced) {
