@@ -15,14 +15,13 @@ import { PIPELINE3 } from './pipeline';
 /** The bench's own files: .ts from the sources, .js when bin/dsat.js runs dist/. */
 const EXT = path.extname(__filename);
 const ROOT = path.join(__dirname, EXT === '.ts' ? '../..' : '../../..');
+/** What node needs to run this build's files: tsx for the sources. */
+const LOADER = EXT === '.ts' ? ['--require', 'tsx/cjs'] : [];
 /**
  * The CLI of this very build: bin/dsat.js would pick dist/ or the sources afresh for each
  * process, and a source file saved during a benchmark would switch its later processes to tsx.
  */
-const DSAT_CLI =
-  EXT === '.ts'
-    ? ['--require', 'tsx/cjs', path.join(ROOT, 'cli/main.ts')]
-    : [path.join(ROOT, 'dist/cli/main.js')];
+const DSAT_CLI = [...LOADER, path.join(ROOT, EXT === '.ts' ? 'cli/main.ts' : 'dist/cli/main.js')];
 
 export interface BenchOptions {
   readonly tasks: number;
@@ -204,7 +203,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
 
     const client = fork(path.join(__dirname, `client${EXT}`), [], {
       cwd: ROOT,
-      execArgv: EXT === '.ts' ? ['--require', 'tsx/cjs'] : [],
+      execArgv: LOADER,
       env: {
         ...process.env,
         BENCH_MODE: mode,

@@ -22,6 +22,7 @@ import type { Task } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { AsyncQueue } from '../shared/async-queue';
 import { randomHexId } from '../shared/random-ids';
+import { traceIdOf } from '../shared/traceparent';
 import { checkContentType, needsBytes } from '../shared/content-types';
 import type { ErrorKind } from '../shared/errors';
 import { DsatError, invalidArgument } from '../shared/errors';
@@ -32,7 +33,6 @@ import type { StatusWriter } from './status-writer';
 import type { TransitionIds } from './transition-write';
 
 const PIPELINE_NAME = /^[a-z0-9_-]{1,63}$/;
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const PRINTABLE = /^[\x20-\x7e]*$/;
 export const MAX_PRIORITY = 1000;
 export const MAX_IDEMPOTENCY_KEY = 128;
@@ -68,13 +68,6 @@ interface CreateContext {
   readonly traceparent: string;
   readonly span: Span;
   readonly done: (outcome: TransitionOutcome, ctx: CreateContext) => void;
-}
-
-/** The trace id of a valid W3C traceparent, or undefined. */
-export function traceIdOf(traceparent: string): string | undefined {
-  const m = TRACEPARENT.exec(traceparent);
-  if (!m || m[1] === 'ff' || /^0+$/.test(m[2]!) || /^0+$/.test(m[3]!)) return undefined;
-  return m[2];
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Attributes, Context, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
 import type { TaskSpanRecorder } from './task-span';
+import { parseTraceparent } from './traceparent';
 import {
   INVALID_SPAN_CONTEXT,
   isSpanContextValid,
@@ -82,52 +83,6 @@ export function taskAttributes(facts: TaskSpanFacts, operation: TaskOperation): 
   if (facts.attempt !== undefined) a['dsat.attempt'] = facts.attempt;
   if (facts.workerId !== undefined) a['dsat.worker_id'] = facts.workerId;
   return a;
-}
-
-/** 1 if s[from, to) is lowercase hex and not all zeros, 0 if all zeros, -1 if not lowercase hex. */
-function hexRun(s: string, from: number, to: number): number {
-  let nonZero = 0;
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 48) continue;
-    if ((c > 48 && c <= 57) || (c >= 97 && c <= 102)) nonZero = 1;
-    else return -1;
-  }
-  return nonZero;
-}
-
-const DASH = 45;
-
-/**
- * Reads a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zeros);
- * undefined when it is missing or malformed. Read by hand, not by regular expression: the router
- * reads one per task span.
- */
-export function parseTraceparent(traceparent: string | undefined): SpanContext | undefined {
-  if (!traceparent) return undefined;
-  let tp = traceparent;
-  if (tp.length !== 55) {
-    tp = tp.trim();
-    if (tp.length !== 55) return undefined;
-  }
-  if (
-    tp.charCodeAt(0) !== 48 ||
-    tp.charCodeAt(1) !== 48 ||
-    tp.charCodeAt(2) !== DASH ||
-    tp.charCodeAt(35) !== DASH ||
-    tp.charCodeAt(52) !== DASH ||
-    hexRun(tp, 3, 35) !== 1 ||
-    hexRun(tp, 36, 52) !== 1 ||
-    hexRun(tp, 53, 55) < 0
-  ) {
-    return undefined;
-  }
-  return {
-    traceId: tp.slice(3, 35),
-    spanId: tp.slice(36, 52),
-    traceFlags: parseInt(tp.slice(53), 16),
-    isRemote: true,
-  };
 }
 
 /**

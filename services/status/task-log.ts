@@ -6,6 +6,7 @@ import {
   type TaskProgress,
   type Transition,
 } from '../../gen/dsat/task/v1/task';
+import { traceIdOf as traceIdOfValid } from '../shared/traceparent';
 
 /**
  * One entry of a task's transition log, as the store keeps it. A task record is the fold of its
@@ -164,16 +165,13 @@ export function toTransition(
   };
 }
 
-const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
-
 /** The 32-hex trace id of a W3C traceparent, or '' when there is none. */
 export function traceIdOf(traceparent: string): string {
-  return TRACEPARENT.exec(traceparent)?.[1] ?? '';
+  return traceIdOfValid(traceparent) ?? '';
 }
 
 export function isTraceparent(value: string): boolean {
-  const m = TRACEPARENT.exec(value);
-  return m !== null && m[1] !== '0'.repeat(32) && !value.startsWith('ff');
+  return traceIdOfValid(value) !== undefined;
 }
 
 /** A task as the store holds it in memory: its record (the fold) and its whole log. */

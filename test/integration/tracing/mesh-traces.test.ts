@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Task } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { OtlpReceiver } from '../../../services/shared/otlp-receiver';
-import { parseTraceparent } from '../../../services/shared/task-tracing';
+import { parseTraceparent } from '../../../services/shared/traceparent';
 import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { within } from '../../helpers/processes';
 import { eventually, linear } from '../../helpers/router-mesh';

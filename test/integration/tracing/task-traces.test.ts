@@ -2,7 +2,7 @@ import { createClient } from '../../../sdk/client';
 import type { StageHandler, Worker } from '../../../sdk/worker';
 import { createWorker } from '../../../sdk/worker';
 import { loadConfig, trackerConfigSpec } from '../../../services/shared/config';
-import { parseTraceparent } from '../../../services/shared/task-tracing';
+import { parseTraceparent } from '../../../services/shared/traceparent';
 import type { TrackerHandle } from '../../../services/tracker/server';
 import { startTrackerServer } from '../../../services/tracker/server';
 import type { RouterMesh } from '../../helpers/router-mesh';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { newTraceparent } from '../../../services/router/task-intake';
-import { parseTraceparent } from '../../../services/shared/task-tracing';
+import { parseTraceparent } from '../../../services/shared/traceparent';
 
 describe('newTraceparent', () => {
   it('gives every task its own valid, sampled traceparent, across refills of its random pool', () => {

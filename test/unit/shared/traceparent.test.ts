@@ -3,9 +3,9 @@ import { trace, TraceFlags } from '@opentelemetry/api';
 import {
   formatTraceparent,
   NO_TASK_SPAN,
-  parseTraceparent,
   spanTraceparent,
 } from '../../../services/shared/task-tracing';
+import { parseTraceparent, traceIdOf } from '../../../services/shared/traceparent';
 
 /** The W3C rule as a regular expression: what parseTraceparent must accept, and nothing else. */
 function byRegex(traceparent: string | undefined) {
@@ -31,6 +31,8 @@ const nearlyValid = fc.oneof(
     '00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01',
     VALID.toUpperCase(),
     `01${VALID.slice(2)}`,
+    `ff${VALID.slice(2)}`,
+    `0g${VALID.slice(2)}`,
     `${VALID}-extra`,
     '',
   ),
@@ -46,6 +48,20 @@ describe('parseTraceparent', () => {
       { numRuns: 5000 },
     );
     expect(parseTraceparent(undefined)).toBeUndefined();
+  });
+
+  it('traceIdOf takes any version but ff, unpadded, both ids not all zeros, as the W3C rule says', () => {
+    const rule = (tp: string) => {
+      const m = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/.exec(tp);
+      return !m || m[1] === 'ff' || /^0+$/.test(m[2]!) || /^0+$/.test(m[3]!) ? undefined : m[2];
+    };
+    fc.assert(
+      fc.property(nearlyValid, (tp) => {
+        expect(traceIdOf(tp)).toBe(rule(tp));
+      }),
+      { numRuns: 5000 },
+    );
+    expect(traceIdOf(`01${VALID.slice(2)}`)).toBe(VALID.slice(3, 35));
   });
 
   it('reads back what formatTraceparent writes', () => {
