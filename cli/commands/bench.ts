@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
+import type { PipelineLoadResult } from '../../bench/pipeline-load';
+import { runPipelineLoad } from '../../bench/pipeline-load';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
 import {
   runPipeline3,
@@ -10,7 +12,38 @@ import {
 import { createLogger } from '../../services/shared/logger';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
-import { printJson, progressBar } from '../output';
+import { readPipelineFile } from '../../services/tracker/pipeline-file';
+import type { CommandContext } from '../command-context';
+import { meshAction } from '../command-context';
+import { printJson, progressBar, table } from '../output';
+import { guessContentType, readPayload } from './task-commands';
+
+/** Options of the built-in workload only, refused beside --pipeline. */
+const WORKLOAD_ONLY = [
+  'modes',
+  'rate',
+  'duration',
+  'warmup',
+  'runs',
+  'concurrency',
+  'sync',
+  'tracing',
+  'runsFile',
+] as const;
+
+/** A whole number of at least `min`, or exit 2 naming the flag. */
+function wholeNumber(value: unknown, flag: string, min = 1): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(
+      `dsat: --${flag} must be a whole number of at least ${min}, not ${JSON.stringify(value)}\n`,
+    );
+    process.exit(2);
+  }
+  return n;
+}
+
+const flagOf = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 /** `dsat bench`: the peers' pipeline3 workload against a mesh of separate processes. */
 export function benchCommand(): Command {
@@ -19,8 +52,19 @@ export function benchCommand(): Command {
       "Run the pipeline3 benchmark (the peers' workload): status, router, tracker and one worker per stage as separate processes; T = closed-loop throughput, L = open-loop latency.",
     )
     .option('--workload <name>', 'built-in workload', 'pipeline3')
-    .option('--tasks <n>', 'tasks in a T run', '20000')
-    .option('--window <n>', 'most tasks in flight in a T run', '2000')
+    .option(
+      '--pipeline <file|name>',
+      'instead of the built-in workload: load a pipeline of the running mesh (--router, --status, --tracker) with its own workers; a file is applied first',
+    )
+    .option('--payload <text|@file|->', 'with --pipeline: the payload of every task', '{}')
+    .option('--content-type <type>', 'with --pipeline: the payload type (default: guessed)')
+    .option(
+      '--stall-timeout <s>',
+      'with --pipeline: give up when no task has ended for this many seconds',
+      '60',
+    )
+    .option('--tasks <n>', 'tasks in a T run (with --pipeline: 1000)', '20000')
+    .option('--window <n>', 'most tasks in flight in a T run (with --pipeline: 100)', '2000')
     .option('--rate <n>', 'tasks per second in an L run', '1000')
     .option('--duration <s>', 'seconds of an L run', '10')
     .option('--warmup <n>', 'tasks before each measured run', '1000')
@@ -40,11 +84,31 @@ export function benchCommand(): Command {
     )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory',
+      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory\n  $ dsat bench --pipeline pipelines/demo.yaml --payload \'{"text":"hi"}\' --tasks 2000 --window 50\n  $ dsat bench --pipeline demo --router 10.0.0.5:7402 --status 10.0.0.5:7401 --json',
     )
     .action(async (_opts: unknown, command: Command) => {
       // --json is also a global option of dsat; read both levels.
       const opts = command.optsWithGlobals<Record<string, string | boolean>>();
+      if (typeof opts.pipeline === 'string') {
+        const given = WORKLOAD_ONLY.filter((o) => command.getOptionValueSource(o) === 'cli');
+        if (given.length > 0) {
+          process.stderr.write(
+            `dsat: ${given.map((o) => `--${flagOf(o)}`).join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to the built-in workload only, not with --pipeline\n`,
+          );
+          process.exit(2);
+        }
+        const explicit = (o: string) => command.getOptionValueSource(o) === 'cli';
+        const load = {
+          source: opts.pipeline,
+          tasks: wholeNumber(explicit('tasks') ? opts.tasks : 1000, 'tasks'),
+          window: wholeNumber(explicit('window') ? opts.window : 100, 'window'),
+          stallMs: wholeNumber(opts.stallTimeout, 'stall-timeout') * 1000,
+          payload: String(opts.payload),
+          contentType: typeof opts.contentType === 'string' ? opts.contentType : undefined,
+        };
+        await meshAction((ctx, _command: Command) => benchPipeline(ctx, load))(command);
+        return;
+      }
       if (opts.workload !== 'pipeline3') {
         process.stderr.write(
           `dsat: unknown workload ${JSON.stringify(opts.workload)}; the built-in one is pipeline3\n`,
@@ -65,15 +129,15 @@ export function benchCommand(): Command {
       }
       let barShown = false;
       const base: BenchOptions = {
-        tasks: Number(opts.tasks),
-        window: Number(opts.window),
-        rate: Number(opts.rate),
-        durationS: Number(opts.duration),
-        warmup: Number(opts.warmup),
-        runs: Number(opts.runs),
+        tasks: wholeNumber(opts.tasks, 'tasks'),
+        window: wholeNumber(opts.window, 'window'),
+        rate: wholeNumber(opts.rate, 'rate'),
+        durationS: wholeNumber(opts.duration, 'duration'),
+        warmup: wholeNumber(opts.warmup, 'warmup', 0),
+        runs: wholeNumber(opts.runs, 'runs'),
         modes: modes as ('T' | 'L')[],
         sync: opts.sync !== false,
-        concurrency: Number(opts.concurrency),
+        concurrency: wholeNumber(opts.concurrency, 'concurrency'),
         progress: (line) => {
           if (barShown) process.stderr.write('\r\x1b[2K');
           barShown = false;
@@ -199,4 +263,83 @@ async function runTraced(base: BenchOptions, both: boolean) {
     await receiver.close();
   }
   return out;
+}
+
+/** `dsat bench --pipeline`: a pipeline of a running mesh under synthetic load, stage by stage. */
+async function benchPipeline(
+  ctx: CommandContext,
+  load: {
+    source: string;
+    tasks: number;
+    window: number;
+    stallMs: number;
+    payload: string;
+    contentType: string | undefined;
+  },
+): Promise<void> {
+  let name = load.source;
+  if (fs.existsSync(load.source) && fs.statSync(load.source).isFile()) {
+    const res = await ctx.clients.tracker.applyPipeline({
+      pipeline: readPipelineFile(load.source),
+      validateOnly: false,
+    });
+    name = res.pipeline?.name ?? '';
+    if (!ctx.json) {
+      process.stderr.write(
+        `dsat bench: ${res.changed ? 'applied' : 'unchanged'} ${name} v${res.pipeline?.version}\n`,
+      );
+    }
+  } else {
+    const { pipeline } = await ctx.clients.tracker.getPipeline({ name, version: 0 });
+    if (!pipeline) {
+      throw new Error(
+        `pipeline ${JSON.stringify(name)} not found: apply it first, or give its file to --pipeline`,
+      );
+    }
+  }
+  const payload = readPayload(load.payload);
+  const tty = process.stderr.isTTY && !ctx.json;
+  const result = await runPipelineLoad(ctx.clients, {
+    pipeline: name,
+    tasks: load.tasks,
+    window: load.window,
+    payload,
+    contentType: load.contentType ?? guessContentType(payload),
+    stallMs: load.stallMs,
+    onProgress: tty
+      ? (ended, total) =>
+          process.stderr.write(`\r\x1b[2Kdsat bench: ${name} ${progressBar(ended, total)}`)
+      : undefined,
+  });
+  if (tty) process.stderr.write('\r\x1b[2K');
+  if (ctx.json) printJson(result);
+  else process.stdout.write(pipelineReport(result));
+  if (result.lost > 0 || result.failed > 0) {
+    throw new Error(
+      result.gave_up
+        ? `no task ended for ${load.stallMs / 1000} s, ${result.lost} of ${result.tasks} had not ended (are the pipeline's workers running?)`
+        : `${result.failed} of ${result.tasks} tasks did not succeed`,
+    );
+  }
+}
+
+function pipelineReport(r: PipelineLoadResult): string {
+  const ms = (v: number | null) => (v === null ? '-' : String(v));
+  const lines = [
+    `pipeline ${r.pipeline}: ${r.tasks} tasks, at most ${r.window} in flight`,
+    `  ${r.succeeded} succeeded, ${r.failed} failed, ${r.lost} lost in ${r.duration_s} s: ${r.tasks_per_s ?? '-'} tasks/s`,
+    `  end to end ms: p50 ${ms(r.end_to_end_ms.p50)}, p90 ${ms(r.end_to_end_ms.p90)}, p99 ${ms(r.end_to_end_ms.p99)}, max ${ms(r.end_to_end_ms.max)}`,
+    table(
+      ['stage', 'tasks', 'attempts', 'queued p50 / p99 ms', 'running p50 / p99 ms'],
+      r.stages.map((s) => [
+        s.stage,
+        s.tasks,
+        s.attempts,
+        `${ms(s.queue_ms.p50)} / ${ms(s.queue_ms.p99)}`,
+        `${ms(s.run_ms.p50)} / ${ms(s.run_ms.p99)}`,
+      ]),
+    ),
+    ...r.failures.map((f) => `  ${f}`),
+  ];
+  return lines.join('\n') + '\n';
 }

@@ -189,4 +189,63 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(traced.spans_received).toBeGreaterThanOrEqual(7 * 350);
     expect(traced.traces_received).toBeGreaterThanOrEqual(350);
   }, 180_000);
+
+  it('loads a pipeline of the running mesh and reports each stage (bench --pipeline)', async () => {
+    const bench = await dsat(
+      [
+        'bench',
+        '--pipeline',
+        'demo',
+        '--payload',
+        '{"text":"hi"}',
+        '--tasks',
+        '40',
+        '--window',
+        '8',
+        '--json',
+      ],
+      env,
+    );
+    expect(bench.code).toBe(0);
+    const r = JSON.parse(bench.out) as {
+      succeeded: number;
+      failed: number;
+      lost: number;
+      tasks_per_s: number;
+      end_to_end_ms: { p50: number; p99: number };
+      stages: {
+        stage: string;
+        tasks: number;
+        attempts: number;
+        queue_ms: { p50: number };
+        run_ms: { p50: number };
+      }[];
+    };
+    expect([r.succeeded, r.failed, r.lost]).toEqual([40, 0, 0]);
+    expect(r.tasks_per_s).toBeGreaterThan(0);
+    expect(r.end_to_end_ms.p99).toBeGreaterThanOrEqual(r.end_to_end_ms.p50);
+    expect(r.stages.map((s) => s.stage)).toEqual(['parse', 'hash', 'upper']);
+    for (const s of r.stages) {
+      expect(s.tasks).toBe(40);
+      expect(s.attempts).toBeGreaterThanOrEqual(40);
+      expect(s.queue_ms.p50).toBeGreaterThanOrEqual(0);
+      expect(s.run_ms.p50).toBeGreaterThanOrEqual(0);
+    }
+
+    // A pipeline file is applied first; with no worker for its stage, the bench gives up and says why.
+    const file = path.join(tmp.path, 'unserved.yaml');
+    fs.writeFileSync(file, 'name: unserved\nstages:\n  - name: idle\n    next: []\n');
+    const stalled = await dsat(
+      ['bench', '--pipeline', file, '--tasks', '3', '--stall-timeout', '2'],
+      env,
+    );
+    expect(stalled.code).toBe(1);
+    expect(stalled.out).toMatch(/0 succeeded, 0 failed, 3 lost/);
+    expect(stalled.err).toMatch(/applied unserved v1/);
+    expect(stalled.err).toMatch(/^dsat: no task ended for 2 s, 3 of 3 had not ended/m);
+
+    const mixed = await dsat(['bench', '--pipeline', 'demo', '--modes', 'L'], env);
+    expect(mixed.code).toBe(2);
+    expect(mixed.err).toMatch(/--modes applies to the built-in workload only/);
+  });
 });
