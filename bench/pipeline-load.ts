@@ -1,6 +1,7 @@
 import type { Transition } from '../gen/dsat/task/v1/task';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import type { MeshClients } from '../cli/mesh-clients';
+import { isTerminalState } from '../services/status/task-state-machine';
 import { nowMs, percentile, round } from './pipeline3/loops';
 
 /*
@@ -62,13 +63,6 @@ export interface PipelineLoadResult {
   readonly failures: string[];
 }
 
-const TERMINAL = new Set([
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_DEAD_LETTERED,
-  TaskState.TASK_STATE_CANCELLED,
-]);
-
 function spread(values: number[]): Spread {
   const sorted = values.sort((a, b) => a - b);
   return {
@@ -113,7 +107,7 @@ export function addStageTimes(
   };
   for (const t of transitions) {
     const at = t.at?.getTime() ?? 0;
-    if (TERMINAL.has(t.toState)) {
+    if (isTerminalState(t.toState)) {
       for (const o of open.values()) close(o, at);
       return;
     }
@@ -165,7 +159,7 @@ export async function runPipelineLoad(
         let list = byTask.get(t.taskId);
         if (!list) byTask.set(t.taskId, (list = []));
         list.push(t);
-        if (TERMINAL.has(t.toState) && !ended.has(t.taskId)) {
+        if (isTerminalState(t.toState) && !ended.has(t.taskId)) {
           lastEndAt = nowMs();
           ended.set(t.taskId, { at: lastEndAt, t });
           waiting.get(t.taskId)?.();

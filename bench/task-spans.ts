@@ -23,8 +23,18 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '10' },
   },
 });
-const SPANS = Number(args.spans);
-const ROUNDS = Number(args.rounds);
+function count(name: 'spans' | 'rounds'): number {
+  const n = Number(args[name]);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`bench:spans: --${name} must be a whole number of at least 1, not ${args[name]}`);
+    process.exit(2);
+  }
+  return n;
+}
+const SPANS = count('spans');
+const ROUNDS = count('rounds');
+/** Microseconds to two decimals. */
+const us2 = (x: number) => Math.round(x * 100) / 100;
 const PARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
 async function main() {
@@ -82,7 +92,7 @@ async function main() {
   await telemetry.shutdown();
   const median = (v: number[]) => {
     const s = [...v].sort((a, b) => a - b);
-    return Math.round(s[s.length >> 1]! * 100) / 100;
+    return us2(s[s.length >> 1]!);
   };
   console.log(
     JSON.stringify({
@@ -90,12 +100,8 @@ async function main() {
       system: 'dsat-task-spans',
       sdk_tracer_cpu_us_per_span: median(times.sdk),
       recorder_cpu_us_per_span: median(times.recorder),
-      sdk_tracer_range: [Math.min(...times.sdk), Math.max(...times.sdk)].map(
-        (x) => Math.round(x * 100) / 100,
-      ),
-      recorder_range: [Math.min(...times.recorder), Math.max(...times.recorder)].map(
-        (x) => Math.round(x * 100) / 100,
-      ),
+      sdk_tracer_range: [Math.min(...times.sdk), Math.max(...times.sdk)].map(us2),
+      recorder_range: [Math.min(...times.recorder), Math.max(...times.recorder)].map(us2),
       request_bytes_per_span: Math.round(requestBytes / (SPANS * (ROUNDS + 1) * 2)),
       spans_per_round: SPANS,
       rounds: ROUNDS,

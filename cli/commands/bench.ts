@@ -89,15 +89,15 @@ export function benchCommand(): Command {
     .action(async (_opts: unknown, command: Command) => {
       // --json is also a global option of dsat; read both levels.
       const opts = command.optsWithGlobals<Record<string, string | boolean>>();
+      const explicit = (o: string) => command.getOptionValueSource(o) === 'cli';
       if (typeof opts.pipeline === 'string') {
-        const given = WORKLOAD_ONLY.filter((o) => command.getOptionValueSource(o) === 'cli');
+        const given = WORKLOAD_ONLY.filter(explicit);
         if (given.length > 0) {
           process.stderr.write(
             `dsat: ${given.map((o) => `--${flagOf(o)}`).join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to the built-in workload only, not with --pipeline\n`,
           );
           process.exit(2);
         }
-        const explicit = (o: string) => command.getOptionValueSource(o) === 'cli';
         const load = {
           source: opts.pipeline,
           tasks: wholeNumber(explicit('tasks') ? opts.tasks : 1000, 'tasks'),
@@ -290,12 +290,8 @@ async function benchPipeline(
       );
     }
   } else {
-    const { pipeline } = await ctx.clients.tracker.getPipeline({ name, version: 0 });
-    if (!pipeline) {
-      throw new Error(
-        `pipeline ${JSON.stringify(name)} not found: apply it first, or give its file to --pipeline`,
-      );
-    }
+    // Fails with NOT_FOUND naming the pipeline before any task is sent.
+    await ctx.clients.tracker.getPipeline({ name, version: 0 });
   }
   const payload = readPayload(load.payload);
   const tty = process.stderr.isTTY && !ctx.json;

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import type { Task, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { StoredSpan } from '../../services/shared/span-store';
+import { isTerminalState } from '../../services/status/task-state-machine';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
 import {
@@ -15,13 +16,6 @@ import {
   transitionLine,
 } from '../output';
 import { renderWaterfall } from '../waterfall';
-
-const TERMINAL = new Set([
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_DEAD_LETTERED,
-  TaskState.TASK_STATE_CANCELLED,
-]);
 
 /** A payload given as text, `@file`, or `-` for stdin. */
 export function readPayload(arg: string): Buffer {
@@ -73,7 +67,7 @@ async function follow(
       if (ctx.json) printJson(transitionJson(t));
       else process.stdout.write(transitionLine(t) + '\n');
       fromRevision = Math.max(fromRevision, t.revision);
-      if (TERMINAL.has(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
+      if (isTerminalState(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
     }
   }
   for (let attempt = 0; ; attempt++) {
@@ -90,7 +84,8 @@ async function follow(
           fromRevision = t.revision;
           if (ctx.json) printJson(transitionJson(t));
           else process.stdout.write(transitionLine(t) + '\n');
-          if (TERMINAL.has(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
+          if (isTerminalState(t.toState))
+            return (await ctx.clients.status.getTask({ taskId })).task;
         }
       }
       return last;
