@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import { Command } from 'commander';
 import type { PipelineLoadResult } from '../../bench/pipeline-load';
 import { runPipelineLoad } from '../../bench/pipeline-load';
+import type { EmbeddedMesh, EmbeddedMeshOptions } from '../../bench/embedded-mesh';
+import { startEmbeddedMesh } from '../../bench/embedded-mesh';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
 import {
   runPipeline3,
@@ -15,21 +17,18 @@ import { SpanStore } from '../../services/shared/span-store';
 import { readPipelineFile } from '../../services/tracker/pipeline-file';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
-import { printJson, progressBar, table } from '../output';
+import type { MeshClients } from '../mesh-clients';
+import { describeError, printJson, progressBar, table } from '../output';
 import { guessContentType, readPayload } from './task-commands';
 
 /** Options of the built-in workload only, refused beside --pipeline. */
-const WORKLOAD_ONLY = [
-  'modes',
-  'rate',
-  'duration',
-  'warmup',
-  'runs',
-  'concurrency',
-  'sync',
-  'tracing',
-  'runsFile',
-] as const;
+const WORKLOAD_ONLY = ['modes', 'rate', 'duration', 'warmup', 'runs', 'tracing', 'runsFile'];
+/** Options of a mesh the bench starts itself: the built-in workload's, or --embedded's. */
+const OWN_MESH_ONLY = ['concurrency', 'sync'];
+/** Options of --embedded only. */
+const EMBEDDED_ONLY = ['embedded', 'handler', 'stageMs'];
+/** The global options naming a running mesh, meaningless beside --embedded. */
+const MESH_ADDRESSES = ['router', 'status', 'tracker'];
 
 /** A whole number of at least `min`, or exit 2 naming the flag. */
 function wholeNumber(value: unknown, flag: string, min = 1): number {
@@ -43,7 +42,18 @@ function wholeNumber(value: unknown, flag: string, min = 1): number {
   return n;
 }
 
-const flagOf = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+/** The flag of an option: bench has only the negated form of `sync`. */
+const flagOf = (name: string) =>
+  name === 'sync' ? 'no-sync' : name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** Exits 2 when any of `given` was set, naming them and what they need instead. */
+function refuse(given: string[], why: string): void {
+  if (given.length === 0) return;
+  process.stderr.write(
+    `dsat: ${given.map((o) => `--${flagOf(o)}`).join(', ')} ${given.length === 1 ? 'applies' : 'apply'} ${why}\n`,
+  );
+  process.exit(2);
+}
 
 /** `dsat bench`: the peers' pipeline3 workload against a mesh of separate processes. */
 export function benchCommand(): Command {
@@ -55,6 +65,19 @@ export function benchCommand(): Command {
     .option(
       '--pipeline <file|name>',
       'instead of the built-in workload: load a pipeline of the running mesh (--router, --status, --tracker) with its own workers; a file is applied first',
+    )
+    .option(
+      '--embedded',
+      'with --pipeline FILE: run it on a mesh started in this process (store in a temporary directory), one worker per stage',
+    )
+    .option(
+      '--handler <file>',
+      'with --embedded: a module exporting a handler per stage (as `dsat worker --handler`), instead of synthetic ones',
+    )
+    .option(
+      '--stage-ms <ms>',
+      'with --embedded: how long each synthetic attempt takes; it passes its input on',
+      '0',
     )
     .option('--payload <text|@file|->', 'with --pipeline: the payload of every task', '{}')
     .option('--content-type <type>', 'with --pipeline: the payload type (default: guessed)')
@@ -70,7 +93,7 @@ export function benchCommand(): Command {
     .option('--warmup <n>', 'tasks before each measured run', '1000')
     .option('--runs <n>', 'runs of each measurement', '3')
     .option('--modes <list>', 'measurements: T, L or T,L', 'T,L')
-    .option('--concurrency <n>', 'worker slots per stage process', '256')
+    .option('--concurrency <n>', 'worker slots per stage (its own process in pipeline3)', '256')
     .option('--no-sync', 'do not fsync the status store (for the non-durable peers)')
     .option('--json', "one JSON line per measurement, in the peers' shape")
     .option(
@@ -90,15 +113,31 @@ export function benchCommand(): Command {
       // --json is also a global option of dsat; read both levels.
       const opts = command.optsWithGlobals<Record<string, string | boolean>>();
       const explicit = (o: string) => command.getOptionValueSource(o) === 'cli';
-      if (typeof opts.pipeline === 'string') {
-        const given = WORKLOAD_ONLY.filter(explicit);
-        if (given.length > 0) {
-          process.stderr.write(
-            `dsat: ${given.map((o) => `--${flagOf(o)}`).join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to the built-in workload only, not with --pipeline\n`,
-          );
-          process.exit(2);
+      const embedded = opts.embedded === true;
+      if (typeof opts.pipeline !== 'string') {
+        refuse(EMBEDDED_ONLY.filter(explicit), 'to --pipeline FILE only');
+      } else {
+        refuse(
+          WORKLOAD_ONLY.filter(explicit),
+          'to the built-in workload only, not with --pipeline',
+        );
+        if (!embedded) {
+          refuse(EMBEDDED_ONLY.filter(explicit), 'to --embedded only');
+          refuse(OWN_MESH_ONLY.filter(explicit), 'to --embedded only, not to a running mesh');
+        } else {
+          const global = (o: string) => command.getOptionValueSourceWithGlobals(o) === 'cli';
+          refuse(MESH_ADDRESSES.filter(global), 'to a running mesh, not with --embedded');
+          if (explicit('handler') && explicit('stageMs')) {
+            refuse(['stageMs'], 'to synthetic handlers only, not with --handler');
+          }
+          if (!isFile(opts.pipeline)) {
+            process.stderr.write(
+              `dsat: --embedded runs a pipeline file; ${JSON.stringify(opts.pipeline)} is not one\n`,
+            );
+            process.exit(2);
+          }
         }
-        const load = {
+        const load: PipelineBench = {
           source: opts.pipeline,
           tasks: wholeNumber(explicit('tasks') ? opts.tasks : 1000, 'tasks'),
           window: wholeNumber(explicit('window') ? opts.window : 100, 'window'),
@@ -106,7 +145,17 @@ export function benchCommand(): Command {
           payload: String(opts.payload),
           contentType: typeof opts.contentType === 'string' ? opts.contentType : undefined,
         };
-        await meshAction((ctx, _command: Command) => benchPipeline(ctx, load))(command);
+        if (embedded) {
+          await benchEmbedded(load, {
+            sync: opts.sync !== false,
+            concurrency: wholeNumber(opts.concurrency, 'concurrency'),
+            handlerFile: typeof opts.handler === 'string' ? opts.handler : undefined,
+            stageMs: wholeNumber(opts.stageMs, 'stage-ms', 0),
+            json: opts.json === true,
+          });
+        } else {
+          await meshAction((ctx, _command: Command) => benchPipeline(ctx, load))(command);
+        }
         return;
       }
       if (opts.workload !== 'pipeline3') {
@@ -265,20 +314,21 @@ async function runTraced(base: BenchOptions, both: boolean) {
   return out;
 }
 
+interface PipelineBench {
+  readonly source: string;
+  readonly tasks: number;
+  readonly window: number;
+  readonly stallMs: number;
+  readonly payload: string;
+  readonly contentType: string | undefined;
+}
+
+const isFile = (p: string) => fs.existsSync(p) && fs.statSync(p).isFile();
+
 /** `dsat bench --pipeline`: a pipeline of a running mesh under synthetic load, stage by stage. */
-async function benchPipeline(
-  ctx: CommandContext,
-  load: {
-    source: string;
-    tasks: number;
-    window: number;
-    stallMs: number;
-    payload: string;
-    contentType: string | undefined;
-  },
-): Promise<void> {
+async function benchPipeline(ctx: CommandContext, load: PipelineBench): Promise<void> {
   let name = load.source;
-  if (fs.existsSync(load.source) && fs.statSync(load.source).isFile()) {
+  if (isFile(load.source)) {
     const res = await ctx.clients.tracker.applyPipeline({
       pipeline: readPipelineFile(load.source),
       validateOnly: false,
@@ -293,9 +343,55 @@ async function benchPipeline(
     // Fails with NOT_FOUND naming the pipeline before any task is sent.
     await ctx.clients.tracker.getPipeline({ name, version: 0 });
   }
+  await loadAndReport(ctx.clients, name, load, ctx.json, "are the pipeline's workers running?");
+}
+
+/** `dsat bench --pipeline FILE --embedded`: the same on a mesh of its own, in this process. */
+async function benchEmbedded(
+  load: PipelineBench,
+  mesh: Omit<EmbeddedMeshOptions, 'pipeline' | 'logger'> & { json: boolean },
+): Promise<void> {
+  let started: EmbeddedMesh | undefined;
+  try {
+    started = await startEmbeddedMesh({
+      ...mesh,
+      pipeline: readPipelineFile(load.source),
+      // Not warn: a pipeline whose tasks fail would log each; the report lists the first five.
+      logger: createLogger('dsat-bench', 'error'),
+    });
+    if (!mesh.json) {
+      const workers = mesh.handlerFile ?? `synthetic, ${mesh.stageMs} ms per attempt`;
+      process.stderr.write(
+        `dsat bench: embedded mesh (sync ${mesh.sync ? 'on' : 'off'}, store in ${started.dataDir}), pipeline ${started.pipeline.name} v${started.pipeline.version}, one worker per stage with ${mesh.concurrency} slots (${workers})\n`,
+      );
+    }
+    await loadAndReport(
+      started.clients,
+      started.pipeline.name,
+      load,
+      mesh.json,
+      'do its handlers end?',
+    );
+  } catch (err) {
+    process.stderr.write(`dsat: ${describeError(err)}\n`);
+    process.exitCode = 1;
+  } finally {
+    await started?.stop();
+  }
+  process.exit(process.exitCode ?? 0);
+}
+
+/** Runs the load, prints the report; throws when a task failed or was lost. */
+async function loadAndReport(
+  clients: MeshClients,
+  name: string,
+  load: PipelineBench,
+  json: boolean,
+  stallHint: string,
+): Promise<void> {
   const payload = readPayload(load.payload);
-  const tty = process.stderr.isTTY && !ctx.json;
-  const result = await runPipelineLoad(ctx.clients, {
+  const tty = process.stderr.isTTY && !json;
+  const result = await runPipelineLoad(clients, {
     pipeline: name,
     tasks: load.tasks,
     window: load.window,
@@ -308,12 +404,12 @@ async function benchPipeline(
       : undefined,
   });
   if (tty) process.stderr.write('\r\x1b[2K');
-  if (ctx.json) printJson(result);
+  if (json) printJson(result);
   else process.stdout.write(pipelineReport(result));
   if (result.lost > 0 || result.failed > 0) {
     throw new Error(
       result.gave_up
-        ? `no task ended for ${load.stallMs / 1000} s, ${result.lost} of ${result.tasks} had not ended (are the pipeline's workers running?)`
+        ? `no task ended for ${load.stallMs / 1000} s, ${result.lost} of ${result.tasks} had not ended (${stallHint})`
         : `${result.failed} of ${result.tasks} tasks did not succeed`,
     );
   }

@@ -249,3 +249,97 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(mixed.err).toMatch(/--modes applies to the built-in workload only/);
   });
 });
+
+describe('dsat bench --pipeline FILE --embedded', () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+  const demo = path.join(__dirname, '../../deploy/k8s/pipelines/demo.yaml');
+  const noMesh: NodeJS.ProcessEnv = {};
+
+  it('runs a file on a mesh of its own with the handlers of --handler, or synthetic ones', async () => {
+    const real = await dsat(
+      [
+        'bench',
+        '--pipeline',
+        demo,
+        '--embedded',
+        '--handler',
+        path.join(__dirname, '../../deploy/demo-handlers.js'),
+        '--payload',
+        '{"text":"hi"}',
+        '--tasks',
+        '30',
+        '--window',
+        '5',
+        '--json',
+      ],
+      noMesh,
+    );
+    expect(real.code).toBe(0);
+    const r = JSON.parse(real.out) as {
+      succeeded: number;
+      lost: number;
+      stages: { stage: string; tasks: number }[];
+    };
+    expect([r.succeeded, r.lost]).toEqual([30, 0]);
+    expect(r.stages.map((s) => [s.stage, s.tasks])).toEqual([
+      ['parse', 30],
+      ['hash', 30],
+      ['upper', 30],
+    ]);
+
+    const file = path.join(tmp.path, 'two.yaml');
+    fs.writeFileSync(
+      file,
+      'name: two\nstages:\n  - name: first\n    next: [second]\n  - name: second\n    next: []\n',
+    );
+    const synthetic = await dsat(
+      ['bench', '--pipeline', file, '--embedded', '--stage-ms', '20', '--tasks', '20', '--no-sync'],
+      noMesh,
+    );
+    expect(synthetic.code).toBe(0);
+    expect(synthetic.err).toMatch(/embedded mesh \(sync off, .*synthetic, 20 ms per attempt/);
+    expect(synthetic.out).toMatch(/20 succeeded, 0 failed, 0 lost/);
+    // Each stage's running time includes the synthetic attempt's 20 ms.
+    for (const stage of ['first', 'second']) {
+      const row = synthetic.out.split('\n').find((l) => l.includes(` ${stage} `));
+      const runP50 = Number(/│\s*(\d+(?:\.\d+)?) \/ \S+\s*│\s*$/.exec(row ?? '')?.[1]);
+      expect(runP50).toBeGreaterThanOrEqual(10);
+    }
+  });
+
+  it('says what is wrong with its flags and handlers', async () => {
+    const file = path.join(tmp.path, 'one.yaml');
+    fs.writeFileSync(file, 'name: one\nstages:\n  - name: only\n    next: []\n');
+    const cases: [string[], RegExp][] = [
+      [['--embedded'], /--embedded applies to --pipeline FILE only/],
+      [['--pipeline', 'demo', '--embedded'], /--embedded runs a pipeline file; "demo" is not one/],
+      [['--pipeline', file, '--stage-ms', '5'], /--stage-ms applies to --embedded only/],
+      [
+        ['--pipeline', file, '--no-sync'],
+        /--no-sync applies to --embedded only, not to a running mesh/,
+      ],
+      [
+        ['--router', '127.0.0.1:1', '--pipeline', file, '--embedded'],
+        /--router applies to a running mesh, not with --embedded/,
+      ],
+      [['--pipeline', file, '--embedded', '--stage-ms', 'x'], /--stage-ms must be a whole number/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await dsat(['bench', ...args], noMesh);
+      expect({ args, code: run.code, err: run.err }).toEqual({
+        args,
+        code: 2,
+        err: expect.stringMatching(message) as unknown,
+      });
+    }
+    const handlers = path.join(tmp.path, 'handlers.js');
+    fs.writeFileSync(handlers, 'exports.other = async (x) => x;\n');
+    const missing = await dsat(
+      ['bench', '--pipeline', file, '--embedded', '--handler', handlers],
+      noMesh,
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/^dsat: .*handlers\.js exports no handler for stage only$/m);
+  });
+});
