@@ -55,7 +55,8 @@ export function meshAction<A extends unknown[]>(
     }
     try {
       await run({ config, clients: meshClients(config), json: opts.json === true }, ...args);
-      process.exit(0);
+      // The command's own exit code when it set one (submit --follow of a task that failed).
+      process.exit();
     } catch (err) {
       process.stderr.write(`dsat: ${describeError(err)}\n`);
       process.exit(1);

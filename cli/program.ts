@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { exitWithError } from '../services/shared/run-service';
 import { readPipelineFile } from '../services/tracker/pipeline-file';
 import { addMeshOptions } from './command-context';
@@ -31,5 +32,12 @@ Examples:
   $ dsat trace TASK_ID
   $ dsat mesh --watch`,
 );
+
+/** A usage error (unknown option, bad value, missing argument) exits 2, as bad config does. */
+function usageErrorsExitTwo(command: Command): void {
+  command.exitOverride((err) => process.exit(err.exitCode === 1 ? 2 : err.exitCode));
+  for (const sub of command.commands) usageErrorsExitTwo(sub);
+}
+usageErrorsExitTwo(program);
 
 program.parseAsync(process.argv).catch(exitWithError);

@@ -6,6 +6,7 @@ import type { StoredSpan } from '../../services/shared/span-store';
 import { isTerminalState } from '../../services/status/task-state-machine';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
+import { wholeNumberOption } from '../number-options';
 import {
   printJson,
   showPayload,
@@ -128,8 +129,19 @@ export function taskCommands(): Command[] {
       'payload media type (default: application/json when it parses)',
     )
     .option('--idempotency-key <key>', 'submit at most once with this key')
-    .option('--priority <n>', 'higher runs first within a stage', '0')
-    .option('-f, --follow', 'follow the task until it ends and print its output')
+    .addOption(
+      wholeNumberOption(
+        '--priority <n>',
+        'higher runs first within a stage',
+        0,
+        -(2 ** 31),
+        2 ** 31 - 1,
+      ),
+    )
+    .option(
+      '-f, --follow',
+      'follow the task until it ends and print its output; exit code 3 when it does not succeed',
+    )
     .addHelpText(
       'after',
       `\nExamples:\n  $ dsat submit demo '{"text":"hi"}' --follow\n  $ dsat submit demo @task.json\n  $ echo hello | dsat submit demo - --content-type text/plain`,
@@ -140,7 +152,7 @@ export function taskCommands(): Command[] {
           ctx,
           pipeline: string,
           payloadArg: string,
-          opts: Record<string, string | boolean | undefined>,
+          opts: Record<string, string | number | boolean | undefined>,
         ) => {
           const payload = readPayload(payloadArg);
           const res = await ctx.clients.router.submitTask({
@@ -148,7 +160,7 @@ export function taskCommands(): Command[] {
             payload,
             contentType: (opts.contentType as string | undefined) ?? guessContentType(payload),
             idempotencyKey: (opts.idempotencyKey as string | undefined) ?? '',
-            priority: Number(opts.priority ?? 0),
+            priority: opts.priority as number,
           });
           if (ctx.json) printJson(res);
           else
@@ -193,7 +205,7 @@ export function taskCommands(): Command[] {
     )
     .option('--pipeline <name>', 'only tasks of this pipeline')
     .option('--stage <name>', 'only tasks at this stage')
-    .option('--limit <n>', 'at most this many', '50')
+    .addOption(wholeNumberOption('--limit <n>', 'at most this many', 50, 1, 10_000))
     .option('--page-token <token>', 'continue a previous listing')
     .action(
       meshAction(
@@ -203,7 +215,7 @@ export function taskCommands(): Command[] {
             state?: string[];
             pipeline?: string;
             stage?: string;
-            limit: string;
+            limit: number;
             pageToken?: string;
           },
         ) => {
@@ -214,7 +226,7 @@ export function taskCommands(): Command[] {
               stage: opts.stage ?? '',
               actionKey: '',
             },
-            pageSize: Number(opts.limit),
+            pageSize: opts.limit,
             pageToken: opts.pageToken ?? '',
           });
           if (ctx.json)
@@ -247,7 +259,7 @@ export function taskCommands(): Command[] {
       '--action-key <key>',
       'feed: DigitalPy action key client?pipeline@decorator?stage, * wildcards',
     )
-    .option('--from-revision <n>', 'feed: resume after this revision', '0')
+    .addOption(wholeNumberOption('--from-revision <n>', 'feed: resume after this revision', 0, 0))
     .action(
       meshAction(
         async (
@@ -258,7 +270,7 @@ export function taskCommands(): Command[] {
             stage?: string;
             state?: string[];
             actionKey?: string;
-            fromRevision: string;
+            fromRevision: number;
           },
         ) => {
           if (taskId) {
@@ -272,7 +284,7 @@ export function taskCommands(): Command[] {
               states: (opts.state ?? []).map(parseState),
               actionKey: opts.actionKey ?? '',
             },
-            fromRevision: Number(opts.fromRevision),
+            fromRevision: opts.fromRevision,
           });
           for await (const batch of stream) {
             for (const t of batch.transitions) {
@@ -301,9 +313,9 @@ export function taskCommands(): Command[] {
       "Draw a task's trace as a waterfall: every span, its process, offset and duration.",
     )
     .argument('<task-id>')
-    .option('--width <n>', 'bar width', '40')
+    .addOption(wholeNumberOption('--width <n>', 'bar width', 40, 10, 1000))
     .action(
-      meshAction(async (ctx, taskId: string, opts: { width: string }) => {
+      meshAction(async (ctx, taskId: string, opts: { width: number }) => {
         const { task } = await ctx.clients.status.getTask({ taskId });
         if (!task?.traceId) throw new Error(`task ${taskId} has no trace id`);
         const res = await fetch(
@@ -321,7 +333,7 @@ export function taskCommands(): Command[] {
           );
           return;
         }
-        process.stdout.write(renderWaterfall(spans, Number(opts.width)) + '\n');
+        process.stdout.write(renderWaterfall(spans, opts.width) + '\n');
       }),
     );
 

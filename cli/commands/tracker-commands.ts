@@ -6,6 +6,7 @@ import { MemberKind, ScalingAction } from '../../gen/dsat/tracker/v1/tracker';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
+import { parseWholeNumber, wholeNumberOption } from '../number-options';
 import { printJson, table, taskJson } from '../output';
 
 function duration(d: Duration | undefined): string {
@@ -118,13 +119,14 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .command('get')
     .description('Show one pipeline.')
     .argument('<name>')
-    .option('--version <n>', 'a given version (default: latest)', '0')
+    // Not --version: that is dsat's own flag, wherever it stands on the command line.
+    .argument('[version]', 'a given version (default: the latest)', (v) =>
+      parseWholeNumber(v, 1, 2 ** 32 - 1),
+    )
+    .addHelpText('after', '\nExamples:\n  $ dsat pipelines get demo\n  $ dsat pipelines get demo 2')
     .action(
-      meshAction(async (ctx, name: string, opts: { version: string }) => {
-        const { pipeline } = await ctx.clients.tracker.getPipeline({
-          name,
-          version: Number(opts.version),
-        });
+      meshAction(async (ctx, name: string, version: number | undefined) => {
+        const { pipeline } = await ctx.clients.tracker.getPipeline({ name, version: version ?? 0 });
         if (!pipeline) throw new Error(`pipeline ${name} not found`);
         printPipeline(ctx, pipeline);
       }),
@@ -167,13 +169,13 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .description('List dead-lettered tasks with their last error.')
     .option('--pipeline <name>')
     .option('--stage <name>')
-    .option('--limit <n>', 'at most this many', '50')
+    .addOption(wholeNumberOption('--limit <n>', 'at most this many', 50, 1, 10_000))
     .action(
-      meshAction(async (ctx, opts: { pipeline?: string; stage?: string; limit: string }) => {
+      meshAction(async (ctx, opts: { pipeline?: string; stage?: string; limit: number }) => {
         const res = await ctx.clients.tracker.listDeadLettered({
           pipeline: opts.pipeline ?? '',
           stage: opts.stage ?? '',
-          pageSize: Number(opts.limit),
+          pageSize: opts.limit,
         });
         if (ctx.json)
           return printJson({ tasks: res.tasks.map(taskJson), nextPageToken: res.nextPageToken });
@@ -234,9 +236,9 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .alias('top')
     .description('Members of the mesh and the load of every stage, with scaling advice.')
     .option('-w, --watch', 'refresh every second, like top')
-    .option('--interval <ms>', 'refresh interval with --watch', '1000')
+    .addOption(wholeNumberOption('--interval <ms>', 'refresh interval with --watch', 1000, 100))
     .action(
-      meshAction(async (ctx, opts: { watch?: boolean; interval: string }) => {
+      meshAction(async (ctx, opts: { watch?: boolean; interval: number }) => {
         for (;;) {
           const res = await ctx.clients.tracker.getMesh({});
           if (ctx.json) printJson(res);
@@ -245,7 +247,7 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
             process.stdout.write(renderMesh(res));
           }
           if (!opts.watch) return;
-          await new Promise((r) => setTimeout(r, Number(opts.interval)));
+          await new Promise((r) => setTimeout(r, opts.interval));
         }
       }),
     );

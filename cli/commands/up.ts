@@ -27,6 +27,7 @@ import { startRouterServer } from '../../services/router/server';
 import { startStatusServer } from '../../services/status/server';
 import { startTrackerServer } from '../../services/tracker/server';
 import { startWorkerServer } from '../../services/worker/server';
+import { wholeNumberOption } from '../number-options';
 import { ProcessSupervisor, STOP_GRACE_MS } from '../process-supervisor';
 
 interface UpOptions {
@@ -40,7 +41,7 @@ interface UpOptions {
   logLevel?: string;
   demo?: boolean;
   traceReceiver?: boolean;
-  traceReceiverPort?: string;
+  traceReceiverPort?: number;
   processes?: boolean;
 }
 
@@ -208,7 +209,15 @@ export function upCommand(): Command {
     )
     .option('--no-demo', 'Do not apply the demo pipeline nor run its workers')
     .option('--no-trace-receiver', 'Do not keep spans for `dsat trace`')
-    .option('--trace-receiver-port <port>', 'Port of the OTLP/HTTP span receiver [default 7418]')
+    .addOption(
+      wholeNumberOption(
+        '--trace-receiver-port <port>',
+        'Port of the OTLP/HTTP span receiver [default 7418]',
+        undefined,
+        0,
+        65535,
+      ),
+    )
     .option(
       '--processes',
       'Run each service as its own child process (`dsat status`, …), restarted on the same port if it dies, all stopped on Ctrl-C; their logs go to stderr, each line prefixed with [service]',
@@ -233,7 +242,7 @@ export function upCommand(): Command {
           const spans = new SpanStore();
           const receiver = await startOtlpReceiver(spans, {
             host: statusConfig.host,
-            port: Number(opts.traceReceiverPort ?? 7418),
+            port: opts.traceReceiverPort ?? 7418,
             logger,
           });
           shutdown.on('server', 'span receiver', () => receiver.close());

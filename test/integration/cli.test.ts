@@ -190,6 +190,34 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(traced.traces_received).toBeGreaterThanOrEqual(350);
   }, 180_000);
 
+  it('exits 3 when a followed task fails, and 2 naming the flag for a bad number', async () => {
+    const failed = await dsat(['submit', 'demo', '{"nope":1}', '--follow'], env);
+    expect(failed.code).toBe(3);
+    expect(failed.out).toMatch(/^FAILED: INVALID_JSON/m);
+
+    const cases: [string[], RegExp][] = [
+      [['tasks', '--limit', 'x'], /option '--limit <n>' argument 'x' is invalid/],
+      [['submit', 'demo', '{}', '--priority', '1.5'], /option '--priority <n>' argument '1.5'/],
+      [['watch', '--from-revision', '-1'], /option '--from-revision <n>' argument '-1'/],
+      [['mesh', '--watch', '--interval', '5'], /option '--interval <ms>' argument '5'/],
+      [['dead-letters', 'list', '--limit', '0'], /option '--limit <n>' argument '0'/],
+      [['pipelines', 'get', 'demo', 'latest'], /value 'latest' is invalid for argument 'version'/],
+      [['tasks', '--no-such-flag'], /unknown option '--no-such-flag'/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await dsat(args, env);
+      expect({ args, code: run.code, err: run.err }).toEqual({
+        args,
+        code: 2,
+        err: expect.stringMatching(message) as unknown,
+      });
+    }
+    // The version of `pipelines get` is an argument: --version is dsat's own flag.
+    const v1 = await dsat(['pipelines', 'get', 'demo', '1', '--json'], env);
+    expect(v1.code).toBe(0);
+    expect(JSON.parse(v1.out)).toMatchObject({ name: 'demo', version: 1 });
+  });
+
   it('loads a pipeline of the running mesh and reports each stage (bench --pipeline)', async () => {
     const bench = await dsat(
       [
