@@ -210,8 +210,17 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
             actionKey: '',
           },
         });
-        if (ctx.json) return printJson(res);
+        // The tracker skips a named task that is not dead-lettered; say which, and fail.
+        const redriven = new Set(res.taskIds);
+        const skipped = taskIds.filter((id) => !redriven.has(id));
+        if (skipped.length > 0) process.exitCode = 1;
+        if (ctx.json) return printJson({ ...res, skippedTaskIds: skipped });
         process.stdout.write(`redriven ${res.taskIds.length} task(s)\n`);
+        if (skipped.length > 0) {
+          process.stderr.write(
+            `dsat: not redriven, not dead-lettered (unknown, running or ended otherwise): ${skipped.join(', ')}\n`,
+          );
+        }
       }),
     );
   deadLetters

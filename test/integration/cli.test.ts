@@ -194,6 +194,13 @@ describe('the dsat CLI, as a user drives it', () => {
     const failed = await dsat(['submit', 'demo', '{"nope":1}', '--follow'], env);
     expect(failed.code).toBe(3);
     expect(failed.out).toMatch(/^FAILED: INVALID_JSON/m);
+    // A failed task is not dead-lettered: a redrive naming it says so and exits 1.
+    const failedId = /^submitted (\S+)/m.exec(failed.out)?.[1] ?? 'none';
+    const redrive = await dsat(['dead-letters', 'redrive', failedId], env);
+    expect(redrive.code).toBe(1);
+    expect(redrive.out).toMatch(/^redriven 0 task\(s\)$/m);
+    expect(redrive.err).toContain(`not redriven, not dead-lettered`);
+    expect(redrive.err).toContain(failedId);
 
     const cases: [string[], RegExp][] = [
       [['tasks', '--limit', 'x'], /option '--limit <n>' argument 'x' is invalid/],
