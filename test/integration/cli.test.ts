@@ -219,6 +219,15 @@ describe('the dsat CLI, as a user drives it', () => {
         err: expect.stringMatching(message) as unknown,
       });
     }
+    // A stage with two next stages is valid, with a note that its handler must pick one.
+    const forked = path.join(tmp.path, 'forked.yaml');
+    fs.writeFileSync(
+      forked,
+      'name: forked\nstages:\n  - name: a\n    next: [b, c]\n  - name: b\n  - name: c\n',
+    );
+    const dry = await dsat(['pipelines', 'apply', forked, '--dry-run'], env);
+    expect(dry.code).toBe(0);
+    expect(dry.err).toMatch(/stage a has 2 next stages \(b, c\): its handler must choose one/);
     // The version of `pipelines get` is an argument: --version is dsat's own flag.
     const v1 = await dsat(['pipelines', 'get', 'demo', '1', '--json'], env);
     expect(v1.code).toBe(0);
