@@ -3,6 +3,7 @@ import type { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { GetMeshResponse } from '../../gen/dsat/tracker/v1/tracker';
 import { MemberKind, ScalingAction } from '../../gen/dsat/tracker/v1/tracker';
+import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
@@ -60,6 +61,22 @@ function printPipeline(ctx: CommandContext, p: Pipeline): void {
   );
 }
 
+const kindName = (kind: MemberKind) =>
+  MemberKind[kind]?.replace('MEMBER_KIND_', '').toLowerCase() ?? String(kind);
+const actionName = (action: ScalingAction) =>
+  ScalingAction[action]?.replace('SCALING_ACTION_', '') ?? String(action);
+
+/** The mesh for scripts: enums by the names the table shows, not their numbers. */
+function meshJson(mesh: GetMeshResponse) {
+  return {
+    members: mesh.members.map((m) => ({ ...m, kind: kindName(m.kind) })),
+    stages: mesh.stages.map((s) => ({
+      ...s,
+      advice: s.advice && { ...s.advice, action: actionName(s.advice.action) },
+    })),
+  };
+}
+
 function meshRows(mesh: GetMeshResponse) {
   return mesh.stages.map((s) => [
     s.stage,
@@ -69,9 +86,7 @@ function meshRows(mesh: GetMeshResponse) {
     s.queueDepth,
     s.throughputPerS.toFixed(1),
     `${(s.errorRate * 100).toFixed(1)}%`,
-    s.advice
-      ? `${ScalingAction[s.advice.action]?.replace('SCALING_ACTION_', '') ?? ''} ${s.advice.desiredWorkers || ''}`.trim()
-      : '',
+    s.advice ? `${actionName(s.advice.action)} ${s.advice.desiredWorkers || ''}`.trim() : '',
   ]);
 }
 
@@ -80,7 +95,7 @@ function renderMesh(mesh: GetMeshResponse): string {
     ['member', 'kind', 'address', 'stages', 'last seen'],
     mesh.members.map((m) => [
       m.memberId,
-      MemberKind[m.kind]?.replace('MEMBER_KIND_', '').toLowerCase() ?? '',
+      kindName(m.kind),
       m.address,
       m.stages.join(', ') || '*',
       m.lastSeenAt?.toISOString().slice(11, 19) ?? '',
@@ -239,7 +254,12 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
         const res = await ctx.clients.tracker.purgeTasks({
           taskIds,
           filter: opts.pipeline
-            ? { pipeline: opts.pipeline, stage: '', states: [10], actionKey: '' }
+            ? {
+                pipeline: opts.pipeline,
+                stage: '',
+                states: [TaskState.TASK_STATE_DEAD_LETTERED],
+                actionKey: '',
+              }
             : undefined,
         });
         if (ctx.json) return printJson(res);
@@ -256,7 +276,7 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
       meshAction(async (ctx, opts: { watch?: boolean; interval: number }) => {
         for (;;) {
           const res = await ctx.clients.tracker.getMesh({});
-          if (ctx.json) printJson(res);
+          if (ctx.json) printJson(meshJson(res));
           else {
             if (opts.watch) process.stdout.write('\x1b[2J\x1b[H');
             process.stdout.write(renderMesh(res));

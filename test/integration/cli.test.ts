@@ -91,8 +91,15 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(JSON.parse(dead.out).tasks).toEqual([]);
     const mesh = await dsat(['mesh', '--json'], env);
     expect(mesh.code).toBe(0);
-    const m = JSON.parse(mesh.out) as { members: { kind: number }[]; stages: { stage: string }[] };
-    expect(m.members.length).toBeGreaterThan(0);
+    const m = JSON.parse(mesh.out) as {
+      members: { kind: string }[];
+      stages: { stage: string; advice?: { action: string } }[];
+    };
+    expect(new Set(m.members.map((x) => x.kind))).toEqual(new Set(['router', 'worker']));
+    expect(m.stages.map((s) => s.stage)).toEqual(
+      expect.arrayContaining(['parse', 'hash', 'upper']),
+    );
+    for (const s of m.stages) expect(s.advice?.action).toMatch(/^[A-Z_]+$/);
 
     const missing = await dsat(['get', '00000000-0000-4000-8000-000000000000'], env);
     expect(missing.code).toBe(1);
