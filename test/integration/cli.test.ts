@@ -13,6 +13,18 @@ async function dsat(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000) 
   return { code, out: p.stdout.join('\n'), err: p.stderr.join('\n') };
 }
 
+/** Each command exits 2 with its message on stderr (a usage error, nothing sent). */
+async function expectUsageErrors(cases: [string[], RegExp][], env: NodeJS.ProcessEnv) {
+  for (const [args, message] of cases) {
+    const run = await dsat(args, env);
+    expect({ args, code: run.code, err: run.err }).toEqual({
+      args,
+      code: 2,
+      err: expect.stringMatching(message) as unknown,
+    });
+  }
+}
+
 describe('the dsat CLI, as a user drives it', () => {
   const tmp = tempDir();
   let up: RunningProcess;
@@ -218,14 +230,7 @@ describe('the dsat CLI, as a user drives it', () => {
       [['pipelines', 'get', 'demo', 'latest'], /value 'latest' is invalid for argument 'version'/],
       [['tasks', '--no-such-flag'], /unknown option '--no-such-flag'/],
     ];
-    for (const [args, message] of cases) {
-      const run = await dsat(args, env);
-      expect({ args, code: run.code, err: run.err }).toEqual({
-        args,
-        code: 2,
-        err: expect.stringMatching(message) as unknown,
-      });
-    }
+    await expectUsageErrors(cases, env);
     // A stage with two next stages is valid, with a note that its handler must pick one.
     const forked = path.join(tmp.path, 'forked.yaml');
     fs.writeFileSync(
@@ -376,14 +381,10 @@ describe('dsat bench --pipeline FILE --embedded', () => {
       ],
       [['--pipeline', file, '--embedded', '--stage-ms', 'x'], /--stage-ms must be a whole number/],
     ];
-    for (const [args, message] of cases) {
-      const run = await dsat(['bench', ...args], noMesh);
-      expect({ args, code: run.code, err: run.err }).toEqual({
-        args,
-        code: 2,
-        err: expect.stringMatching(message) as unknown,
-      });
-    }
+    await expectUsageErrors(
+      cases.map(([args, message]) => [['bench', ...args], message]),
+      noMesh,
+    );
     const handlers = path.join(tmp.path, 'handlers.js');
     fs.writeFileSync(handlers, 'exports.other = async (x) => x;\n');
     const missing = await dsat(

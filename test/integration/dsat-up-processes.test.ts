@@ -115,10 +115,11 @@ describe('dsat up --processes', () => {
     }
 
     const taskId = await demoTaskSucceeds(env, 'hi');
-    // The children export spans to the receiver in the parent, in batches: poll.
+    // The children export spans to the receiver in the parent, each in its own batches: poll until
+    // the router's three dispatch spans and the worker's three process spans are all in.
     let trace = '';
     const until = Date.now() + 30_000;
-    while (Date.now() < until && (trace.match(/dsat\.process /g) ?? []).length < 3) {
+    while (Date.now() < until && (trace.match(/dsat\.(dispatch|process) /g) ?? []).length < 6) {
       await new Promise((r) => setTimeout(r, 500));
       trace = (await dsat(['trace', taskId], env)).out;
     }
