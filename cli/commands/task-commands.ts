@@ -21,7 +21,17 @@ import { renderWaterfall } from '../waterfall';
 /** A payload given as text, `@file`, or `-` for stdin. */
 export function readPayload(arg: string): Buffer {
   if (arg === '-') return fs.readFileSync(0);
-  if (arg.startsWith('@')) return fs.readFileSync(arg.slice(1));
+  if (arg.startsWith('@')) {
+    const file = arg.slice(1);
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why =
+        e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory' : e.message;
+      throw new Error(`cannot read the payload file ${file}: ${why}`);
+    }
+  }
   return Buffer.from(arg, 'utf8');
 }
 

@@ -3,6 +3,7 @@ import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/
 import type { Worker } from '../../sdk/worker';
 import { createWorker, WorkerPhase } from '../../sdk/worker';
 import type { WorkerConfig } from '../shared/config';
+import { ConfigError } from '../shared/config';
 import { durationMs } from '../shared/duration';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
 import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
@@ -29,6 +30,17 @@ export async function startWorkerServer(
   const shutdown = hostShutdown(deps);
   const logger = deps.logger;
   let worker: Worker | undefined;
+  if (config.handler === '' && config.stages.length > 0) {
+    // Stages with nothing to run them would join the mesh as a worker that never takes a task.
+    throw new ConfigError([
+      {
+        key: 'handler',
+        flag: '--handler',
+        env: 'DSAT_HANDLER',
+        message: `is required to serve --stages ${config.stages.join(',')}`,
+      },
+    ]);
+  }
   if (config.handler !== '') {
     const handlers = await loadHandlerModule(config.handler);
     const stages = config.stages.length > 0 ? [...config.stages] : Object.keys(handlers);

@@ -213,6 +213,11 @@ describe('the dsat CLI, as a user drives it', () => {
     const failed = await dsat(['submit', 'demo', '{"nope":1}', '--follow'], env);
     expect(failed.code).toBe(3);
     expect(failed.out).toMatch(/^FAILED: INVALID_JSON/m);
+    const unreadable = await dsat(['submit', 'demo', `@${tmp.path}/absent.json`], env);
+    expect(unreadable.code).toBe(1);
+    expect(unreadable.err).toMatch(
+      /^dsat: cannot read the payload file .*absent\.json: no such file$/m,
+    );
     // A failed task is not dead-lettered: a redrive naming it says so and exits 1.
     const failedId = /^submitted (\S+)/m.exec(failed.out)?.[1] ?? 'none';
     const redrive = await dsat(['dead-letters', 'redrive', failedId], env);
@@ -229,6 +234,7 @@ describe('the dsat CLI, as a user drives it', () => {
       [['dead-letters', 'list', '--limit', '0'], /option '--limit <n>' argument '0'/],
       [['pipelines', 'get', 'demo', 'latest'], /value 'latest' is invalid for argument 'version'/],
       [['tasks', '--no-such-flag'], /unknown option '--no-such-flag'/],
+      [['worker', '--stages', 'a', '--port', '0'], /--handler \(DSAT_HANDLER\): is required/],
     ];
     await expectUsageErrors(cases, env);
     // A stage with two next stages is valid, with a note that its handler must pick one.
