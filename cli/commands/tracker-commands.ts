@@ -172,12 +172,6 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
                 ? `applied ${p?.name} v${p?.version}\n`
                 : `${p?.name} v${p?.version} is unchanged\n`,
           );
-          for (const s of p?.stages ?? []) {
-            if (s.next.length < 2) continue;
-            process.stderr.write(
-              `dsat: note: stage ${s.name} has ${s.next.length} next stages (${s.next.join(', ')}): its handler must choose one (conditional routing); a result that keeps several fails the task with FAN_OUT_UNSUPPORTED, as the status store does not keep branches yet\n`,
-            );
-          }
         }),
       );
   }

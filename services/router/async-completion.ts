@@ -137,20 +137,31 @@ export async function completeAsync(
     const now = await options.readTask(parts.taskId);
     return { taskId: parts.taskId, state: now?.state ?? TaskState.TASK_STATE_UNSPECIFIED };
   }
-  if (plan.kind === 'advanced') {
-    const n = plan.next[0]!;
-    options.accept({
-      taskId: parts.taskId,
-      branchId: parts.branchId,
-      pipeline,
-      stage: n.stage,
-      attempt: 1,
-      priority: task.priority,
-      hops: n.hops,
-      traceparent: task.traceparent,
-      input: n.input,
-      progress: undefined,
-    });
+  if (plan.kind === 'advanced' || plan.kind === 'fanned-out') {
+    const queued = [{ taskId: parts.taskId, next: plan.next[0]! }];
+    if (plan.kind === 'fanned-out') {
+      // Each further stage started a branch task; the feed would bring them too, a second later.
+      const now = await options.readTask(parts.taskId).catch(() => undefined);
+      for (const b of now?.branches ?? []) {
+        const next = plan.next.find((x) => x.stage.name === b.stage);
+        if (next && b.state === TaskState.TASK_STATE_QUEUED)
+          queued.push({ taskId: b.branchId, next });
+      }
+    }
+    for (const { taskId, next } of queued) {
+      options.accept({
+        taskId,
+        branchId: '',
+        pipeline,
+        stage: next.stage,
+        attempt: 1,
+        priority: task.priority,
+        hops: next.hops,
+        traceparent: task.traceparent,
+        input: next.input,
+        progress: undefined,
+      });
+    }
   }
   return { taskId: parts.taskId, state: plan.writes[0]!.toState };
 }

@@ -551,32 +551,6 @@ export class Dispatcher {
     const t = report.task;
     const first = report.outcomes[0]!;
     const plan = report.plan;
-    // A store that cannot fan out refuses the write; the task must not hang RUNNING: fail it.
-    if (first.code === 3 && plan.kind === 'fanned-out') {
-      const error: TaskError = {
-        code: 'FAN_OUT_UNSUPPORTED',
-        message: `the status store refused the fan-out: ${first.message}`,
-        retryable: false,
-        details: {},
-      };
-      const refused = plan.writes[0]!;
-      const w = transitionWrite(
-        this.ids.next(),
-        t.taskId,
-        t.branchId,
-        refused.expectedState,
-        t.attempt,
-        TaskState.TASK_STATE_FAILED,
-        t.attempt,
-        '',
-        refused.workerId,
-        'FAN_OUT_UNSUPPORTED',
-      );
-      w.error = error;
-      report.plan = { kind: 'failed', writes: [w] };
-      this.writeReport(report);
-      return;
-    }
     const accepted = first.code === 0;
     const reason = accepted ? '' : first.reason || 'REFUSED';
     if (this.held.get(t.key) === t) this.held.delete(t.key);
@@ -599,21 +573,7 @@ export class Dispatcher {
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
     this.stage(t.stage.name).stats.finished(ok);
     if (plan.kind === 'advanced' && 'next' in plan) {
-      const n = plan.next[0]!;
-      this.follow([
-        {
-          taskId: t.taskId,
-          branchId: t.branchId,
-          pipeline: t.pipeline,
-          stage: n.stage,
-          attempt: 1,
-          priority: t.priority,
-          hops: n.hops,
-          traceparent: t.traceparent,
-          input: n.input,
-          progress: undefined,
-        },
-      ]);
+      this.follow([this.nextStageInit(t, t.taskId, plan.next[0]!)]);
     } else if (plan.kind === 'fanned-out' && 'next' in plan) {
       this.followBranches(t, plan);
     }
@@ -629,35 +589,48 @@ export class Dispatcher {
     if (away.length > 0) this.options.forward?.(away);
   }
 
-  /** After a fan-out the store names the branches; read them and hold the ones queued here. */
+  /**
+   * After a fan-out the task goes on like an advance, and the store started each further stage as
+   * a branch task: read their ids and hold (or forward) the ones still queued.
+   */
   private followBranches(t: HeldTask, plan: StagePlan) {
+    const [n] = plan.next;
+    const inits: HeldTaskInit[] = [];
+    if (n !== undefined) inits.push(this.nextStageInit(t, t.taskId, n));
     const read = this.options.readTask;
-    if (!read) return;
+    if (!read) {
+      this.follow(inits);
+      return;
+    }
     read(t.taskId).then(
       (task) => {
-        if (!task) return;
-        const inits: HeldTaskInit[] = [];
-        for (const b of task.branches) {
+        for (const b of task?.branches ?? []) {
           if (b.state !== TaskState.TASK_STATE_QUEUED) continue;
-          const n = plan.next.find((x) => x.stage.name === b.stage);
-          if (!n) continue;
-          inits.push({
-            taskId: t.taskId,
-            branchId: b.branchId,
-            pipeline: t.pipeline,
-            stage: n.stage,
-            attempt: b.attempt,
-            priority: t.priority,
-            hops: n.hops,
-            traceparent: t.traceparent,
-            input: n.input,
-            progress: undefined,
-          });
+          const next = plan.next.find((x) => x.stage.name === b.stage);
+          if (next) inits.push(this.nextStageInit(t, b.branchId, next));
         }
         this.follow(inits);
       },
-      (err: unknown) => this.logger.warn({ err, taskId: t.taskId }, 'cannot read fan-out branches'),
+      (err: unknown) => {
+        this.follow(inits);
+        this.logger.warn({ err, taskId: t.taskId }, 'cannot read fan-out branches');
+      },
     );
+  }
+
+  private nextStageInit(t: HeldTask, taskId: string, n: StagePlan['next'][number]): HeldTaskInit {
+    return {
+      taskId,
+      branchId: '',
+      pipeline: t.pipeline,
+      stage: n.stage,
+      attempt: 1,
+      priority: t.priority,
+      hops: n.hops,
+      traceparent: t.traceparent,
+      input: n.input,
+      progress: undefined,
+    };
   }
 
   private remember(t: HeldTask, accepted: boolean, reason: string) {

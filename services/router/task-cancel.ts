@@ -21,7 +21,8 @@ const ATTEMPTS = 5;
 /**
  * CancelTask: a compare-and-set from the state the task is in to CANCELLED, tried again when the
  * task moved in between. The router that holds the task learns it from the feed (or here, when it
- * is this one) and tells the worker, whose handler sees its signal aborted.
+ * is this one) and tells the worker, whose handler sees its signal aborted. A fan-out's branches
+ * are tasks of their own and are cancelled with it, also after the task itself ended.
  */
 export async function cancelTask(
   options: TaskCancelOptions,
@@ -31,8 +32,51 @@ export async function cancelTask(
   if (!TASK_ID.test(taskId))
     throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
   const why = reason.slice(0, 1024);
+  const task = await options.readTask(taskId);
+  if (task === undefined) throw notFound('task', taskId, 'task_id');
+  const liveBranches = await cancelBranches(options, task, why);
+  if (TERMINAL.has(task.state) && task.state !== TaskState.TASK_STATE_CANCELLED) {
+    if (liveBranches > 0) return (await options.readTask(taskId)) ?? task;
+    throw failedPrecondition(
+      'TASK_FINISHED',
+      `task ${taskId} already ended ${stateName(task.state)}`,
+      {
+        task_id: taskId,
+        state: stateName(task.state),
+      },
+    );
+  }
+  return cancelOne(options, task, why);
+}
+
+/** Cancels the live branches of `task` and theirs; returns how many were live. */
+async function cancelBranches(
+  options: TaskCancelOptions,
+  task: Task,
+  why: string,
+): Promise<number> {
+  let live = 0;
+  for (const b of task.branches) {
+    const branch = await options.readTask(b.branchId);
+    if (branch === undefined) continue;
+    live += await cancelBranches(options, branch, why);
+    if (TERMINAL.has(branch.state)) continue;
+    live++;
+    try {
+      await cancelOne(options, branch, why);
+    } catch (err) {
+      // It ended on its own in between: nothing left to cancel.
+      if (!(err instanceof DsatError && err.reason === 'TASK_FINISHED')) throw err;
+    }
+  }
+  return live;
+}
+
+async function cancelOne(options: TaskCancelOptions, first: Task, why: string): Promise<Task> {
+  const taskId = first.taskId;
+  let task: Task | undefined = first;
   for (let i = 0; i < ATTEMPTS; i++) {
-    const task = await options.readTask(taskId);
+    if (i > 0) task = await options.readTask(taskId);
     if (task === undefined) throw notFound('task', taskId, 'task_id');
     if (task.state === TaskState.TASK_STATE_CANCELLED) return task;
     if (TERMINAL.has(task.state)) {

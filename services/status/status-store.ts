@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Decorator, Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import type {
   GetStoreStatsResponse,
@@ -11,7 +12,12 @@ import type {
   WatchEventsResponse,
   WatchTaskResponse,
 } from '../../gen/dsat/status/v1/status';
-import { TaskState, type Task, type TaskFilter } from '../../gen/dsat/task/v1/task';
+import {
+  TaskState,
+  type Task,
+  type TaskBranch,
+  type TaskFilter,
+} from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { ByteWriter } from './byte-codec';
 import { FeedHub } from './feed-hub';
@@ -68,6 +74,7 @@ import {
   startTask,
   toTransition,
   type LogEntry,
+  type TaskIdentity,
   type TaskSlot,
 } from './task-log';
 import { TERMINAL_STATES, checkTransition, isTerminalState, stateName } from './task-state-machine';
@@ -213,6 +220,10 @@ type Op = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: 
 type Batch = ReturnType<StatusLevel['batch']>;
 
 const HOUR = 3_600_000;
+/** The most branches one fan-out write may start. */
+const MAX_FAN_OUT = 64;
+/** The reason of a branch's first transitions, where a submitted task has SUBMITTED. */
+const REASON_BRANCHED = 'FANNED_OUT';
 const SWEEP_CHUNK = 2_000;
 
 /** The bytes one put hands LevelDB: its key (UTF-8) and its value. */
@@ -488,58 +499,112 @@ export class StatusStore {
         return ok(w.transitionId, firstId, queued?.revision ?? 0, queued?.seq ?? 0, true);
       }
     }
+    const queued = this.stageNewTask(
+      build,
+      {
+        taskId: w.taskId,
+        pipeline: create.pipeline,
+        pipelineVersion: create.pipelineVersion,
+        traceparent: create.traceparent,
+        priority: create.priority,
+        idempotencyKey: key,
+        parentTaskId: '',
+        hops: 0,
+      },
+      w,
+      w.stage,
+      w.payload,
+      w.reason === '' ? 'QUEUED' : w.reason,
+    );
+    if (key !== '') build.idempotency.set(key, w.taskId);
+    return ok(w.transitionId, w.taskId, queued.revision, queued.seq, false);
+  }
+
+  /**
+   * A new task's SUBMITTED and QUEUED entries and its slot, staged in this commit: a create, or a
+   * branch a fan-out starts. Returns the QUEUED entry.
+   */
+  private stageNewTask(
+    build: CommitBuild,
+    identity: TaskIdentity,
+    w: TransitionWrite,
+    stage: string,
+    input: Task['input'],
+    queuedReason: string,
+  ): LogEntry {
     checkTransition(TaskState.TASK_STATE_UNSPECIFIED, TaskState.TASK_STATE_SUBMITTED);
     checkTransition(TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_QUEUED);
+    const first = identity.parentTaskId === '' ? 'SUBMITTED' : REASON_BRANCHED;
     const submitted = entry(
       build,
       w,
       1,
       TaskState.TASK_STATE_UNSPECIFIED,
       TaskState.TASK_STATE_SUBMITTED,
-      {
-        stage: w.stage,
-        attempt: 1,
-        reason: 'SUBMITTED',
-      },
+      { stage, attempt: 1, reason: first },
     );
     const queued = entry(build, w, 2, TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_QUEUED, {
-      stage: w.stage,
+      stage,
       attempt: 1,
-      reason: w.reason === '' ? 'QUEUED' : w.reason,
+      reason: queuedReason,
     });
-    const task = foldEntry(
-      startTask(
-        {
-          taskId: w.taskId,
-          pipeline: create.pipeline,
-          pipelineVersion: create.pipelineVersion,
-          traceparent: create.traceparent,
-          priority: create.priority,
-          idempotencyKey: key,
-        },
-        submitted,
-        w.payload,
-      ),
-      queued,
-    );
+    const task = foldEntry(startTask(identity, submitted, input), queued);
     const slot: TaskSlot = {
       task,
       log: [submitted, queued],
       embedded: 0,
       liveRev: submitted.revision,
     };
-    build.staged.set(w.taskId, {
+    build.staged.set(identity.taskId, {
       slot,
       log: slot.log as LogEntry[],
       before: undefined,
       wasLive: false,
       milestone: true,
-      idempotencyKey: key,
+      idempotencyKey: identity.idempotencyKey,
     });
-    if (key !== '') build.idempotency.set(key, w.taskId);
     build.entries.push(feedEntry(task, submitted), feedEntry(task, queued));
     build.created++;
-    return ok(w.transitionId, w.taskId, queued.revision, queued.seq, false);
+    return queued;
+  }
+
+  /**
+   * The branches a fan-out write starts, checked before anything is staged: one per further
+   * stage, named after the task, the write's seq and the stage, so a branch id says where it came
+   * from and cannot meet a submitted task's (a UUID).
+   */
+  private planBranches(
+    w: TransitionWrite,
+    task: Task,
+    seq: number,
+    nextStage: string,
+    build: CommitBuild,
+  ): TaskBranch[] {
+    if (w.fanOutStages.length > MAX_FAN_OUT) {
+      throw invalidArgument(
+        'fan_out_stages',
+        `names ${w.fanOutStages.length} stages, at most ${MAX_FAN_OUT}`,
+      );
+    }
+    const seen = new Set([nextStage]);
+    const branches: TaskBranch[] = [];
+    for (const stage of w.fanOutStages) {
+      if (seen.has(stage)) {
+        throw invalidArgument(
+          'fan_out_stages',
+          `names stage ${stage} twice (the write's stage counts)`,
+        );
+      }
+      seen.add(stage);
+      const branchId = branchTaskId(task.taskId, seq, stage);
+      if (this.current(branchId, build) !== undefined) {
+        throw failedPrecondition('TASK_EXISTS', `branch task ${branchId} already exists`, {
+          task_id: branchId,
+        });
+      }
+      branches.push({ branchId, stage, state: TaskState.TASK_STATE_QUEUED, attempt: 1 });
+    }
+    return branches;
   }
 
   private applyMove(w: TransitionWrite, build: CommitBuild): TransitionOutcome {
@@ -608,11 +673,22 @@ export class StatusStore {
         'a RUNNING → RUNNING checkpoint carries the progress it stores',
       );
     }
+    if (w.fanOutStages.length > 0 && move !== 'advance') {
+      throw invalidArgument(
+        'fan_out_stages',
+        `only a move to another stage fans out, not ${edgeName(task.state, w.toState)} (${move})`,
+      );
+    }
+    const branches =
+      w.fanOutStages.length === 0
+        ? undefined
+        : this.planBranches(w, task, task.seq + 1, w.stage, build);
     // A PUBLISH stage (QUEUED → QUEUED/SUCCEEDED) publishes its input and passes it on.
     const publishing =
       task.state === TaskState.TASK_STATE_QUEUED && (move === 'advance' || move === 'finish');
     const finished = w.toState === TaskState.TASK_STATE_SUCCEEDED;
     const e = entry(build, w, task.seq + 1, task.state, w.toState, {
+      branches,
       stage: sameStage ? task.stage : w.stage,
       attempt,
       reason: w.reason === '' ? defaultReason(move, w.toState) : w.reason,
@@ -649,6 +725,35 @@ export class StatusStore {
       staged.milestone ||= milestone;
     }
     build.entries.push(feedEntry(next, e));
+    if (branches !== undefined) {
+      // A branch's first entries carry the write's id, not its worker, error or progress.
+      const start: TransitionWrite = {
+        ...w,
+        workerId: '',
+        error: undefined,
+        progress: undefined,
+        asyncToken: '',
+      };
+      for (const b of branches) {
+        this.stageNewTask(
+          build,
+          {
+            taskId: b.branchId,
+            pipeline: next.pipeline,
+            pipelineVersion: next.pipelineVersion,
+            traceparent: next.traceparent,
+            priority: next.priority,
+            idempotencyKey: '',
+            parentTaskId: next.taskId,
+            hops: next.hops,
+          },
+          start,
+          b.stage,
+          e.input,
+          'QUEUED',
+        );
+      }
+    }
     return ok(w.transitionId, w.taskId, e.revision, e.seq, false);
   }
 
@@ -760,7 +865,45 @@ export class StatusStore {
   async getTask(taskId: string): Promise<Task> {
     const slot = await this.readSlot(checkTaskId(taskId));
     if (slot === undefined) throw notFound('task', taskId, 'task_id');
-    return slot.task;
+    return (await this.withBranchesNow([slot.task]))[0] as Task;
+  }
+
+  /**
+   * The tasks with each branch's current stage, state and attempt: a branch is a task of its own,
+   * so the record keeps only what the fan-out started. A branch deleted by retention keeps that.
+   */
+  private async withBranchesNow(tasks: readonly Task[]): Promise<Task[]> {
+    const away: string[] = [];
+    for (const t of tasks) {
+      for (const b of t.branches) if (!this.live.has(b.branchId)) away.push(DONE + b.branchId);
+    }
+    const ended = new Map<string, Task>();
+    if (away.length > 0) {
+      const values = await this.db.getMany(away);
+      values.forEach((value, i) => {
+        const slot = this.decodeSlot(away[i] as string, value);
+        if (slot !== null && !(slot instanceof CorruptValueError))
+          ended.set(slot.task.taskId, slot.task);
+      });
+    }
+    return tasks.map((t) =>
+      t.branches.length === 0
+        ? t
+        : {
+            ...t,
+            branches: t.branches.map((b) => {
+              const now = this.live.get(b.branchId)?.task ?? ended.get(b.branchId);
+              return now === undefined
+                ? b
+                : {
+                    branchId: b.branchId,
+                    stage: now.stage,
+                    state: now.state,
+                    attempt: now.attempt,
+                  };
+            }),
+          },
+    );
   }
 
   /** The task's whole log in seq order, a page at a time (page size 0 = 1000). */
@@ -840,7 +983,7 @@ export class StatusStore {
         const page = live.slice(0, size);
         const last = page[page.length - 1] as TaskSlot;
         return {
-          tasks: page.map((s) => s.task),
+          tasks: await this.withBranchesNow(page.map((s) => s.task)),
           nextPageToken: encodePageToken('tasks', ['L', last.liveRev]),
         };
       }
@@ -854,7 +997,7 @@ export class StatusStore {
       // The live tasks filled this page: the next one starts with the ended tasks, if any.
       const { found } = await this.scanEnded(f, 1, endedBefore);
       return {
-        tasks,
+        tasks: await this.withBranchesNow(tasks),
         nextPageToken: found.length === 0 ? '' : encodePageToken('tasks', ['T', ...endedBefore]),
       };
     }
@@ -867,7 +1010,7 @@ export class StatusStore {
     });
     const last = found[found.length - 1];
     return {
-      tasks,
+      tasks: await this.withBranchesNow(tasks),
       nextPageToken:
         more && last !== undefined
           ? encodePageToken('tasks', ['T', last.endedAtMs, last.taskId])
@@ -1268,6 +1411,7 @@ function entry(
     reason: string;
     payload?: LogEntry['payload'];
     input?: LogEntry['input'];
+    branches?: LogEntry['branches'];
   },
 ): LogEntry {
   return {
@@ -1286,7 +1430,15 @@ function entry(
     input: x.input,
     progress: w.progress,
     asyncToken: to === TaskState.TASK_STATE_WAITING ? w.asyncToken : '',
+    branches: x.branches,
   };
+}
+
+/** `<task>.<seq>.<stage>`, or a digest of the task id in its place when that would be too long. */
+export function branchTaskId(taskId: string, seq: number, stage: string): string {
+  const id = `${taskId}.${seq}.${stage}`;
+  if (id.length <= 128) return id;
+  return `${createHash('sha256').update(taskId).digest('hex').slice(0, 40)}.${seq}.${stage}`;
 }
 
 function feedEntry(task: Task, e: LogEntry): FeedEntry {

@@ -1,4 +1,11 @@
-import type { Payload, Task, TaskError, TaskProgress } from '../../gen/dsat/task/v1/task';
+import {
+  TaskState,
+  type Payload,
+  type Task,
+  type TaskBranch,
+  type TaskError,
+  type TaskProgress,
+} from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
 import { ByteReader, type ByteWriter } from './byte-codec';
 import { traceIdOf, type LogEntry } from './task-log';
@@ -154,6 +161,24 @@ function readProgress(r: ByteReader): TaskProgress {
   return { fraction, message, details: r.bytes() };
 }
 
+/** A branch as a fan-out started it: its task id and stage (QUEUED at attempt 1 then). */
+function writeBranches(w: ByteWriter, branches: readonly TaskBranch[]): void {
+  w.uint(branches.length);
+  for (const b of branches) {
+    w.str(b.branchId);
+    w.str(b.stage);
+  }
+}
+
+function readBranches(r: ByteReader): TaskBranch[] {
+  const out: TaskBranch[] = [];
+  for (let n = r.uint(); n > 0; n--) {
+    const branchId = r.str();
+    out.push({ branchId, stage: r.str(), state: TaskState.TASK_STATE_QUEUED, attempt: 1 });
+  }
+  return out;
+}
+
 function decode<T>(key: string, what: string, value: Uint8Array, read: (r: ByteReader) => T): T {
   try {
     const r = new ByteReader(value);
@@ -184,6 +209,7 @@ const HAS_PROGRESS = 4;
 const HAS_TOKEN = 8;
 /** In a record's log: the payload is the record's output (the SUCCEEDED entry), stored once. */
 const PAYLOAD_IS_OUTPUT = 16;
+const HAS_BRANCHES = 32;
 
 /**
  * A commit's transitions. Entries omit their revision (first + index) and time (the commit's),
@@ -212,12 +238,14 @@ export function encodeSegment(w: ByteWriter, entries: readonly FeedEntry[]): Uin
       (e.error === undefined ? 0 : HAS_ERROR) |
       (e.payload === undefined ? 0 : HAS_PAYLOAD) |
       (e.progress === undefined ? 0 : HAS_PROGRESS) |
-      (e.asyncToken === '' ? 0 : HAS_TOKEN);
+      (e.asyncToken === '' ? 0 : HAS_TOKEN) |
+      (e.branches === undefined ? 0 : HAS_BRANCHES);
     w.u8(flags);
     if (e.error !== undefined) writeError(w, e.error);
     if (e.payload !== undefined) writePayload(w, e.payload);
     if (e.progress !== undefined) writeProgress(w, e.progress);
     if (e.asyncToken !== '') w.str(e.asyncToken);
+    if (e.branches !== undefined) writeBranches(w, e.branches);
   }
   return w.finish();
 }
@@ -247,6 +275,7 @@ export function decodeSegment(key: string, value: Uint8Array): FeedEntry[] {
       const payload = flags & HAS_PAYLOAD ? readPayload(r) : undefined;
       const progress = flags & HAS_PROGRESS ? readProgress(r) : undefined;
       const asyncToken = flags & HAS_TOKEN ? r.str() : '';
+      const branches = flags & HAS_BRANCHES ? readBranches(r) : undefined;
       out[i] = {
         taskId,
         pipeline,
@@ -268,6 +297,7 @@ export function decodeSegment(key: string, value: Uint8Array): FeedEntry[] {
           input: undefined,
           progress,
           asyncToken,
+          branches,
         },
       };
     }
@@ -346,11 +376,16 @@ export function encodeRecord(
     w.u8(
       (e.error === undefined ? 0 : HAS_ERROR) |
         (e.payload === undefined || output ? 0 : HAS_PAYLOAD) |
-        (output ? PAYLOAD_IS_OUTPUT : 0),
+        (output ? PAYLOAD_IS_OUTPUT : 0) |
+        (e.branches === undefined ? 0 : HAS_BRANCHES),
     );
     if (e.error !== undefined) writeError(w, e.error);
     if (e.payload !== undefined && !output) writePayload(w, e.payload);
+    if (e.branches !== undefined) writeBranches(w, e.branches);
   }
+  // Added after format 2's first records: a record that ends here has neither.
+  writeBranches(w, t.branches);
+  w.str(t.parentTaskId);
   return w.finish();
 }
 
@@ -401,6 +436,7 @@ export function decodeRecord(key: string, value: Uint8Array): TaskRecord {
       progress,
       asyncToken,
       workerId,
+      parentTaskId: '',
     };
     const log: LogEntry[] = [];
     let from = 0;
@@ -417,6 +453,7 @@ export function decodeRecord(key: string, value: Uint8Array): TaskRecord {
       const error = flags & HAS_ERROR ? readError(r) : undefined;
       const payload =
         flags & PAYLOAD_IS_OUTPUT ? output : flags & HAS_PAYLOAD ? readPayload(r) : undefined;
+      const branches = flags & HAS_BRANCHES ? readBranches(r) : undefined;
       log.push({
         revision: entryRevision,
         seq: i + 1,
@@ -433,8 +470,13 @@ export function decodeRecord(key: string, value: Uint8Array): TaskRecord {
         input: undefined,
         progress: undefined,
         asyncToken: '',
+        branches,
       });
       from = to;
+    }
+    if (!r.done) {
+      task.branches = readBranches(r);
+      task.parentTaskId = r.str();
     }
     if (embedded > seq || (tailFrom === 0) !== (embedded === seq)) {
       throw new Error(`${embedded} embedded entries, seq ${seq}, tail from ${tailFrom}`);

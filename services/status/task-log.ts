@@ -2,6 +2,7 @@ import {
   TaskState,
   type Payload,
   type Task,
+  type TaskBranch,
   type TaskError,
   type TaskProgress,
   type Transition,
@@ -35,6 +36,8 @@ export interface LogEntry {
   readonly progress: TaskProgress | undefined;
   /** The CompleteAsync token, on a move to WAITING. */
   readonly asyncToken: string;
+  /** The branches a fan-out started with this entry (each a new task), else undefined. */
+  readonly branches: readonly TaskBranch[] | undefined;
 }
 
 /** What a create write fixes for the task's whole life. */
@@ -45,6 +48,10 @@ export interface TaskIdentity {
   readonly traceparent: string;
   readonly priority: number;
   readonly idempotencyKey: string;
+  /** The task whose fan-out started this one, '' for a submitted task. */
+  readonly parentTaskId: string;
+  /** The stages passed before this task started: a branch goes on counting its parent's. */
+  readonly hops: number;
 }
 
 /** The task as its SUBMITTED entry leaves it. */
@@ -72,11 +79,12 @@ export function startTask(
     updatedAt: at,
     priority: identity.priority,
     idempotencyKey: identity.idempotencyKey,
-    hops: 0,
+    hops: identity.hops,
     branches: [],
     progress: undefined,
     asyncToken: '',
     workerId: submitted.workerId,
+    parentTaskId: identity.parentTaskId,
   };
 }
 
@@ -104,10 +112,11 @@ export function foldEntry(task: Task, e: LogEntry, at: Date = new Date(e.atMs)):
     priority: task.priority,
     idempotencyKey: task.idempotencyKey,
     hops: stageDone || finished ? task.hops + 1 : task.hops,
-    branches: task.branches,
+    branches: e.branches === undefined ? task.branches : [...task.branches, ...e.branches],
     progress: e.progress ?? (stageDone ? undefined : task.progress),
     asyncToken: e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '',
     workerId: e.workerId === '' ? task.workerId : e.workerId,
+    parentTaskId: task.parentTaskId,
   };
 }
 
@@ -137,6 +146,7 @@ export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
   task.updatedAt = at;
   task.asyncToken = e.to === TaskState.TASK_STATE_WAITING ? e.asyncToken : '';
   if (e.workerId !== '') task.workerId = e.workerId;
+  if (e.branches !== undefined) task.branches = [...task.branches, ...e.branches];
   return task;
 }
 

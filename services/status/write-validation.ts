@@ -33,18 +33,15 @@ export function validateWrite(w: TransitionWrite): void {
   if (w.asyncToken.length > 256) {
     throw invalidArgument('async_token', 'must be at most 256 characters');
   }
-  if (w.fanOutStages.length > 0) {
-    throw invalidArgument(
-      'fan_out_stages',
-      'fan-out is not supported by this store yet',
-      'UNSUPPORTED',
-    );
+  for (const stage of w.fanOutStages) {
+    if (!NAME.test(stage)) {
+      throw invalidArgument('fan_out_stages', `${JSON.stringify(stage)} is not a stage name`);
+    }
   }
   if (w.branchId !== '') {
     throw invalidArgument(
       'branch_id',
-      'branches are not supported by this store yet',
-      'UNSUPPORTED',
+      'must be empty: a fan-out branch is a task of its own, written by its task_id',
     );
   }
 }

@@ -257,32 +257,27 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     restored.set(task.taskId, task.revision);
     pins.set(task.taskId, task.pipelineVersion);
     const age = Math.max(0, storeNow - (task.updatedAt?.getTime() ?? storeNow));
-    const branches =
-      task.branches.length > 0
-        ? task.branches
-        : [{ branchId: '', stage: task.stage, state: task.state, attempt: task.attempt }];
-    for (const b of branches) {
-      const policy = catalog.policy(task.pipeline, task.pipelineVersion, b.stage);
-      const deadline = deadlineFor(b.state, policy, b.attempt, false);
-      if (deadline === undefined) continue;
-      arm(
-        {
-          taskId: task.taskId,
-          branchId: b.branchId,
-          pipeline: task.pipeline,
-          version: task.pipelineVersion,
-          stage: b.stage,
-          state: b.state,
-          attempt: b.attempt,
-          kind: deadline.kind,
-          durationMs: deadline.ms,
-          armRevision: task.revision,
-          revision: task.revision,
-          error: task.lastError,
-        },
-        now + Math.max(0, deadline.ms - age),
-      );
-    }
+    // A fan-out's branches are tasks of their own, restored as such.
+    const policy = catalog.policy(task.pipeline, task.pipelineVersion, task.stage);
+    const deadline = deadlineFor(task.state, policy, task.attempt, false);
+    if (deadline === undefined) return;
+    arm(
+      {
+        taskId: task.taskId,
+        branchId: '',
+        pipeline: task.pipeline,
+        version: task.pipelineVersion,
+        stage: task.stage,
+        state: task.state,
+        attempt: task.attempt,
+        kind: deadline.kind,
+        durationMs: deadline.ms,
+        armRevision: task.revision,
+        revision: task.revision,
+        error: task.lastError,
+      },
+      now + Math.max(0, deadline.ms - age),
+    );
   };
 
   const timeoutError = (timer: ArmedTimer, reason: string, retryable: boolean): TaskError => {

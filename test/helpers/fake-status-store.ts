@@ -36,6 +36,7 @@ export function emptyTask(taskId: string): Task {
     progress: undefined,
     asyncToken: '',
     workerId: '',
+    parentTaskId: '',
   };
 }
 

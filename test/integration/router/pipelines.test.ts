@@ -198,15 +198,89 @@ describe('pipelines', () => {
     expect(order).toEqual(['outer waits', 'inner waits', 'inner resumes', 'outer resumes']);
   });
 
-  it('a fan-out the store cannot branch yet ends FAILED with FAN_OUT_UNSUPPORTED, never stuck RUNNING', async () => {
+  it('fans out: the task goes on to its first next stage, each other one runs as a branch task in the same trace', async () => {
     await mesh.savePipeline(
-      pipeline('fan', [{ name: 'split', next: ['b1', 'b2'] }, { name: 'b1' }, { name: 'b2' }]),
+      pipeline('fan', [
+        { name: 'split', next: ['left', 'right'] },
+        { name: 'left' },
+        { name: 'right', next: ['tail'] },
+        { name: 'tail' },
+      ]),
     );
-    await work({ split: (x) => x, b1: (x) => x, b2: (x) => x });
-    const { taskId } = await client.submit('fan', { x: 1 });
-    await expect(client.result(taskId)).rejects.toMatchObject({
-      state: TaskState.TASK_STATE_FAILED,
-      error: { code: 'FAN_OUT_UNSUPPORTED' },
+    const ran: string[] = [];
+    const step = (name: string) => (x: unknown) => {
+      ran.push(name);
+      return { ...(x as object), [name]: true };
+    };
+    await work({
+      split: step('split'),
+      left: step('left'),
+      right: step('right'),
+      tail: step('tail'),
     });
+    const { taskId, traceId } = await client.submit('fan', { x: 1 });
+    expect(await client.result(taskId)).toEqual({ x: 1, split: true, left: true });
+    const [branch] = (await mesh.task(taskId)).branches;
+    expect(branch).toMatchObject({ stage: expect.stringMatching(/right|tail/) });
+    expect(await client.result(branch!.branchId)).toEqual({
+      x: 1,
+      split: true,
+      right: true,
+      tail: true,
+    });
+    expect(await mesh.task(branch!.branchId)).toMatchObject({
+      parentTaskId: taskId,
+      traceId,
+      hops: 3,
+      state: TaskState.TASK_STATE_SUCCEEDED,
+    });
+    expect((await mesh.task(taskId)).branches).toEqual([
+      {
+        branchId: branch!.branchId,
+        stage: 'tail',
+        state: TaskState.TASK_STATE_SUCCEEDED,
+        attempt: 1,
+      },
+    ]);
+    expect((await history(branch!.branchId)).map((t) => t.reason).slice(0, 2)).toEqual([
+      'FANNED_OUT',
+      'QUEUED',
+    ]);
+    expect(ran.sort()).toEqual(['left', 'right', 'split', 'tail']);
+  });
+
+  it('cancels the live branches with the task, also after the task itself ended', async () => {
+    await mesh.savePipeline(
+      pipeline('fan-cancel', [
+        { name: 'fork', next: ['quick', 'slow'] },
+        { name: 'quick' },
+        { name: 'slow' },
+      ]),
+    );
+    let slowAborted = false;
+    await work({
+      fork: (x) => x,
+      quick: (x) => x,
+      slow: (_x, ctx) =>
+        new Promise((resolve) =>
+          ctx.signal.addEventListener('abort', () => {
+            slowAborted = true;
+            resolve('stopped');
+          }),
+        ),
+    });
+    const { taskId } = await client.submit('fan-cancel', { x: 1 });
+    expect(await client.result(taskId)).toEqual({ x: 1 });
+    const branchId = (await mesh.task(taskId)).branches[0]!.branchId;
+    await eventually(
+      async () => (await mesh.task(branchId)).state === TaskState.TASK_STATE_RUNNING,
+      10_000,
+      'the slow branch running',
+    );
+    const after = await client.cancel(taskId, 'enough');
+    expect(after.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
+    expect(after.branches[0]?.state).toBe(TaskState.TASK_STATE_CANCELLED);
+    await eventually(() => slowAborted, 10_000, 'the slow handler aborted');
+    await expect(client.cancel(taskId)).rejects.toMatchObject({ code: Status.FAILED_PRECONDITION });
   });
 });

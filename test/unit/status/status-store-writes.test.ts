@@ -229,6 +229,97 @@ describe('attempts and stages follow the move', () => {
     });
   });
 
+  it('fans out: the task goes on to its stage and each further stage starts a branch task in the same commit', async () => {
+    let store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    const output = { data: Buffer.from('to every branch'), contentType: 'text/plain' };
+    const commitsBefore = store.stats().commits;
+    const o = await move(store, 'a', S.TASK_STATE_QUEUED, {
+      stage: 's2',
+      payload: output,
+      fanOutStages: ['s3', 's4'],
+    });
+    expect(o.code).toBe(0);
+    expect(store.stats().commits).toBe(commitsBefore + 1);
+    const parent = await store.getTask('a');
+    expect(parent).toMatchObject({
+      stage: 's2',
+      state: S.TASK_STATE_QUEUED,
+      hops: 1,
+      input: output,
+    });
+    const ids = parent.branches.map((b) => b.branchId);
+    expect(ids).toEqual([`a.${o.seq}.s3`, `a.${o.seq}.s4`]);
+    for (const [i, stage] of ['s3', 's4'].entries()) {
+      expect(await store.getTask(ids[i] as string)).toMatchObject({
+        stage,
+        state: S.TASK_STATE_QUEUED,
+        attempt: 1,
+        hops: 1,
+        input: output,
+        pipeline: parent.pipeline,
+        traceparent: parent.traceparent,
+        parentTaskId: 'a',
+      });
+    }
+    expect(store.listUnfinished(['s3']).tasks.map((t) => t.taskId)).toEqual([ids[0]]);
+    // The branch moves on its own; the task reports where each branch is now.
+    await move(store, ids[0] as string, S.TASK_STATE_CANCELLED, { reason: 'CANCEL_REQUESTED' });
+    expect((await store.getTask('a')).branches).toEqual([
+      { branchId: ids[0], stage: 's3', state: S.TASK_STATE_CANCELLED, attempt: 1 },
+      { branchId: ids[1], stage: 's4', state: S.TASK_STATE_QUEUED, attempt: 1 },
+    ]);
+    store = await reopen(store);
+    expect((await store.getTask('a')).branches.map((b) => b.state)).toEqual([
+      S.TASK_STATE_CANCELLED,
+      S.TASK_STATE_QUEUED,
+    ]);
+    expect(await store.getTask(ids[1] as string)).toMatchObject({
+      parentTaskId: 'a',
+      input: output,
+    });
+  });
+
+  it('starts the branches once when the fan-out write is repeated', async () => {
+    const store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    const fanOut = write({
+      taskId: 'a',
+      expectedState: S.TASK_STATE_RUNNING,
+      toState: S.TASK_STATE_QUEUED,
+      stage: 's2',
+      fanOutStages: ['s3'],
+    });
+    const [first] = await store.submit([fanOut]);
+    const [again] = await store.submit([fanOut]);
+    expect(first?.code).toBe(0);
+    expect(again).toMatchObject({ code: 0, duplicate: true });
+    expect((await store.getTask('a')).branches).toHaveLength(1);
+    expect(store.stats().tasksCreated).toBe(2);
+  });
+
+  it.each<[string, Partial<TransitionWrite>]>([
+    ['a stage named twice', { stage: 's2', fanOutStages: ['s3', 's3'] }],
+    ['the next stage again', { stage: 's2', fanOutStages: ['s2'] }],
+    ['a retry at the same stage', { reason: 'WORKER_LOST', fanOutStages: ['s3'] }],
+  ])('refuses a fan-out with %s, naming fan_out_stages and starting nothing', async (_, fields) => {
+    const store = await open();
+    await taskIn(store, 'a', S.TASK_STATE_RUNNING);
+    const before = await store.getTask('a');
+    const [o] = await store.submit([
+      write({
+        taskId: 'a',
+        expectedState: S.TASK_STATE_RUNNING,
+        toState: S.TASK_STATE_QUEUED,
+        ...fields,
+      }),
+    ]);
+    expect(o?.code).toBe(3);
+    expect(o?.message.startsWith('fan_out_stages:')).toBe(true);
+    expect(await store.getTask('a')).toEqual(before);
+    expect(store.stats().tasksCreated).toBe(1);
+  });
+
   it('redrives a dead letter at its stage with attempt 1', async () => {
     const store = await open();
     await taskIn(store, 'a', S.TASK_STATE_RUNNING);
@@ -297,6 +388,7 @@ describe('malformed writes', () => {
     ['stage', { stage: 'Upper' }],
     ['reason', { reason: 'lower case' }],
     ['fan_out_stages', { fanOutStages: ['b'] }],
+    ['fan_out_stages', { toState: S.TASK_STATE_CANCELLED, fanOutStages: ['Not A Stage'] }],
     ['branch_id', { branchId: 'b1' }],
     ['expected_state', { expectedState: S.TASK_STATE_UNSPECIFIED }],
   ])('refuses a bad %s with code 3, writing nothing', async (field, fields) => {

@@ -59,6 +59,18 @@ function logOf(n: number): fc.Arbitrary<LogEntry[]> {
         gap: fc.integer({ min: 1, max: 1000 }),
         atMs: fc.integer({ min: 0, max: 2 ** 42 }),
         asyncToken: text,
+        branches: fc.option(
+          fc.array(
+            fc.record({
+              branchId: text,
+              stage: fc.constantFrom('s2', 's3'),
+              state: fc.constant(S.TASK_STATE_QUEUED),
+              attempt: fc.constant(1),
+            }),
+            { minLength: 1, maxLength: 3 },
+          ),
+          { nil: undefined },
+        ),
         progress: fc.option(
           fc.record({
             fraction: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -91,6 +103,7 @@ function logOf(n: number): fc.Arbitrary<LogEntry[]> {
           input: r.input,
           progress: r.progress,
           asyncToken: r.to === S.TASK_STATE_WAITING ? r.asyncToken : '',
+          branches: r.branches,
         };
         from = e.to;
         return e;
@@ -116,6 +129,8 @@ describe('task records', () => {
               traceparent: '',
               priority: -3,
               idempotencyKey: traceKey,
+              parentTaskId: traceKey,
+              hops: 4,
             },
             first,
             first.input,
@@ -198,6 +213,8 @@ describe('folding in place', () => {
             traceparent: '',
             priority: 0,
             idempotencyKey: '',
+            parentTaskId: '',
+            hops: 0,
           },
           first,
           first.input,

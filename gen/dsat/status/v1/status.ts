@@ -216,13 +216,17 @@ export interface TransitionWrite {
   create:
     | NewTask
     | undefined;
-  /** The branch that moves, "" for the root branch. */
+  /**
+   * Reserved for branches kept inside one task; must be empty, since every branch runs as a task of
+   * its own (see dsat.task.v1.TaskBranch) and is written by its own task_id.
+   */
   branchId: string;
   /** The token an ASYNC stage waits for, when moving to WAITING. */
   asyncToken: string;
   /**
-   * Further stages to queue as new branches with the same payload (fan-out). Only with
-   * to_state QUEUED.
+   * Further stages to start branches at (fan-out), with the same payload as the task's next stage.
+   * Only with a move to another stage in QUEUED. Each becomes a new task, queued at attempt 1 in
+   * the same commit, listed in the task's branches.
    */
   fanOutStages: string[];
 }

@@ -172,11 +172,13 @@ export interface TaskProgress {
 }
 
 /**
- * TaskBranch is one branch of a task that fanned out to several next stages. A task ends when
- * every branch has ended.
+ * TaskBranch is one branch of a task that fanned out to several next stages. The task itself goes
+ * on to the first next stage; every other next stage starts a branch, which runs as a task of its
+ * own (own attempts, timeouts, dead letter, cancel) in the same trace, created in the same commit.
+ * GetTask and ListTasks report each branch's current stage, state and attempt.
  */
 export interface TaskBranch {
-  /** The branch identifier, unique within the task. The root branch is "". */
+  /** The identifier of the task that runs the branch. */
   branchId: string;
   /** The stage the branch is at. */
   stage: string;
@@ -194,7 +196,7 @@ export interface Task {
   pipeline: string;
   /** The pipeline version the task pinned when it was submitted. */
   pipelineVersion: number;
-  /** The stage the task is at (for a fanned-out task, the stage of the last branch that moved). */
+  /** The stage the task is at. */
   stage: string;
   /** The task's state. */
   state: TaskState;
@@ -234,7 +236,7 @@ export interface Task {
   idempotencyKey: string;
   /** The number of stages the task has passed. A task over its pipeline's max_hops ends FAILED. */
   hops: number;
-  /** The branches of a fanned-out task. Empty for a task that never fanned out. */
+  /** The branches this task's fan-outs started, in order. Empty for a task that never fanned out. */
   branches: TaskBranch[];
   /** The last progress a worker reported for the current stage. */
   progress:
@@ -244,6 +246,8 @@ export interface Task {
   asyncToken: string;
   /** The identifier of the worker that holds or last held the task. */
   workerId: string;
+  /** The task whose fan-out started this one as a branch; empty for a submitted task. */
+  parentTaskId: string;
 }
 
 /** Transition is one entry of a task's log and of the global feed. */
@@ -281,7 +285,7 @@ export interface Transition {
   error:
     | TaskError
     | undefined;
-  /** The branch that moved, "" for the root branch. */
+  /** Always empty: a fan-out branch is a task of its own, and its transitions name it by task_id. */
   branchId: string;
   /** The payload published by a PUBLISH stage, or the final output on SUCCEEDED. Empty otherwise. */
   payload:
@@ -873,6 +877,7 @@ function createBaseTask(): Task {
     progress: undefined,
     asyncToken: "",
     workerId: "",
+    parentTaskId: "",
   };
 }
 
@@ -943,6 +948,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.workerId !== "") {
       writer.uint32(178).string(message.workerId);
+    }
+    if (message.parentTaskId !== "") {
+      writer.uint32(186).string(message.parentTaskId);
     }
     return writer;
   },
@@ -1136,6 +1144,14 @@ export const Task: MessageFns<Task> = {
             message.workerId = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.parentTaskId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1210,6 +1226,11 @@ export const Task: MessageFns<Task> = {
         : isSet(object.worker_id)
         ? globalThis.String(object.worker_id)
         : "",
+      parentTaskId: isSet(object.parentTaskId)
+        ? globalThis.String(object.parentTaskId)
+        : isSet(object.parent_task_id)
+        ? globalThis.String(object.parent_task_id)
+        : "",
     };
   },
 
@@ -1281,6 +1302,9 @@ export const Task: MessageFns<Task> = {
     if (message.workerId !== "") {
       obj.workerId = message.workerId;
     }
+    if (message.parentTaskId !== "") {
+      obj.parentTaskId = message.parentTaskId;
+    }
     return obj;
   },
 
@@ -1319,6 +1343,7 @@ export const Task: MessageFns<Task> = {
       : undefined;
     message.asyncToken = object.asyncToken ?? "";
     message.workerId = object.workerId ?? "";
+    message.parentTaskId = object.parentTaskId ?? "";
     return message;
   },
 };
