@@ -53,6 +53,15 @@ export function taskJson(t: Task) {
     workerId: t.workerId,
     hops: t.hops,
     progress: t.progress,
+    parentTaskId: t.parentTaskId || undefined,
+    branches: t.branches.length
+      ? t.branches.map((b) => ({
+          taskId: b.branchId,
+          stage: b.stage,
+          state: stateName(b.state),
+          attempt: b.attempt,
+        }))
+      : undefined,
   };
 }
 

@@ -69,14 +69,18 @@ async function follow(
   ctx: CommandContext,
   taskId: string,
   fromStart = false,
+  label = '',
 ): Promise<Task | undefined> {
   let last: Task | undefined;
   let fromRevision = 0;
+  const print = (t: Transition) => {
+    if (ctx.json) printJson(transitionJson(t));
+    else process.stdout.write(label + transitionLine(t) + '\n');
+  };
   if (fromStart) {
     const { transitions } = await ctx.clients.status.getTaskHistory({ taskId });
     for (const t of transitions) {
-      if (ctx.json) printJson(transitionJson(t));
-      else process.stdout.write(transitionLine(t) + '\n');
+      print(t);
       fromRevision = Math.max(fromRevision, t.revision);
       if (isTerminalState(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
     }
@@ -88,13 +92,14 @@ async function follow(
           last = event.event.value;
           fromRevision = last.revision;
           if (!ctx.json)
-            process.stdout.write(`task ${taskId} is ${stateName(last.state)} at ${last.stage}\n`);
+            process.stdout.write(
+              `${label}task ${taskId} is ${stateName(last.state)} at ${last.stage}\n`,
+            );
           else printJson({ snapshot: taskJson(last) });
         } else if (event.event?.$case === 'transition') {
           const t: Transition = event.event.value;
           fromRevision = t.revision;
-          if (ctx.json) printJson(transitionJson(t));
-          else process.stdout.write(transitionLine(t) + '\n');
+          print(t);
           if (isTerminalState(t.toState))
             return (await ctx.clients.status.getTask({ taskId })).task;
         }
@@ -106,6 +111,29 @@ async function follow(
       await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
     }
   }
+}
+
+/**
+ * Follows the branches a task's fan-outs started (and theirs) to their end, one after the other,
+ * each line marked with the branch; returns the final records.
+ */
+async function followBranches(ctx: CommandContext, task: Task): Promise<Task[]> {
+  const ended: Task[] = [];
+  const todo = task.branches.map((b) => b.branchId);
+  for (let id = todo.shift(); id !== undefined; id = todo.shift()) {
+    const final = await follow(ctx, id, true, `[branch ${id}] `);
+    if (final === undefined) continue;
+    ended.push(final);
+    todo.push(...final.branches.map((b) => b.branchId));
+  }
+  return ended;
+}
+
+function finalLine(label: string, t: Task): string {
+  let line = `${label}${stateName(t.state)}`;
+  if (t.output?.data.length) line += `: ${showPayload(t.output)}`;
+  if (t.lastError?.message) line += `: ${t.lastError.code} ${t.lastError.message}`;
+  return line + '\n';
 }
 
 function printTask(ctx: CommandContext, t: Task): void {
@@ -120,6 +148,13 @@ function printTask(ctx: CommandContext, t: Task): void {
     ['created', t.createdAt?.toISOString() ?? ''],
     ['updated', t.updatedAt?.toISOString() ?? ''],
   ];
+  if (t.parentTaskId) rows.push(['parent', t.parentTaskId]);
+  for (const b of t.branches) {
+    rows.push([
+      'branch',
+      `${b.branchId}  ${stateName(b.state)} at ${b.stage}, attempt ${b.attempt}`,
+    ]);
+  }
   if (t.lastError?.message)
     rows.push(['last error', `${t.lastError.code}: ${t.lastError.message}`]);
   if (t.output?.data.length) rows.push(['output', showPayload(t.output)]);
@@ -150,7 +185,7 @@ export function taskCommands(): Command[] {
     )
     .option(
       '-f, --follow',
-      'follow the task until it ends and print its output; exit code 3 when it does not succeed',
+      'follow the task (and the branches a fan-out starts) until it ends and print its output; exit code 3 when any does not succeed',
     )
     .addHelpText(
       'after',
@@ -179,14 +214,15 @@ export function taskCommands(): Command[] {
             );
           if (!opts.follow) return;
           const final = await follow(ctx, res.taskId, true);
-          if (final && !ctx.json) {
-            process.stdout.write(`${stateName(final.state)}`);
-            if (final.output?.data.length) process.stdout.write(`: ${showPayload(final.output)}`);
-            if (final.lastError?.message)
-              process.stdout.write(`: ${final.lastError.code} ${final.lastError.message}`);
-            process.stdout.write('\n');
+          if (final === undefined) return;
+          const branches = await followBranches(ctx, final);
+          if (!ctx.json) {
+            process.stdout.write(finalLine('', final));
+            for (const b of branches) process.stdout.write(finalLine(`branch ${b.taskId}: `, b));
           }
-          if (final && final.state !== TaskState.TASK_STATE_SUCCEEDED) process.exitCode = 3;
+          if ([final, ...branches].some((t) => t.state !== TaskState.TASK_STATE_SUCCEEDED)) {
+            process.exitCode = 3;
+          }
         },
       ),
     );

@@ -237,19 +237,56 @@ describe('the dsat CLI, as a user drives it', () => {
       [['worker', '--stages', 'a', '--port', '0'], /--handler \(DSAT_HANDLER\): is required/],
     ];
     await expectUsageErrors(cases, env);
-    // A stage with two next stages is valid, with a note that its handler must pick one.
+    // The version of `pipelines get` is an argument: --version is dsat's own flag.
+    const v1 = await dsat(['pipelines', 'get', 'demo', '1', '--json'], env);
+    expect(v1.code).toBe(0);
+    expect(JSON.parse(v1.out)).toMatchObject({ name: 'demo', version: 1 });
+  });
+
+  it('follows a fan-out: the task and its branch to their ends, and get lists the branch', async () => {
     const forked = path.join(tmp.path, 'forked.yaml');
     fs.writeFileSync(
       forked,
       'name: forked\nstages:\n  - name: a\n    next: [b, c]\n  - name: b\n  - name: c\n',
     );
-    const dry = await dsat(['pipelines', 'apply', forked, '--dry-run'], env);
-    expect(dry.code).toBe(0);
-    expect(dry.err).toMatch(/stage a has 2 next stages \(b, c\): its handler must choose one/);
-    // The version of `pipelines get` is an argument: --version is dsat's own flag.
-    const v1 = await dsat(['pipelines', 'get', 'demo', '1', '--json'], env);
-    expect(v1.code).toBe(0);
-    expect(JSON.parse(v1.out)).toMatchObject({ name: 'demo', version: 1 });
+    expect((await dsat(['pipelines', 'apply', forked], env)).code).toBe(0);
+    const handlers = path.join(tmp.path, 'forked-handlers.js');
+    fs.writeFileSync(
+      handlers,
+      ['a', 'b', 'c'].map((s) => `exports.${s} = async (x) => ({ ...x, ${s}: true });\n`).join(''),
+    );
+    const worker = spawnDsat(
+      [
+        'worker',
+        '--stages',
+        'a,b,c',
+        '--handler',
+        handlers,
+        '--routers',
+        env.DSAT_ROUTER_ADDRESS!,
+        '--tracker-address',
+        env.DSAT_TRACKER_ADDRESS!,
+      ],
+      env,
+    );
+    try {
+      const run = await dsat(['submit', 'forked', '{"n":1}', '--follow'], env);
+      expect(run.code).toBe(0);
+      const taskId = /^submitted (\S+)/m.exec(run.out)![1]!;
+      const branchId = `${taskId}.5.c`; // seq 5: the move from a to b
+      expect(run.out).toMatch(/^SUCCEEDED: \{"n":1,"a":true,"b":true\}$/m);
+      expect(run.out).toContain(`[branch ${branchId}]`);
+      expect(run.out).toContain(`branch ${branchId}: SUCCEEDED: {"n":1,"a":true,"c":true}`);
+      const get = await dsat(['get', taskId], env);
+      expect(get.out).toMatch(
+        new RegExp(`^branch\\s+${branchId.replace(/\./g, '\\.')}  SUCCEEDED at c`, 'm'),
+      );
+      const branch = await dsat(['get', branchId, '--json'], env);
+      expect(JSON.parse(branch.out)).toMatchObject({ parentTaskId: taskId, state: 'SUCCEEDED' });
+    } finally {
+      worker.kill('SIGTERM');
+      await within(worker.exited, 15_000, 'the forked worker to stop');
+    }
   });
 
   it('loads a pipeline of the running mesh and reports each stage (bench --pipeline)', async () => {
