@@ -11,7 +11,8 @@ import { tempDir } from '../../helpers/temp-dir';
  * TESTS.md T03: eight writers commit task lifecycles to a real status process, which is killed
  * with -9 at a random moment; 20 rounds on the same directory. After each restart every
  * acknowledged write is present, every request is applied whole or not at all, and every record
- * is the fold of its log.
+ * is the fold of its log. Each task fans out once: its branch task exists exactly when the move
+ * that started it does.
  */
 jest.setTimeout(240_000);
 
@@ -103,10 +104,39 @@ function lifecycleRequests(taskId: string): TransitionWrite[][] {
           )
         : write(taskId, `${stage}-done`, TASK_STATE_RUNNING, TASK_STATE_QUEUED, next, {
             payload: payload(`${taskId} after ${stage}`),
+            // The first stage fans out: its branch task must be created with the move or not at all.
+            fanOutStages: stage === 's1' ? ['b1'] : [],
           }),
     ]);
   });
   return requests;
+}
+
+/** The branch task the s1 fan-out starts: seq 5 is the move (create 2, then D, R, done). */
+const branchOf = (taskId: string) => `${taskId}.5.b1`;
+const FAN_OUT = (taskId: string) => `${taskId}/s1-done`;
+
+/** A branch exactly when the fan-out is in the task's log, queued at b1, listed by the task. */
+async function expectBranch(client: StatusClient, task: Task, log: Transition[]): Promise<void> {
+  const fannedOut = log.some((t) => t.transitionId === FAN_OUT(task.taskId));
+  const branchId = branchOf(task.taskId);
+  let branch: Task | undefined;
+  try {
+    branch = (await client.getTask({ taskId: branchId })).task;
+  } catch {
+    branch = undefined;
+  }
+  expect({ taskId: task.taskId, fannedOut, branch: branch !== undefined }).toEqual({
+    taskId: task.taskId,
+    fannedOut,
+    branch: fannedOut,
+  });
+  if (!branch) return;
+  expect(task.branches.map((b) => b.branchId)).toEqual([branchId]);
+  expect(branch).toMatchObject({ parentTaskId: task.taskId, stage: 'b1', seq: 2 });
+  expect(Buffer.from(branch.input!.data).toString()).toBe(
+    JSON.stringify({ text: `${task.taskId} after s1` }),
+  );
 }
 
 /** What the writers know: requests acknowledged, and requests sent without an answer. */
@@ -179,6 +209,7 @@ async function verify(client: StatusClient, ledger: Ledger): Promise<number> {
         expect({ taskId, missing }).toEqual({ taskId, missing: [] });
         const { task } = await client.getTask({ taskId });
         expectFold(task!, log);
+        await expectBranch(client, task!, log);
         checked++;
       }),
     );
@@ -191,6 +222,7 @@ async function verify(client: StatusClient, ledger: Ledger): Promise<number> {
       taskId,
       applied: true,
     });
+    if (log.length > 0) await expectBranch(client, (await client.getTask({ taskId })).task!, log);
   }
   return checked;
 
