@@ -14,6 +14,7 @@ interface AttemptFacts {
   readonly stage: string;
   readonly attempt: number;
   readonly pipeline: string;
+  readonly parentTaskId: string;
   readonly traceparent: string;
   /** Why the attempt was taken away (cancel, timeout, lease lost, stream lost); else undefined. */
   readonly abortReason: string | undefined;
@@ -39,6 +40,7 @@ export function processSpanHooks(workerId: () => string) {
           stage: ctx.stage,
           attempt: ctx.attempt,
           workerId: workerId(),
+          parentTaskId: ctx.parentTaskId,
         },
         'process',
       );

@@ -49,8 +49,10 @@ export interface TaskContext {
   readonly attempt: number;
   readonly pipeline: string;
   readonly pipelineVersion: number;
-  /** The fan-out branch, "" for the root branch. */
+  /** Always "": a fan-out branch is a task of its own (see parentTaskId). */
   readonly branchId: string;
+  /** The task whose fan-out started this one as a branch; "" for a submitted task. */
+  readonly parentTaskId: string;
   readonly priority: number;
   /** The number of stages the task has passed. */
   readonly hops: number;
@@ -534,6 +536,7 @@ export function createWorker(options: WorkerOptions): Worker {
       pipeline: a.pipeline,
       pipelineVersion: a.pipelineVersion,
       branchId: a.branchId,
+      parentTaskId: a.parentTaskId,
       priority: a.priority,
       hops: a.hops,
       contentType: inputType,

@@ -138,17 +138,17 @@ export async function completeAsync(
     return { taskId: parts.taskId, state: now?.state ?? TaskState.TASK_STATE_UNSPECIFIED };
   }
   if (plan.kind === 'advanced' || plan.kind === 'fanned-out') {
-    const queued = [{ taskId: parts.taskId, next: plan.next[0]! }];
+    const queued = [{ taskId: parts.taskId, parentTaskId: task.parentTaskId, next: plan.next[0]! }];
     if (plan.kind === 'fanned-out') {
       // Each further stage started a branch task; the feed would bring them too, a second later.
       const now = await options.readTask(parts.taskId).catch(() => undefined);
       for (const b of now?.branches ?? []) {
         const next = plan.next.find((x) => x.stage.name === b.stage);
         if (next && b.state === TaskState.TASK_STATE_QUEUED)
-          queued.push({ taskId: b.branchId, next });
+          queued.push({ taskId: b.branchId, parentTaskId: parts.taskId, next });
       }
     }
-    for (const { taskId, next } of queued) {
+    for (const { taskId, parentTaskId, next } of queued) {
       options.accept({
         taskId,
         branchId: '',
@@ -160,6 +160,7 @@ export async function completeAsync(
         traceparent: task.traceparent,
         input: next.input,
         progress: undefined,
+        parentTaskId,
       });
     }
   }

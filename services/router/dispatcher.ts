@@ -573,7 +573,7 @@ export class Dispatcher {
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
     this.stage(t.stage.name).stats.finished(ok);
     if (plan.kind === 'advanced' && 'next' in plan) {
-      this.follow([this.nextStageInit(t, t.taskId, plan.next[0]!)]);
+      this.follow([this.nextStageInit(t, t.taskId, t.parentTaskId, plan.next[0]!)]);
     } else if (plan.kind === 'fanned-out' && 'next' in plan) {
       this.followBranches(t, plan);
     }
@@ -596,7 +596,7 @@ export class Dispatcher {
   private followBranches(t: HeldTask, plan: StagePlan) {
     const [n] = plan.next;
     const inits: HeldTaskInit[] = [];
-    if (n !== undefined) inits.push(this.nextStageInit(t, t.taskId, n));
+    if (n !== undefined) inits.push(this.nextStageInit(t, t.taskId, t.parentTaskId, n));
     const read = this.options.readTask;
     if (!read) {
       this.follow(inits);
@@ -607,7 +607,7 @@ export class Dispatcher {
         for (const b of task?.branches ?? []) {
           if (b.state !== TaskState.TASK_STATE_QUEUED) continue;
           const next = plan.next.find((x) => x.stage.name === b.stage);
-          if (next) inits.push(this.nextStageInit(t, b.branchId, next));
+          if (next) inits.push(this.nextStageInit(t, b.branchId, t.taskId, next));
         }
         this.follow(inits);
       },
@@ -618,7 +618,12 @@ export class Dispatcher {
     );
   }
 
-  private nextStageInit(t: HeldTask, taskId: string, n: StagePlan['next'][number]): HeldTaskInit {
+  private nextStageInit(
+    t: HeldTask,
+    taskId: string,
+    parentTaskId: string,
+    n: StagePlan['next'][number],
+  ): HeldTaskInit {
     return {
       taskId,
       branchId: '',
@@ -630,6 +635,7 @@ export class Dispatcher {
       traceparent: t.traceparent,
       input: n.input,
       progress: undefined,
+      parentTaskId,
     };
   }
 
@@ -733,6 +739,7 @@ function dispatchTraceparent(t: HeldTask, workerId: string): string {
       stage: t.stage.name,
       attempt: t.attempt,
       workerId,
+      parentTaskId: t.parentTaskId,
     },
     'send',
   );

@@ -148,6 +148,7 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
       traceparent: task.traceparent,
       input: task.input,
       progress: task.progress,
+      parentTaskId: task.parentTaskId,
     };
     if (dispatcher.enqueue(init)) {
       logger.debug(

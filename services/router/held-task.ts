@@ -31,10 +31,7 @@ export function taskKey(taskId: string, branchId: string): string {
   return branchId === '' ? taskId : `${taskId}/${branchId}`;
 }
 
-/**
- * An attempt as reports name it. Reports carry no branch, so two branches of one task at the
- * same attempt on one stream would collide: a gap of protocol version 1 (see docs/protocol.md).
- */
+/** An attempt as reports name it (a fan-out branch is a task of its own, with its own id). */
 export function attemptKey(taskId: string, attempt: number): string {
   return `${taskId}:${attempt}`;
 }
@@ -50,6 +47,8 @@ export interface HeldTaskInit {
   readonly traceparent: string;
   readonly input: Payload | undefined;
   readonly progress: TaskProgress | undefined;
+  /** The task whose fan-out started this one, '' for a submitted task. */
+  readonly parentTaskId: string;
 }
 
 /** A task this router holds at one of its stages, for one attempt. */
@@ -65,6 +64,7 @@ export class HeldTask implements Queueable {
   readonly hops: number;
   readonly traceparent: string;
   readonly input: Payload | undefined;
+  readonly parentTaskId: string;
   progress: TaskProgress | undefined;
   queued = false;
   phase: TaskPhase = 'queued';
@@ -90,6 +90,7 @@ export class HeldTask implements Queueable {
     this.traceparent = init.traceparent;
     this.input = init.input;
     this.progress = init.progress;
+    this.parentTaskId = init.parentTaskId;
   }
 
   /** The same task at its next attempt, queued afresh (no spread: see transition-write.ts). */
@@ -105,6 +106,7 @@ export class HeldTask implements Queueable {
       traceparent: this.traceparent,
       input: this.input,
       progress: this.progress,
+      parentTaskId: this.parentTaskId,
     });
   }
 
@@ -123,6 +125,7 @@ export class HeldTask implements Queueable {
       pipelineVersion: this.pipeline.version,
       priority: this.priority,
       hops: this.hops,
+      parentTaskId: this.parentTaskId,
     };
   }
 }

@@ -75,6 +75,7 @@ async function adopt(
       traceparent: task.traceparent,
       input: task.input,
       progress: task.progress,
+      parentTaskId: task.parentTaskId,
     };
   } catch (err) {
     options.logger.error(

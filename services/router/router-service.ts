@@ -91,6 +91,7 @@ export function createRouterService(
             traceparent: a.traceparent,
             input: a.input,
             progress: a.progress,
+            parentTaskId: a.parentTaskId,
           };
           deps.dispatcher.enqueue(init);
           taskIds.push(a.taskId);

@@ -209,6 +209,7 @@ export class TaskIntake {
         traceparent: ctx.traceparent,
         input: { data: ctx.checked.payload, contentType: ctx.checked.contentType },
         progress: undefined,
+        parentTaskId: '',
       });
     }
     endTaskSpan(ctx.span, o.code === 0 ? undefined : { code: o.reason, message: o.message });

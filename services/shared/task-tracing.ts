@@ -62,6 +62,8 @@ export interface TaskSpanFacts {
   readonly stage?: string;
   readonly attempt?: number;
   readonly workerId?: string;
+  /** The task whose fan-out started this one, '' or absent for a submitted task. */
+  readonly parentTaskId?: string;
 }
 
 /** `dsat.*` attributes plus the OpenTelemetry messaging conventions. */
@@ -82,6 +84,7 @@ export function taskAttributes(facts: TaskSpanFacts, operation: TaskOperation): 
   }
   if (facts.attempt !== undefined) a['dsat.attempt'] = facts.attempt;
   if (facts.workerId !== undefined) a['dsat.worker_id'] = facts.workerId;
+  if (facts.parentTaskId) a['dsat.parent_task_id'] = facts.parentTaskId;
   return a;
 }
 

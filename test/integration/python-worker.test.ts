@@ -211,6 +211,7 @@ const assignment = (taskId: string, attempt: number, data: Buffer): Assignment =
   pipelineVersion: 1,
   priority: 0,
   hops: 1,
+  parentTaskId: '',
 });
 const creditIn = (seen: NonNullable<WorkerMessage>[]) =>
   seen.reduce((n, m) => n + (m.$case === 'credit' ? m.value.n : 0), 0);

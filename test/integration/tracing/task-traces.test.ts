@@ -6,7 +6,7 @@ import { parseTraceparent } from '../../../services/shared/traceparent';
 import type { TrackerHandle } from '../../../services/tracker/server';
 import { startTrackerServer } from '../../../services/tracker/server';
 import type { RouterMesh } from '../../helpers/router-mesh';
-import { eventually, linear, silent, startRouterMesh } from '../../helpers/router-mesh';
+import { eventually, linear, pipeline, silent, startRouterMesh } from '../../helpers/router-mesh';
 import {
   KIND,
   STATUS,
@@ -106,6 +106,51 @@ describe('one trace per task, in process', () => {
       kind: KIND.server,
     });
     expect(t.all.find((s) => s.spanId === server!.parentSpanId)?.kind).toBe(KIND.client);
+  });
+
+  it("a fan-out branch runs in its task's trace: its spans hang under the submit and name the parent task", async () => {
+    mesh = await startRouterMesh();
+    await mesh.savePipeline(
+      pipeline('t42-fan', [
+        { name: 'split', next: ['left', 'right'] },
+        { name: 'left' },
+        { name: 'right' },
+      ]),
+    );
+    const pass: StageHandler = (x: unknown) => x;
+    await work({ split: pass, left: pass, right: pass });
+    const client = createClient({ router: mesh.router.address, status: mesh.statusAddress });
+    const { taskId, traceId } = await client.submit('t42-fan', { n: 1 });
+    expect(await client.result(taskId)).toEqual({ n: 1 });
+    const branchId = (await client.get(taskId)).branches[0]!.branchId;
+    expect(await client.result(branchId)).toEqual({ n: 1 });
+    client.close();
+
+    const parent = await eventually(() => {
+      const c = checkTaskTrace(tracing.spans(), taskId, {
+        pipeline: 't42-fan',
+        stages: ['split', 'left'],
+      });
+      return c.problems.length === 0 && c;
+    }).catch(() =>
+      checkTaskTrace(tracing.spans(), taskId, { pipeline: 't42-fan', stages: ['split', 'left'] }),
+    );
+    expect(parent.problems).toEqual([]);
+    const branchSpans = await eventually(() => {
+      const mine = tracing.spans().filter((s) => s.attributes['dsat.task_id'] === branchId);
+      return mine.length >= 2 && mine;
+    });
+    const dispatch = branchSpans.find((s) => s.name === 'dsat.dispatch right')!;
+    const processed = branchSpans.find((s) => s.name === 'dsat.process right')!;
+    expect(dispatch).toMatchObject({ traceId, parentSpanId: parent.submit!.spanId });
+    expect(processed).toMatchObject({
+      traceId,
+      parentSpanId: dispatch.spanId,
+      statusCode: STATUS.ok,
+    });
+    for (const s of [dispatch, processed]) {
+      expect(s.attributes).toMatchObject({ 'dsat.parent_task_id': taskId, 'dsat.stage': 'right' });
+    }
   });
 
   it('T43: a run timeout and a retry: two process spans (attempt 1 ERROR, attempt 2 OK) under the same creation context', async () => {

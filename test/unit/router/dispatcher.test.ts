@@ -107,6 +107,7 @@ function setup() {
     attempt: 1,
     priority: 0,
     hops: 0,
+    parentTaskId: '',
     traceparent: '',
     input: { data: Buffer.from('{}'), contentType: 'application/json' },
     progress: undefined,

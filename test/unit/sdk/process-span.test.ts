@@ -10,6 +10,7 @@ describe('the worker process span', () => {
     stage: 'parse',
     attempt: 2,
     pipeline: 'demo',
+    parentTaskId: abortReason === undefined ? '' : 'the-parent',
     traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
     abortReason,
     span: undefined,
@@ -34,7 +35,12 @@ describe('the worker process span', () => {
     expect(byTask.get('t-LEASE_LOST')).toMatchObject({
       statusCode: 2,
       statusMessage: 'LEASE_LOST',
-      attributes: expect.objectContaining({ 'error.type': 'ATTEMPT_ABORTED', 'dsat.attempt': 2 }),
+      attributes: expect.objectContaining({
+        'error.type': 'ATTEMPT_ABORTED',
+        'dsat.attempt': 2,
+        'dsat.parent_task_id': 'the-parent',
+      }),
     });
+    expect(byTask.get('t-ok')?.attributes).not.toHaveProperty('dsat.parent_task_id');
   });
 });

@@ -312,6 +312,8 @@ export interface Assignment {
   priority: number;
   /** The number of stages the task has passed. */
   hops: number;
+  /** The task whose fan-out started this one as a branch; empty for a submitted task. */
+  parentTaskId: string;
 }
 
 /** Assign hands tasks to the worker. It never holds more tasks than the credit the worker granted. */
@@ -3054,6 +3056,7 @@ function createBaseAssignment(): Assignment {
     pipelineVersion: 0,
     priority: 0,
     hops: 0,
+    parentTaskId: "",
   };
 }
 
@@ -3094,6 +3097,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.hops !== 0) {
       writer.uint32(96).uint32(message.hops);
+    }
+    if (message.parentTaskId !== "") {
+      writer.uint32(106).string(message.parentTaskId);
     }
     return writer;
   },
@@ -3207,6 +3213,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.hops = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.parentTaskId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3245,6 +3259,11 @@ export const Assignment: MessageFns<Assignment> = {
         : 0,
       priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
       hops: isSet(object.hops) ? globalThis.Number(object.hops) : 0,
+      parentTaskId: isSet(object.parentTaskId)
+        ? globalThis.String(object.parentTaskId)
+        : isSet(object.parent_task_id)
+        ? globalThis.String(object.parent_task_id)
+        : "",
     };
   },
 
@@ -3286,6 +3305,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.hops !== 0) {
       obj.hops = Math.round(message.hops);
     }
+    if (message.parentTaskId !== "") {
+      obj.parentTaskId = message.parentTaskId;
+    }
     return obj;
   },
 
@@ -3310,6 +3332,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.pipelineVersion = object.pipelineVersion ?? 0;
     message.priority = object.priority ?? 0;
     message.hops = object.hops ?? 0;
+    message.parentTaskId = object.parentTaskId ?? "";
     return message;
   },
 };
