@@ -82,53 +82,77 @@ interface StageSamples {
 
 /**
  * Adds one task's time at each stage, from its transitions in revision order. A stage ends when
- * its branch moves to another stage, when new branches appear after it ran (its fan-out), or when
- * the task ends; each branch is followed on its own.
+ * the task moves to another stage or ends. A fan-out branch is a task of its own, added on its own.
  */
 export function addStageTimes(
   transitions: readonly Transition[],
   stages: Map<string, StageSamples>,
 ): void {
-  interface Open {
-    stage: string;
-    enteredAt: number;
-    startedAt: number | undefined;
-    attempts: number;
-  }
-  const open = new Map<string, Open>();
-  const close = (o: Open, at: number) => {
-    let s = stages.get(o.stage);
-    if (!s) stages.set(o.stage, (s = { tasks: 0, attempts: 0, queue: [], run: [] }));
-    const started = o.startedAt ?? at;
+  let open: { stage: string; enteredAt: number; startedAt: number | undefined; attempts: number };
+  open = { stage: '', enteredAt: 0, startedAt: undefined, attempts: 0 };
+  const close = (at: number) => {
+    if (open.stage === '') return;
+    let s = stages.get(open.stage);
+    if (!s) stages.set(open.stage, (s = { tasks: 0, attempts: 0, queue: [], run: [] }));
+    const started = open.startedAt ?? at;
     s.tasks++;
-    s.attempts += o.attempts;
-    s.queue.push(started - o.enteredAt);
+    s.attempts += open.attempts;
+    s.queue.push(started - open.enteredAt);
     s.run.push(at - started);
   };
   for (const t of transitions) {
     const at = t.at?.getTime() ?? 0;
-    if (isTerminalState(t.toState)) {
-      for (const o of open.values()) close(o, at);
-      return;
-    }
-    let o = open.get(t.branchId);
-    if (o === undefined) {
-      // A branch first seen: a fan-out, which ends the stages that ran and made it.
-      for (const [branch, other] of open) {
-        if (other.startedAt === undefined) continue;
-        close(other, at);
-        open.delete(branch);
-      }
-    }
-    if (o === undefined || o.stage !== t.stage) {
-      if (o !== undefined) close(o, at);
-      o = { stage: t.stage, enteredAt: at, startedAt: undefined, attempts: 0 };
-      open.set(t.branchId, o);
+    if (isTerminalState(t.toState)) return close(at);
+    if (open.stage !== t.stage) {
+      close(at);
+      open = { stage: t.stage, enteredAt: at, startedAt: undefined, attempts: 0 };
     }
     if (t.toState === TaskState.TASK_STATE_RUNNING) {
-      o.attempts++;
-      o.startedAt ??= at;
+      open.attempts++;
+      open.startedAt ??= at;
     }
+  }
+}
+
+/**
+ * The tasks the bench submitted, each with the branches its fan-outs started (and theirs): a
+ * submitted task has ended when every task of its tree has. The feed is in revision order, and a
+ * branch starts in the commit of its parent's move, so it is seen before the parent can end.
+ */
+class TaskTrees {
+  readonly byTask = new Map<string, Transition[]>();
+  private readonly rootOf = new Map<string, string>();
+  private readonly live = new Map<string, number>();
+  /** Per root: when its tree ended, and the terminal transition that tells how (the worst). */
+  readonly ended = new Map<string, { at: number; t: Transition }>();
+  private readonly worst = new Map<string, Transition>();
+
+  /** Adds a transition; returns the root whose tree it ended, if it did. */
+  add(t: Transition, at: number): string | undefined {
+    let list = this.byTask.get(t.taskId);
+    if (!list) {
+      this.byTask.set(t.taskId, (list = []));
+      const root = this.rootOf.get(t.parentTaskId) ?? (t.parentTaskId || t.taskId);
+      this.rootOf.set(t.taskId, root);
+      this.live.set(root, (this.live.get(root) ?? 0) + 1);
+    }
+    list.push(t);
+    if (!isTerminalState(t.toState)) return undefined;
+    const root = this.rootOf.get(t.taskId) as string;
+    const before = this.worst.get(root);
+    if (before === undefined || before.toState === TaskState.TASK_STATE_SUCCEEDED) {
+      this.worst.set(root, t);
+    }
+    const left = (this.live.get(root) ?? 1) - 1;
+    this.live.set(root, left);
+    if (left > 0 || this.ended.has(root)) return undefined;
+    this.ended.set(root, { at, t: this.worst.get(root) as Transition });
+    return root;
+  }
+
+  /** Every transition list of a root's tree. */
+  *tree(root: string): Generator<Transition[]> {
+    for (const [taskId, r] of this.rootOf) if (r === root) yield this.byTask.get(taskId) ?? [];
   }
 }
 
@@ -140,8 +164,8 @@ export async function runPipelineLoad(
   const { revision } = await clients.status.getStoreStats({});
   // Transitions of every task of the pipeline, ours picked out at the end: a transition may come
   // before the submit call that made it returns.
-  const byTask = new Map<string, Transition[]>();
-  const ended = new Map<string, { at: number; t: Transition }>();
+  const trees = new TaskTrees();
+  const ended = trees.ended;
   const waiting = new Map<string, () => void>();
   let lastEndAt = nowMs();
   let feedError: unknown;
@@ -156,14 +180,10 @@ export async function runPipelineLoad(
     );
     for await (const batch of stream) {
       for (const t of batch.transitions) {
-        let list = byTask.get(t.taskId);
-        if (!list) byTask.set(t.taskId, (list = []));
-        list.push(t);
-        if (isTerminalState(t.toState) && !ended.has(t.taskId)) {
-          lastEndAt = nowMs();
-          ended.set(t.taskId, { at: lastEndAt, t });
-          waiting.get(t.taskId)?.();
-        }
+        const at = nowMs();
+        if (isTerminalState(t.toState)) lastEndAt = at;
+        const root = trees.add(t, at);
+        if (root !== undefined) waiting.get(root)?.();
       }
     }
   })().catch((err: unknown) => {
@@ -222,7 +242,7 @@ export async function runPipelineLoad(
     const end = ended.get(taskId);
     if (!end) continue;
     latencies.push(end.at - sent);
-    addStageTimes(byTask.get(taskId) ?? [], stages);
+    for (const log of trees.tree(taskId)) addStageTimes(log, stages);
     if (end.t.toState === TaskState.TASK_STATE_SUCCEEDED) succeeded++;
     else {
       failed++;

@@ -1447,6 +1447,7 @@ function feedEntry(task: Task, e: LogEntry): FeedEntry {
     pipeline: task.pipeline,
     pipelineVersion: task.pipelineVersion,
     traceId: task.traceId,
+    parentTaskId: task.parentTaskId,
     entry: e,
   };
 }

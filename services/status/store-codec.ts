@@ -200,6 +200,8 @@ export interface FeedEntry {
   readonly pipeline: string;
   readonly pipelineVersion: number;
   readonly traceId: string;
+  /** The task whose fan-out started this one, '' for a submitted task. */
+  readonly parentTaskId: string;
   readonly entry: LogEntry;
 }
 
@@ -210,6 +212,8 @@ const HAS_TOKEN = 8;
 /** In a record's log: the payload is the record's output (the SUCCEEDED entry), stored once. */
 const PAYLOAD_IS_OUTPUT = 16;
 const HAS_BRANCHES = 32;
+/** In a segment: the entry's task is a fan-out branch, and its parent's id follows. */
+const HAS_PARENT = 64;
 
 /**
  * A commit's transitions. Entries omit their revision (first + index) and time (the commit's),
@@ -239,13 +243,15 @@ export function encodeSegment(w: ByteWriter, entries: readonly FeedEntry[]): Uin
       (e.payload === undefined ? 0 : HAS_PAYLOAD) |
       (e.progress === undefined ? 0 : HAS_PROGRESS) |
       (e.asyncToken === '' ? 0 : HAS_TOKEN) |
-      (e.branches === undefined ? 0 : HAS_BRANCHES);
+      (e.branches === undefined ? 0 : HAS_BRANCHES) |
+      (f.parentTaskId === '' ? 0 : HAS_PARENT);
     w.u8(flags);
     if (e.error !== undefined) writeError(w, e.error);
     if (e.payload !== undefined) writePayload(w, e.payload);
     if (e.progress !== undefined) writeProgress(w, e.progress);
     if (e.asyncToken !== '') w.str(e.asyncToken);
     if (e.branches !== undefined) writeBranches(w, e.branches);
+    if (f.parentTaskId !== '') w.str(f.parentTaskId);
   }
   return w.finish();
 }
@@ -276,11 +282,13 @@ export function decodeSegment(key: string, value: Uint8Array): FeedEntry[] {
       const progress = flags & HAS_PROGRESS ? readProgress(r) : undefined;
       const asyncToken = flags & HAS_TOKEN ? r.str() : '';
       const branches = flags & HAS_BRANCHES ? readBranches(r) : undefined;
+      const parentTaskId = flags & HAS_PARENT ? r.str() : '';
       out[i] = {
         taskId,
         pipeline,
         pipelineVersion,
         traceId,
+        parentTaskId,
         entry: {
           revision: first + i,
           seq,

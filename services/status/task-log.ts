@@ -151,7 +151,12 @@ export function foldEntryInto(task: Task, e: LogEntry, at: Date): Task {
 }
 
 export function toTransition(
-  task: { readonly taskId: string; readonly pipeline: string; readonly traceId: string },
+  task: {
+    readonly taskId: string;
+    readonly pipeline: string;
+    readonly traceId: string;
+    readonly parentTaskId: string;
+  },
   e: LogEntry,
   at: Date = new Date(e.atMs),
 ): Transition {
@@ -172,6 +177,7 @@ export function toTransition(
     branchId: '',
     payload: e.payload,
     transitionId: e.transitionId,
+    parentTaskId: task.parentTaskId,
   };
 }
 

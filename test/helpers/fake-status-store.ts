@@ -218,6 +218,7 @@ export class FakeStatusStore {
       branchId: '',
       payload: undefined,
       transitionId,
+      parentTaskId: '',
     };
     task.state = to;
     task.seq = t.seq;

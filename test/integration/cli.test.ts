@@ -387,10 +387,11 @@ describe('dsat bench --pipeline FILE --embedded', () => {
       ['upper', 30],
     ]);
 
-    const file = path.join(tmp.path, 'two.yaml');
+    // A fan-out: a task ends when its branch (a task of its own) has ended too.
+    const file = path.join(tmp.path, 'fork.yaml');
     fs.writeFileSync(
       file,
-      'name: two\nstages:\n  - name: first\n    next: [second]\n  - name: second\n    next: []\n',
+      'name: fork\nstages:\n  - name: first\n    next: [second, third]\n  - name: second\n  - name: third\n',
     );
     const synthetic = await dsat(
       ['bench', '--pipeline', file, '--embedded', '--stage-ms', '20', '--tasks', '20', '--no-sync'],
@@ -400,7 +401,7 @@ describe('dsat bench --pipeline FILE --embedded', () => {
     expect(synthetic.err).toMatch(/embedded mesh \(sync off, .*synthetic, 20 ms per attempt/);
     expect(synthetic.out).toMatch(/20 succeeded, 0 failed, 0 lost/);
     // Each stage's running time includes the synthetic attempt's 20 ms.
-    for (const stage of ['first', 'second']) {
+    for (const stage of ['first', 'second', 'third']) {
       const row = synthetic.out.split('\n').find((l) => l.includes(` ${stage} `));
       const runP50 = Number(/│\s*(\d+(?:\.\d+)?) \/ \S+\s*│\s*$/.exec(row ?? '')?.[1]);
       expect(runP50).toBeGreaterThanOrEqual(10);

@@ -5,7 +5,7 @@ import { addStageTimes } from '../../../bench/pipeline-load';
 const S = TaskState;
 
 /** One transition at `ms` after the epoch; every other field as the feed leaves it empty. */
-function t(ms: number, toState: TaskState, stage: string, branchId = ''): Transition {
+function t(ms: number, toState: TaskState, stage: string): Transition {
   return {
     revision: 0,
     taskId: 't1',
@@ -20,9 +20,10 @@ function t(ms: number, toState: TaskState, stage: string, branchId = ''): Transi
     pipeline: 'p',
     traceId: '',
     error: undefined,
-    branchId,
+    branchId: '',
     payload: undefined,
     transitionId: '',
+    parentTaskId: '',
   };
 }
 
@@ -67,18 +68,21 @@ describe('stage times of the pipeline bench', () => {
     ).toEqual({ a: { tasks: 1, attempts: 2, queue: [2], run: [38] } });
   });
 
-  it('ends a stage at its fan-out and follows each branch on its own to the end', () => {
-    expect(
-      figures([
-        t(0, S.TASK_STATE_QUEUED, 'split'),
-        t(1, S.TASK_STATE_RUNNING, 'split'),
-        t(5, S.TASK_STATE_QUEUED, 'left', 'L'),
-        t(5, S.TASK_STATE_QUEUED, 'right', 'R'),
-        t(6, S.TASK_STATE_RUNNING, 'left', 'L'),
-        t(8, S.TASK_STATE_RUNNING, 'right', 'R'),
-        t(20, S.TASK_STATE_SUCCEEDED, ''),
-      ]),
-    ).toEqual({
+  it('times a fan-out branch as a task of its own', () => {
+    const parent = figures([
+      t(0, S.TASK_STATE_QUEUED, 'split'),
+      t(1, S.TASK_STATE_RUNNING, 'split'),
+      t(5, S.TASK_STATE_QUEUED, 'left'),
+      t(6, S.TASK_STATE_RUNNING, 'left'),
+      t(20, S.TASK_STATE_SUCCEEDED, 'left'),
+    ]);
+    const branch = figures([
+      t(5, S.TASK_STATE_SUBMITTED, 'right'),
+      t(5, S.TASK_STATE_QUEUED, 'right'),
+      t(8, S.TASK_STATE_RUNNING, 'right'),
+      t(20, S.TASK_STATE_SUCCEEDED, 'right'),
+    ]);
+    expect({ ...parent, ...branch }).toEqual({
       split: { tasks: 1, attempts: 1, queue: [1], run: [4] },
       left: { tasks: 1, attempts: 1, queue: [1], run: [14] },
       right: { tasks: 1, attempts: 1, queue: [3], run: [12] },

@@ -263,6 +263,11 @@ describe('attempts and stages follow the move', () => {
       });
     }
     expect(store.listUnfinished(['s3']).tasks.map((t) => t.taskId)).toEqual([ids[0]]);
+    const started = (await store.getHistory(ids[0] as string)).transitions;
+    expect(started.map((t) => [t.reason, t.parentTaskId, t.transitionId])).toEqual([
+      ['FANNED_OUT', 'a', started[0]?.transitionId],
+      ['QUEUED', 'a', started[0]?.transitionId],
+    ]);
     // The branch moves on its own; the task reports where each branch is now.
     await move(store, ids[0] as string, S.TASK_STATE_CANCELLED, { reason: 'CANCEL_REQUESTED' });
     expect((await store.getTask('a')).branches).toEqual([

@@ -162,6 +162,7 @@ describe('feed segments', () => {
           pipeline: 'pipe',
           pipelineVersion: 3,
           traceId,
+          parentTaskId: i % 2 === 0 ? '' : traceId,
           entry: { ...e, revision: first + i, atMs: 1234, input: undefined },
         }));
         const key = segmentKey(first, first + 3, 1234);

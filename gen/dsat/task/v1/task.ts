@@ -293,6 +293,8 @@ export interface Transition {
     | undefined;
   /** The identifier the writer gave this transition; a repeated identifier is not applied twice. */
   transitionId: string;
+  /** The task whose fan-out started this one as a branch; empty for a submitted task. */
+  parentTaskId: string;
 }
 
 /** TaskFilter selects tasks or feed events. Every set field must match; empty fields match all. */
@@ -1366,6 +1368,7 @@ function createBaseTransition(): Transition {
     branchId: "",
     payload: undefined,
     transitionId: "",
+    parentTaskId: "",
   };
 }
 
@@ -1418,6 +1421,9 @@ export const Transition: MessageFns<Transition> = {
     }
     if (message.transitionId !== "") {
       writer.uint32(130).string(message.transitionId);
+    }
+    if (message.parentTaskId !== "") {
+      writer.uint32(138).string(message.parentTaskId);
     }
     return writer;
   },
@@ -1563,6 +1569,14 @@ export const Transition: MessageFns<Transition> = {
             message.transitionId = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.parentTaskId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1621,6 +1635,11 @@ export const Transition: MessageFns<Transition> = {
         : isSet(object.transition_id)
         ? globalThis.String(object.transition_id)
         : "",
+      parentTaskId: isSet(object.parentTaskId)
+        ? globalThis.String(object.parentTaskId)
+        : isSet(object.parent_task_id)
+        ? globalThis.String(object.parent_task_id)
+        : "",
     };
   },
 
@@ -1674,6 +1693,9 @@ export const Transition: MessageFns<Transition> = {
     if (message.transitionId !== "") {
       obj.transitionId = message.transitionId;
     }
+    if (message.parentTaskId !== "") {
+      obj.parentTaskId = message.parentTaskId;
+    }
     return obj;
   },
 
@@ -1702,6 +1724,7 @@ export const Transition: MessageFns<Transition> = {
       ? Payload.fromPartial(object.payload)
       : undefined;
     message.transitionId = object.transitionId ?? "";
+    message.parentTaskId = object.parentTaskId ?? "";
     return message;
   },
 };
