@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import type { CompleteAsyncRequest, CompleteAsyncResponse } from '../../gen/dsat/router/v1/router';
 import type { Task, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
+import { branchTaskId } from '../shared/branch-id';
 import { parseAsyncToken } from '../shared/async-token';
 import { checkContentType } from '../shared/content-types';
 import { DsatError, failedPrecondition, invalidArgument } from '../shared/errors';
@@ -138,16 +139,16 @@ export async function completeAsync(
     return { taskId: parts.taskId, state: now?.state ?? TaskState.TASK_STATE_UNSPECIFIED };
   }
   if (plan.kind === 'advanced' || plan.kind === 'fanned-out') {
-    const queued = [{ taskId: parts.taskId, parentTaskId: task.parentTaskId, next: plan.next[0]! }];
-    if (plan.kind === 'fanned-out') {
-      // Each further stage started a branch task; the feed would bring them too, a second later.
-      const now = await options.readTask(parts.taskId).catch(() => undefined);
-      for (const b of now?.branches ?? []) {
-        const next = plan.next.find((x) => x.stage.name === b.stage);
-        if (next && b.state === TaskState.TASK_STATE_QUEUED)
-          queued.push({ taskId: b.branchId, parentTaskId: parts.taskId, next });
-      }
-    }
+    // A fan-out's further stages are branch tasks the store started in the same commit.
+    const queued = plan.next.map((next, i) =>
+      i === 0
+        ? { taskId: parts.taskId, parentTaskId: task.parentTaskId, next }
+        : {
+            taskId: branchTaskId(parts.taskId, o.seq, next.stage.name),
+            parentTaskId: parts.taskId,
+            next,
+          },
+    );
     for (const { taskId, parentTaskId, next } of queued) {
       options.accept({
         taskId,

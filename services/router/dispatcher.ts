@@ -1,8 +1,9 @@
 import { SPAN_NAMES, SpanKind, spanTraceparent, startTaskSpan } from '../shared/task-tracing';
 import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/router/v1/router';
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
-import type { Payload, Task, TaskError } from '../../gen/dsat/task/v1/task';
+import type { Payload, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
+import { branchTaskId } from '../shared/branch-id';
 import { knownContentType } from '../shared/content-types';
 import type { Logger } from '../shared/logger';
 import type { HeldTaskInit, WorkerLink } from './held-task';
@@ -29,8 +30,6 @@ export interface DispatcherOptions {
   readonly serves: (stage: string) => boolean;
   /** Tasks durably queued at stages another router serves. Default: left to that router's feed. */
   readonly forward?: (tasks: readonly HeldTaskInit[]) => void;
-  /** Reads a task, to find the branches a fan-out created. */
-  readonly readTask?: (taskId: string) => Promise<Task | undefined>;
   /** Largest output a result may carry; bigger ones fail the task (PAYLOAD_TOO_LARGE). */
   readonly maxPayloadSize?: number;
   /** How often, at most, a running attempt's progress is stored. */
@@ -575,7 +574,7 @@ export class Dispatcher {
     if (plan.kind === 'advanced' && 'next' in plan) {
       this.follow([this.nextStageInit(t, t.taskId, t.parentTaskId, plan.next[0]!)]);
     } else if (plan.kind === 'fanned-out' && 'next' in plan) {
-      this.followBranches(t, plan);
+      this.followBranches(t, plan, first.seq);
     }
   }
 
@@ -591,31 +590,16 @@ export class Dispatcher {
 
   /**
    * After a fan-out the task goes on like an advance, and the store started each further stage as
-   * a branch task: read their ids and hold (or forward) the ones still queued.
+   * a branch task in the same commit, named by branchTaskId from the move's seq: hold (or
+   * forward) them all.
    */
-  private followBranches(t: HeldTask, plan: StagePlan) {
-    const [n] = plan.next;
-    const inits: HeldTaskInit[] = [];
-    if (n !== undefined) inits.push(this.nextStageInit(t, t.taskId, t.parentTaskId, n));
-    const read = this.options.readTask;
-    if (!read) {
-      this.follow(inits);
-      return;
-    }
-    read(t.taskId).then(
-      (task) => {
-        for (const b of task?.branches ?? []) {
-          if (b.state !== TaskState.TASK_STATE_QUEUED) continue;
-          const next = plan.next.find((x) => x.stage.name === b.stage);
-          if (next) inits.push(this.nextStageInit(t, b.branchId, t.taskId, next));
-        }
-        this.follow(inits);
-      },
-      (err: unknown) => {
-        this.follow(inits);
-        this.logger.warn({ err, taskId: t.taskId }, 'cannot read fan-out branches');
-      },
+  private followBranches(t: HeldTask, plan: StagePlan, seq: number) {
+    const inits = plan.next.map((n, i) =>
+      i === 0
+        ? this.nextStageInit(t, t.taskId, t.parentTaskId, n)
+        : this.nextStageInit(t, branchTaskId(t.taskId, seq, n.stage.name), t.taskId, n),
     );
+    this.follow(inits);
   }
 
   private nextStageInit(

@@ -92,7 +92,6 @@ export async function startRouterServer(
     strategy: config.dispatch,
     serves,
     forward: (tasks) => forwarder.forward(tasks),
-    readTask,
     maxPayloadSize: config.maxPayloadSize,
     progressCheckpointMs: config.progressCheckpoint,
   });

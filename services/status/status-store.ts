@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Decorator, Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import type {
   GetStoreStatsResponse,
@@ -18,6 +17,7 @@ import {
   type TaskBranch,
   type TaskFilter,
 } from '../../gen/dsat/task/v1/task';
+import { branchTaskId } from '../shared/branch-id';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { ByteWriter } from './byte-codec';
 import { FeedHub } from './feed-hub';
@@ -570,8 +570,8 @@ export class StatusStore {
 
   /**
    * The branches a fan-out write starts, checked before anything is staged: one per further
-   * stage, named after the task, the write's seq and the stage, so a branch id says where it came
-   * from and cannot meet a submitted task's (a UUID).
+   * stage, named by branchTaskId, so a branch id says where it came from and cannot meet a
+   * submitted task's (a UUID).
    */
   private planBranches(
     w: TransitionWrite,
@@ -1432,13 +1432,6 @@ function entry(
     asyncToken: to === TaskState.TASK_STATE_WAITING ? w.asyncToken : '',
     branches: x.branches,
   };
-}
-
-/** `<task>.<seq>.<stage>`, or a digest of the task id in its place when that would be too long. */
-export function branchTaskId(taskId: string, seq: number, stage: string): string {
-  const id = `${taskId}.${seq}.${stage}`;
-  if (id.length <= 128) return id;
-  return `${createHash('sha256').update(taskId).digest('hex').slice(0, 40)}.${seq}.${stage}`;
 }
 
 function feedEntry(task: Task, e: LogEntry): FeedEntry {

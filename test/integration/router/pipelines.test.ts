@@ -283,4 +283,39 @@ describe('pipelines', () => {
     await eventually(() => slowAborted, 10_000, 'the slow handler aborted');
     await expect(client.cancel(taskId)).rejects.toMatchObject({ code: Status.FAILED_PRECONDITION });
   });
+
+  it('fans out from a PUBLISH stage and from CompleteAsync too', async () => {
+    await mesh.savePipeline(
+      pipeline('fan-paths', [
+        { name: 'start', next: ['spread'] },
+        { name: 'spread', next: ['wait', 'p2'], publish: true },
+        { name: 'wait', next: ['a1', 'a2'], async: true },
+        { name: 'p2' },
+        { name: 'a1' },
+        { name: 'a2' },
+      ]),
+    );
+    const tokens: string[] = [];
+    const ran: string[] = [];
+    const step = (name: string) => (x: unknown) => (ran.push(name), x);
+    await work({
+      start: step('start'),
+      wait: (x, ctx) => (tokens.push(ctx.asyncToken), x),
+      p2: step('p2'),
+      a1: step('a1'),
+      a2: step('a2'),
+    });
+    const { taskId } = await client.submit('fan-paths', { x: 1 });
+    await eventually(() => tokens.length === 1, 10_000, 'the ASYNC stage waiting');
+    await client.completeAsync(tokens[0]!, { approved: true });
+    expect(await client.result(taskId)).toEqual({ approved: true });
+    const task = await mesh.task(taskId);
+    expect(task.branches.map((b) => b.stage).sort()).toEqual(['a2', 'p2']);
+    for (const b of task.branches) {
+      expect(await client.result(b.branchId)).toEqual(
+        b.stage === 'p2' ? { x: 1 } : { approved: true },
+      );
+    }
+    expect(ran.sort()).toEqual(['a1', 'a2', 'p2', 'start']);
+  });
 });
