@@ -120,16 +120,8 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
     if (held && held.stage === e.stage && held.attempt >= e.attempt) return;
     const task = await options.readTask(e.taskId);
     if (task === undefined) return;
-    let state = task.state;
-    let stage = task.stage;
-    let attempt = task.attempt;
-    if (e.branchId !== '') {
-      const b = task.branches.find((x) => x.branchId === e.branchId);
-      if (!b) return;
-      state = b.state;
-      stage = b.stage;
-      attempt = b.attempt;
-    }
+    // A fan-out branch is a task of its own: its record says where it is.
+    const { state, stage, attempt } = task;
     if (state !== TaskState.TASK_STATE_QUEUED || !options.serves(stage)) return;
     const pipeline = await options.pipelines.version(task.pipeline, task.pipelineVersion);
     const s = pipeline.stages.get(stage);
