@@ -296,6 +296,7 @@ export class StatusStore {
       revision: () => this.revision,
       feedStart: () => this.feedStart,
       readSlot: (taskId) => this.readSlot(taskId),
+      snapshot: async (task) => (await this.withBranchesNow([task]))[0] as Task,
       matches: (f, fe) =>
         this.matchesParts(f, fe.entry.to, fe.pipeline, fe.pipelineVersion, fe.entry.stage),
       assertOpen: () => this.assertOpen(),

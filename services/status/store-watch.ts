@@ -1,5 +1,5 @@
 import type { WatchEventsResponse, WatchTaskResponse } from '../../gen/dsat/status/v1/status';
-import type { TaskFilter, Transition } from '../../gen/dsat/task/v1/task';
+import type { Task, TaskFilter, Transition } from '../../gen/dsat/task/v1/task';
 import { DsatError, invalidArgument, notFound } from '../shared/errors';
 import type { EventBatch, FeedHub } from './feed-hub';
 import {
@@ -34,6 +34,8 @@ export interface WatchSource {
   revision(): number;
   feedStart(): number;
   readSlot(taskId: string): Promise<TaskSlot | undefined>;
+  /** The record as GetTask gives it: with each branch's current state. */
+  snapshot(task: Task): Promise<Task>;
   matches(f: CompiledFilter, fe: FeedEntry): boolean;
   assertOpen(): void;
 }
@@ -57,7 +59,7 @@ export async function* watchTask(
     if (replay === undefined) throw notFound('task', taskId, 'task_id');
     let cursor = fromRevision;
     if (fromRevision === 0) {
-      yield { event: { $case: 'snapshot', value: replay.task } };
+      yield { event: { $case: 'snapshot', value: await src.snapshot(replay.task) } };
       cursor = replay.task.revision;
     }
     for (;;) {

@@ -274,6 +274,13 @@ describe('attempts and stages follow the move', () => {
       { branchId: ids[0], stage: 's3', state: S.TASK_STATE_CANCELLED, attempt: 1 },
       { branchId: ids[1], stage: 's4', state: S.TASK_STATE_QUEUED, attempt: 1 },
     ]);
+    const watch = store.watchTask('a', 0);
+    const first = await watch.next();
+    await watch.return(undefined);
+    expect(first.value?.event).toMatchObject({
+      $case: 'snapshot',
+      value: { branches: [{ state: S.TASK_STATE_CANCELLED }, { state: S.TASK_STATE_QUEUED }] },
+    });
     store = await reopen(store);
     expect((await store.getTask('a')).branches.map((b) => b.state)).toEqual([
       S.TASK_STATE_CANCELLED,
