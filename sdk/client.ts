@@ -158,6 +158,11 @@ export interface DsatTaskClient {
   watch(taskId: string, options?: WatchOptions): AsyncIterable<TaskEvent>;
   /** Waits for the task to end; resolves with its decoded output, or throws TaskFailedError. */
   result<T = unknown>(taskId: string, options?: ResultOptions): Promise<T>;
+  /**
+   * Waits until the task and every branch its fan-outs started (and theirs) have ended; resolves
+   * with their final records, the task first, whatever states they ended in.
+   */
+  settled(taskId: string, options?: ResultOptions): Promise<Task[]>;
   cancel(taskId: string, reason?: string): Promise<Task>;
   /**
    * Answers a task WAITING at an ASYNC stage: `output` (encoded with `contentType`, default JSON)
@@ -185,6 +190,42 @@ const RESUMABLE = new Set([
   Status.CANCELLED,
   Status.ABORTED,
 ]);
+
+/**
+ * Runs `wait` with a signal that aborts on the caller's signal or after `timeoutMs`; a timeout
+ * becomes DEADLINE_EXCEEDED naming the task.
+ */
+async function untilDeadline<T>(
+  taskId: string,
+  opts: ResultOptions,
+  wait: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(opts.signal?.reason);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let timedOut = false;
+  const timer =
+    opts.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          abort.abort();
+        }, opts.timeoutMs);
+  try {
+    return await wait(abort.signal);
+  } catch (err) {
+    if (timedOut) {
+      throw new DsatClientError(
+        Status.DEADLINE_EXCEEDED,
+        `task ${taskId} did not end within ${opts.timeoutMs} ms`,
+      );
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
 
 /** Creates a client of the mesh: submit to a router, read and follow tasks on the status service. */
 export function createClient(options: ClientOptions = {}): DsatTaskClient {
@@ -214,7 +255,7 @@ export function createClient(options: ClientOptions = {}): DsatTaskClient {
             if (ev.value.revision <= last) continue;
             last = ev.value.revision;
             yield { type: 'transition', transition: ev.value };
-            if (TERMINAL.has(ev.value.toState) && ev.value.branchId === '') return;
+            if (TERMINAL.has(ev.value.toState)) return;
           }
         }
         return;
@@ -261,23 +302,11 @@ export function createClient(options: ClientOptions = {}): DsatTaskClient {
       return res.task;
     },
     watch,
-    async result<T>(taskId: string, opts: ResultOptions = {}) {
-      const abort = new AbortController();
-      const onAbort = () => abort.abort(opts.signal?.reason);
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      let timedOut = false;
-      const timer =
-        opts.timeoutMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              timedOut = true;
-              abort.abort();
-            }, opts.timeoutMs);
-      try {
-        for await (const ev of watch(taskId, { signal: abort.signal })) {
+    result<T>(taskId: string, opts: ResultOptions = {}) {
+      return untilDeadline(taskId, opts, async (signal) => {
+        for await (const ev of watch(taskId, { signal })) {
           const state = ev.type === 'snapshot' ? ev.task.state : ev.transition.toState;
           if (!TERMINAL.has(state)) continue;
-          if (ev.type === 'transition' && ev.transition.branchId !== '') continue;
           if (state === TaskState.TASK_STATE_SUCCEEDED) {
             const payload = ev.type === 'snapshot' ? ev.task.output : ev.transition.payload;
             return decodePayload(payload ?? (await this.get(taskId)).output) as T;
@@ -286,18 +315,23 @@ export function createClient(options: ClientOptions = {}): DsatTaskClient {
           throw new TaskFailedError(taskId, state, error);
         }
         throw new DsatClientError(Status.UNAVAILABLE, `the watch of task ${taskId} ended early`);
-      } catch (err) {
-        if (timedOut) {
-          throw new DsatClientError(
-            Status.DEADLINE_EXCEEDED,
-            `task ${taskId} did not end within ${opts.timeoutMs} ms`,
-          );
+      });
+    },
+    settled(taskId: string, opts: ResultOptions = {}) {
+      return untilDeadline(taskId, opts, async (signal) => {
+        const out: Task[] = [];
+        const todo = [taskId];
+        for (let id = todo.shift(); id !== undefined; id = todo.shift()) {
+          for await (const ev of watch(id, { signal })) void ev; // the watch ends after the end
+          const task = await this.get(id, { signal });
+          if (!TERMINAL.has(task.state)) {
+            throw new DsatClientError(Status.UNAVAILABLE, `the watch of task ${id} ended early`);
+          }
+          out.push(task);
+          todo.push(...task.branches.map((b) => b.branchId));
         }
-        throw err;
-      } finally {
-        clearTimeout(timer);
-        opts.signal?.removeEventListener('abort', onAbort);
-      }
+        return out;
+      });
     },
     async cancel(taskId, reason = '') {
       const res = await wrap(router.cancelTask({ taskId, reason }));

@@ -220,6 +220,11 @@ describe('pipelines', () => {
     });
     const { taskId, traceId } = await client.submit('fan', { x: 1 });
     expect(await client.result(taskId)).toEqual({ x: 1, split: true, left: true });
+    const settled = await client.settled(taskId, { timeoutMs: 20_000 });
+    expect(settled.map((t) => [t.stage, t.state])).toEqual([
+      ['left', TaskState.TASK_STATE_SUCCEEDED],
+      ['tail', TaskState.TASK_STATE_SUCCEEDED],
+    ]);
     const [branch] = (await mesh.task(taskId)).branches;
     expect(branch).toMatchObject({ stage: expect.stringMatching(/right|tail/) });
     expect(await client.result(branch!.branchId)).toEqual({
