@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
 
+/** The most branches one fan-out may start: a stage has at most this many next stages plus one. */
+export const MAX_FAN_OUT = 64;
+
 /**
  * The id of the branch task a fan-out starts: `<task>.<seq>.<stage>`, where `seq` is the task's
  * sequence number after the fan-out move, or a digest of the task id in its place when that would

@@ -17,7 +17,7 @@ import {
   type TaskBranch,
   type TaskFilter,
 } from '../../gen/dsat/task/v1/task';
-import { branchTaskId } from '../shared/branch-id';
+import { branchTaskId, MAX_FAN_OUT } from '../shared/branch-id';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import { ByteWriter } from './byte-codec';
 import { FeedHub } from './feed-hub';
@@ -220,8 +220,6 @@ type Op = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: 
 type Batch = ReturnType<StatusLevel['batch']>;
 
 const HOUR = 3_600_000;
-/** The most branches one fan-out write may start. */
-const MAX_FAN_OUT = 64;
 /** The reason of a branch's first transitions, where a submitted task has SUBMITTED. */
 const REASON_BRANCHED = 'FANNED_OUT';
 const SWEEP_CHUNK = 2_000;

@@ -4,6 +4,7 @@ import type { Duration } from '../../gen/google/protobuf/duration';
 import type { FieldViolation } from '../shared/errors';
 import { invalidArguments } from '../shared/errors';
 import { durationMs, formatMs } from '../shared/proto-duration';
+import { MAX_FAN_OUT } from '../shared/branch-id';
 import { DEFAULT_MAX_HOPS } from './stage-policy';
 
 /** Pipeline and stage names: lower case letters, digits, "-" and "_", at most 63 characters. */
@@ -17,6 +18,8 @@ export const LIMITS = {
   durationMs: 365 * 86_400_000,
   backoffMultiplier: 100,
   errorCodeLength: 128,
+  /** A stage's next stages: the first, and a branch for each other one a result may keep. */
+  nextStages: 1 + MAX_FAN_OUT,
 } as const;
 
 const DURATION_FIELDS = [
@@ -143,6 +146,12 @@ function checkStage(
 ): void {
   const name = JSON.stringify(s.name);
   const seenNext = new Set<string>();
+  if (s.next.length > LIMITS.nextStages) {
+    add(
+      `${at}.next`,
+      `stage ${name} has ${s.next.length} next stages; at most ${LIMITS.nextStages} are allowed`,
+    );
+  }
   s.next.forEach((n, j) => {
     if (!index.has(n))
       add(`${at}.next[${j}]`, `stage ${name} names unknown next stage ${JSON.stringify(n)}`);

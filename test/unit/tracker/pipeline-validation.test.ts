@@ -124,6 +124,18 @@ describe('pipeline validation', () => {
     );
   });
 
+  it('refuses more next stages than a fan-out may start branches for', () => {
+    const many = Array.from({ length: 66 }, (_, i) => `s${i}`);
+    expectOne(
+      pipeline((p) => {
+        p.stages[0]!.next = ['b', ...many];
+        p.stages.push(...many.map((name) => ({ name })));
+      }),
+      'pipeline.stages[0].next',
+      '67 next stages; at most 65',
+    );
+  });
+
   it('refuses an unknown entry_stage', () => {
     expectOne(
       pipeline((p) => (p.entryStage = 'nope')),
