@@ -550,6 +550,32 @@ export class Dispatcher {
     const t = report.task;
     const first = report.outcomes[0]!;
     const plan = report.plan;
+    // A write refused as malformed would leave the task RUNNING with no router holding it: fail
+    // the task instead, saying why (a failing write refused in turn is left to the timeouts).
+    if (first.code === 3 && plan.kind !== 'failed') {
+      const refused = plan.writes[0]!;
+      const w = transitionWrite(
+        this.ids.next(),
+        t.taskId,
+        '',
+        refused.expectedState,
+        t.attempt,
+        TaskState.TASK_STATE_FAILED,
+        t.attempt,
+        '',
+        refused.workerId,
+        'RESULT_REFUSED',
+      );
+      w.error = {
+        code: 'RESULT_REFUSED',
+        message: `the status service refused the result: ${first.message}`,
+        retryable: false,
+        details: {},
+      };
+      report.plan = { kind: 'failed', writes: [w] };
+      this.writeReport(report);
+      return;
+    }
     const accepted = first.code === 0;
     const reason = accepted ? '' : first.reason || 'REFUSED';
     if (this.held.get(t.key) === t) this.held.delete(t.key);

@@ -191,6 +191,32 @@ describe('the dispatcher', () => {
     expect(link.assigned.at(-1)).toMatchObject({ taskId: 't1', stage: 's2', attempt: 1, hops: 1 });
   });
 
+  it('fails a task whose result the store refuses as malformed, instead of leaving it RUNNING', async () => {
+    const { d, writer, task } = setup();
+    const link = new FakeLink('a');
+    d.addLink(link);
+    d.enqueue(task(1));
+    d.grantCredit(link, 1);
+    await tick();
+    writer.answer();
+    const out = Buffer.from('{}');
+    d.onResults(link, [
+      { taskId: 't1', attempt: 1, output: out, contentType: 'application/json', nextStages: [] },
+    ]);
+    writer.answer(() => ({ code: 3, reason: 'INVALID_FIELD' }));
+    expect(link.acks).toHaveLength(0);
+    expect(writer.to(S.TASK_STATE_FAILED)).toMatchObject([
+      {
+        taskId: 't1',
+        expectedState: S.TASK_STATE_RUNNING,
+        reason: 'RESULT_REFUSED',
+        error: { code: 'RESULT_REFUSED' },
+      },
+    ]);
+    writer.answer();
+    expect(link.acks).toEqual([{ taskId: 't1', attempt: 1, accepted: true, reason: '' }]);
+  });
+
   it('requeues the running attempts of a stream that broke, as attempt + 1, to another stream', async () => {
     const { d, writer, task } = setup();
     const a = new FakeLink('a');
