@@ -343,7 +343,9 @@ export function taskCommands(): Command[] {
     );
 
   const cancel = new Command('cancel')
-    .description('Cancel an unfinished task; a running handler sees its signal aborted.')
+    .description(
+      'Cancel an unfinished task and the live branches its fan-outs started; a running handler sees its signal aborted.',
+    )
     .argument('<task-id>')
     .option('--reason <text>', 'why, for the log', 'cancelled from the CLI')
     .action(
@@ -351,6 +353,9 @@ export function taskCommands(): Command[] {
         const { task } = await ctx.clients.router.cancelTask({ taskId, reason: opts.reason });
         if (ctx.json) return printJson(task ? taskJson(task) : {});
         process.stdout.write(`task ${taskId} is ${task ? stateName(task.state) : 'cancelled'}\n`);
+        for (const b of task?.branches ?? []) {
+          process.stdout.write(`branch ${b.branchId} is ${stateName(b.state)}\n`);
+        }
       }),
     );
 

@@ -283,6 +283,10 @@ describe('the dsat CLI, as a user drives it', () => {
       );
       const branch = await dsat(['get', branchId, '--json'], env);
       expect(JSON.parse(branch.out)).toMatchObject({ parentTaskId: taskId, state: 'SUCCEEDED' });
+      // Nothing of the task is live any more: a cancel says so.
+      const cancel = await dsat(['cancel', taskId], env);
+      expect(cancel.code).toBe(1);
+      expect(cancel.err).toMatch(/FAILED_PRECONDITION.*already ended SUCCEEDED/);
     } finally {
       worker.kill('SIGTERM');
       await within(worker.exited, 15_000, 'the forked worker to stop');
