@@ -88,8 +88,7 @@ export function addStageTimes(
   transitions: readonly Transition[],
   stages: Map<string, StageSamples>,
 ): void {
-  let open: { stage: string; enteredAt: number; startedAt: number | undefined; attempts: number };
-  open = { stage: '', enteredAt: 0, startedAt: undefined, attempts: 0 };
+  let open = { stage: '', enteredAt: 0, startedAt: undefined as number | undefined, attempts: 0 };
   const close = (at: number) => {
     if (open.stage === '') return;
     let s = stages.get(open.stage);
@@ -120,8 +119,10 @@ export function addStageTimes(
  * branch starts in the commit of its parent's move, so it is seen before the parent can end.
  */
 class TaskTrees {
-  readonly byTask = new Map<string, Transition[]>();
+  private readonly byTask = new Map<string, Transition[]>();
   private readonly rootOf = new Map<string, string>();
+  /** Per root: the task ids of its tree, the root first. */
+  private readonly members = new Map<string, string[]>();
   private readonly live = new Map<string, number>();
   /** Per root: when its tree ended, and the terminal transition that tells how (the worst). */
   readonly ended = new Map<string, { at: number; t: Transition }>();
@@ -135,6 +136,9 @@ class TaskTrees {
       const root = this.rootOf.get(t.parentTaskId) ?? (t.parentTaskId || t.taskId);
       this.rootOf.set(t.taskId, root);
       this.live.set(root, (this.live.get(root) ?? 0) + 1);
+      const members = this.members.get(root);
+      if (members) members.push(t.taskId);
+      else this.members.set(root, [t.taskId]);
     }
     list.push(t);
     if (!isTerminalState(t.toState)) return undefined;
@@ -151,8 +155,8 @@ class TaskTrees {
   }
 
   /** Every transition list of a root's tree. */
-  *tree(root: string): Generator<Transition[]> {
-    for (const [taskId, r] of this.rootOf) if (r === root) yield this.byTask.get(taskId) ?? [];
+  tree(root: string): Transition[][] {
+    return (this.members.get(root) ?? []).map((taskId) => this.byTask.get(taskId) ?? []);
   }
 }
 

@@ -2,14 +2,13 @@ import crypto from 'node:crypto';
 import type { CompleteAsyncRequest, CompleteAsyncResponse } from '../../gen/dsat/router/v1/router';
 import type { Task, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
-import { branchTaskId } from '../shared/branch-id';
 import { parseAsyncToken } from '../shared/async-token';
 import { checkContentType } from '../shared/content-types';
 import { DsatError, failedPrecondition, invalidArgument } from '../shared/errors';
 import type { HeldTaskInit } from './held-task';
 import type { PipelineRegistry } from './pipeline-registry';
 import type { StagePlan } from './stage-routing';
-import { planStageDone, REASONS } from './stage-routing';
+import { planStageDone, queuedByPlan, REASONS } from './stage-routing';
 import type { StatusWriter } from './status-writer';
 import type { TransitionIds } from './transition-write';
 import { stateName, transitionWrite } from './transition-write';
@@ -139,16 +138,7 @@ export async function completeAsync(
     return { taskId: parts.taskId, state: now?.state ?? TaskState.TASK_STATE_UNSPECIFIED };
   }
   if (plan.kind === 'advanced' || plan.kind === 'fanned-out') {
-    // A fan-out's further stages are branch tasks the store started in the same commit.
-    const queued = plan.next.map((next, i) =>
-      i === 0
-        ? { taskId: parts.taskId, parentTaskId: task.parentTaskId, next }
-        : {
-            taskId: branchTaskId(parts.taskId, o.seq, next.stage.name),
-            parentTaskId: parts.taskId,
-            next,
-          },
-    );
+    const queued = queuedByPlan(parts.taskId, task.parentTaskId, o.seq, plan.next);
     for (const { taskId, parentTaskId, next } of queued) {
       options.accept({
         taskId,

@@ -3,7 +3,6 @@ import type { Failure, Heartbeat, Result, StageLoad } from '../../gen/dsat/route
 import type { TransitionOutcome } from '../../gen/dsat/status/v1/status';
 import type { Payload, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
-import { branchTaskId } from '../shared/branch-id';
 import { knownContentType } from '../shared/content-types';
 import type { Logger } from '../shared/logger';
 import type { HeldTaskInit, WorkerLink } from './held-task';
@@ -14,7 +13,7 @@ import type { FailurePlan } from './retry-policy';
 import { FAILURE_REASONS, planFailure, planLeaseLost, planRequeue } from './retry-policy';
 import { StageStats } from './stage-stats';
 import type { StagePlan } from './stage-routing';
-import { planPublish, planStageDone } from './stage-routing';
+import { planPublish, planStageDone, queuedByPlan } from './stage-routing';
 import type { StatusWriter } from './status-writer';
 import type { TransitionIds } from './transition-write';
 import { transitionWrite } from './transition-write';
@@ -597,10 +596,12 @@ export class Dispatcher {
     const ok =
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
     this.stage(t.stage.name).stats.finished(ok);
-    if (plan.kind === 'advanced' && 'next' in plan) {
-      this.follow([this.nextStageInit(t, t.taskId, t.parentTaskId, plan.next[0]!)]);
-    } else if (plan.kind === 'fanned-out' && 'next' in plan) {
-      this.followBranches(t, plan, first.seq);
+    if ((plan.kind === 'advanced' || plan.kind === 'fanned-out') && 'next' in plan) {
+      this.follow(
+        queuedByPlan(t.taskId, t.parentTaskId, first.seq, plan.next).map((q) =>
+          this.nextStageInit(t, q.taskId, q.parentTaskId, q.next),
+        ),
+      );
     }
   }
 
@@ -612,20 +613,6 @@ export class Dispatcher {
       else away.push(init);
     }
     if (away.length > 0) this.options.forward?.(away);
-  }
-
-  /**
-   * After a fan-out the task goes on like an advance, and the store started each further stage as
-   * a branch task in the same commit, named by branchTaskId from the move's seq: hold (or
-   * forward) them all.
-   */
-  private followBranches(t: HeldTask, plan: StagePlan, seq: number) {
-    const inits = plan.next.map((n, i) =>
-      i === 0
-        ? this.nextStageInit(t, t.taskId, t.parentTaskId, n)
-        : this.nextStageInit(t, branchTaskId(t.taskId, seq, n.stage.name), t.taskId, n),
-    );
-    this.follow(inits);
   }
 
   private nextStageInit(

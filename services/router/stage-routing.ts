@@ -2,6 +2,7 @@ import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Payload, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { asyncToken } from '../shared/async-token';
+import { branchTaskId } from '../shared/branch-id';
 import type { CompiledPipeline, CompiledStage } from './pipeline-registry';
 import { transitionWrite } from './transition-write';
 
@@ -20,6 +21,31 @@ export interface NextStageTask {
   readonly stage: CompiledStage;
   readonly input: Payload;
   readonly hops: number;
+}
+
+/** A task a committed advance or fan-out queued: the task itself, or a branch it started. */
+export interface QueuedByPlan {
+  readonly taskId: string;
+  readonly parentTaskId: string;
+  readonly next: NextStageTask;
+}
+
+/**
+ * The tasks an advance or fan-out of `taskId` queued once committed (its outcome's `seq`): the
+ * task at the first next stage, then each branch task the status service started, named by
+ * branchTaskId.
+ */
+export function queuedByPlan(
+  taskId: string,
+  parentTaskId: string,
+  seq: number,
+  next: readonly NextStageTask[],
+): QueuedByPlan[] {
+  return next.map((n, i) =>
+    i === 0
+      ? { taskId, parentTaskId, next: n }
+      : { taskId: branchTaskId(taskId, seq, n.stage.name), parentTaskId: taskId, next: n },
+  );
 }
 
 export type PlanKind = 'advanced' | 'fanned-out' | 'succeeded' | 'failed' | 'waiting';

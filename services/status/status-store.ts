@@ -871,7 +871,8 @@ export class StatusStore {
    * The tasks with each branch's current stage, state and attempt: a branch is a task of its own,
    * so the record keeps only what the fan-out started. A branch deleted by retention keeps that.
    */
-  private async withBranchesNow(tasks: readonly Task[]): Promise<Task[]> {
+  private async withBranchesNow(tasks: Task[]): Promise<Task[]> {
+    if (tasks.every((t) => t.branches.length === 0)) return tasks;
     const away: string[] = [];
     for (const t of tasks) {
       for (const b of t.branches) if (!this.live.has(b.branchId)) away.push(DONE + b.branchId);
