@@ -198,33 +198,43 @@ export function checkLevelFiles(db: StatusLevel, dir: string): string[] {
       problems.push(`LevelDB dropped data while opening: ${line.replace(/^\S+ \S+ /, '').trim()}`);
     }
   }
-  const tables = db.getProperty('leveldb.sstables');
-  for (const m of tables.matchAll(/^\s*(\d+):(\d+)\[/gm)) {
-    const number = m[1] ?? '';
-    const size = Number(m[2]);
-    const name = [`${number.padStart(6, '0')}.ldb`, `${number.padStart(6, '0')}.sst`].find((f) =>
-      fs.existsSync(path.join(dir, f)),
-    );
-    if (name === undefined) {
-      problems.push(`table file ${number.padStart(6, '0')}.ldb is missing`);
-      continue;
-    }
-    const file = path.join(dir, name);
-    const actual = fs.statSync(file).size;
-    if (actual !== size) {
-      problems.push(`table file ${name} has ${actual} bytes, the manifest says ${size}`);
-      continue;
-    }
-    const tail = Buffer.alloc(8);
-    const fd = fs.openSync(file, 'r');
+  for (const [number, size] of listedTables(db)) {
+    const problem = checkTable(dir, number, size);
+    // A compaction started by the open may have replaced the table since it was listed.
+    if (problem !== undefined && listedTables(db).has(number)) problems.push(problem);
+  }
+  return problems;
+}
+
+/** Table files of the open version, by number, with the sizes the manifest gives. */
+function listedTables(db: StatusLevel): Map<string, number> {
+  const tables = new Map<string, number>();
+  for (const m of db.getProperty('leveldb.sstables').matchAll(/^\s*(\d+):(\d+)\[/gm)) {
+    tables.set((m[1] ?? '').padStart(6, '0'), Number(m[2]));
+  }
+  return tables;
+}
+
+function checkTable(dir: string, number: string, size: number): string | undefined {
+  const name = [`${number}.ldb`, `${number}.sst`].find((f) => fs.existsSync(path.join(dir, f)));
+  if (name === undefined) return `table file ${number}.ldb is missing`;
+  const tail = Buffer.alloc(8);
+  let actual: number;
+  try {
+    const fd = fs.openSync(path.join(dir, name), 'r');
     try {
+      actual = fs.fstatSync(fd).size;
       fs.readSync(fd, tail, 0, 8, Math.max(0, actual - 8));
     } finally {
       fs.closeSync(fd);
     }
-    if (!tail.equals(TABLE_MAGIC)) problems.push(`table file ${name} has no valid footer`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return `table file ${name} is missing`;
+    throw err;
   }
-  return problems;
+  if (actual !== size) return `table file ${name} has ${actual} bytes, the manifest says ${size}`;
+  if (!tail.equals(TABLE_MAGIC)) return `table file ${name} has no valid footer`;
+  return undefined;
 }
 
 export function readMarker(dir: string): StoreMarker | undefined {
