@@ -61,7 +61,7 @@ export function storeDamaged(dir: string, problems: readonly string[], cause?: u
 
 export async function openLevel(dir: string, options: OpenLevelOptions): Promise<OpenedLevel> {
   const dirAbs = path.resolve(dir);
-  fs.mkdirSync(dirAbs, { recursive: true });
+  createDirectory(dirAbs);
   const created = fs.readdirSync(dirAbs).length === 0;
   const marker = readMarker(dirAbs);
   if (marker?.damaged !== undefined && !options.repair) {
@@ -107,6 +107,32 @@ export async function openLevel(dir: string, options: OpenLevelOptions): Promise
     throw storeDamaged(dirAbs, problems);
   }
   return { db, dir: dirAbs, created, repaired, salvage: [...salvage, ...problems], marker };
+}
+
+/**
+ * Creates `dir` and its missing parents one level at a time. Node's recursive mkdirSync spins
+ * forever, deaf to signals, where the kernel refuses the first missing level with ENOENT (under
+ * /proc or /sys); this fails with the path and the reason instead.
+ */
+function createDirectory(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !fs.existsSync(d); d = path.dirname(d)) {
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw new DsatError(
+        'FAILED_PRECONDITION',
+        'DATA_DIR_UNUSABLE',
+        `the status store directory ${dir} cannot be created: ${describe(err)}`,
+        { cause: err, metadata: { dir } },
+      );
+    }
+  }
 }
 
 async function openWithLockWait(

@@ -50,6 +50,15 @@ describe('opening the store', () => {
     expect(again.openReport.created).toBe(false);
   });
 
+  it('fails with DATA_DIR_UNUSABLE naming a directory the kernel will not create', async () => {
+    // Node's recursive mkdir never returns here (ENOENT from /proc for the first missing level).
+    const dir = '/proc/dsat-store/status';
+    const err = await openError({ dir });
+    expect(err).toMatchObject({ kind: 'FAILED_PRECONDITION', reason: 'DATA_DIR_UNUSABLE' });
+    expect(err.message).toContain(dir);
+    expect(err.message).toContain('ENOENT');
+  });
+
   it('fails fast with LEVEL_LOCKED naming the directory when the store is open', async () => {
     const first = await open();
     await createTask(first, 'a');
