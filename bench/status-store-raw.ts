@@ -62,7 +62,6 @@ function write(
     payload: extra?.payload,
     progress: undefined,
     create: extra?.create,
-    branchId: '',
     asyncToken: '',
     fanOutStages: [],
   };

@@ -49,8 +49,6 @@ export interface TaskContext {
   readonly attempt: number;
   readonly pipeline: string;
   readonly pipelineVersion: number;
-  /** Always "": a fan-out branch is a task of its own (see parentTaskId). */
-  readonly branchId: string;
   /** The task whose fan-out started this one as a branch; "" for a submitted task. */
   readonly parentTaskId: string;
   readonly priority: number;
@@ -535,7 +533,6 @@ export function createWorker(options: WorkerOptions): Worker {
       attempt: a.attempt,
       pipeline: a.pipeline,
       pipelineVersion: a.pipelineVersion,
-      branchId: a.branchId,
       parentTaskId: a.parentTaskId,
       priority: a.priority,
       hops: a.hops,
@@ -546,7 +543,6 @@ export function createWorker(options: WorkerOptions): Worker {
         taskId: a.taskId,
         stage: a.stage,
         attempt: a.attempt,
-        branchId: a.branchId,
       }),
       traceparent: a.traceparent,
       get signal() {

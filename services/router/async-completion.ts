@@ -89,7 +89,6 @@ export async function completeAsync(
     const w = transitionWrite(
       ids(),
       parts.taskId,
-      parts.branchId,
       TaskState.TASK_STATE_WAITING,
       parts.attempt,
       TaskState.TASK_STATE_FAILED,
@@ -104,7 +103,6 @@ export async function completeAsync(
     plan = planStageDone(
       {
         taskId: parts.taskId,
-        branchId: parts.branchId,
         pipeline,
         stage,
         attempt: parts.attempt,
@@ -142,7 +140,6 @@ export async function completeAsync(
     for (const { taskId, parentTaskId, next } of queued) {
       options.accept({
         taskId,
-        branchId: '',
         pipeline,
         stage: next.stage,
         attempt: 1,

@@ -6,7 +6,7 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { knownContentType } from '../shared/content-types';
 import type { Logger } from '../shared/logger';
 import type { HeldTaskInit, WorkerLink } from './held-task';
-import { attemptKey, HeldTask, taskKey } from './held-task';
+import { attemptKey, HeldTask } from './held-task';
 import type { CompiledStage } from './pipeline-registry';
 import { ReadyQueue } from './ready-queue';
 import type { FailurePlan } from './retry-policy';
@@ -170,14 +170,13 @@ export class Dispatcher {
    * on at once, without a worker.
    */
   enqueue(init: HeldTaskInit): boolean {
-    const key = taskKey(init.taskId, init.branchId);
-    const existing = this.held.get(key);
+    const existing = this.held.get(init.taskId);
     if (existing) {
       if (existing.stage.name === init.stage.name && existing.attempt >= init.attempt) return false;
-      this.drop(key, CANCEL_REASONS.superseded);
+      this.drop(init.taskId, CANCEL_REASONS.superseded);
     }
     const t = new HeldTask(init);
-    this.held.set(key, t);
+    this.held.set(init.taskId, t);
     if (t.stage.publish) {
       this.publish(t);
       return true;
@@ -199,9 +198,9 @@ export class Dispatcher {
     this.requeue(new HeldTask(init), from, reason);
   }
 
-  /** Whether the task (or branch) is held, at which stage and attempt. */
-  holding(taskId: string, branchId = ''): { stage: string; attempt: number } | undefined {
-    const t = this.held.get(taskKey(taskId, branchId));
+  /** Whether the task is held, at which stage and attempt. */
+  holding(taskId: string): { stage: string; attempt: number } | undefined {
+    const t = this.held.get(taskId);
     return t && { stage: t.stage.name, attempt: t.attempt };
   }
 
@@ -210,11 +209,11 @@ export class Dispatcher {
    * queue, or its worker is told to abort (`reason`). A report being written is left to its write,
    * which the store will refuse.
    */
-  drop(key: string, reason: string): boolean {
-    const t = this.held.get(key);
+  drop(taskId: string, reason: string): boolean {
+    const t = this.held.get(taskId);
     if (!t) return false;
     if (t.phase === 'reporting') return false;
-    this.held.delete(key);
+    this.held.delete(taskId);
     if (t.phase === 'queued') {
       this.stages.get(t.stage.name)?.queue.remove(t);
       return true;
@@ -327,7 +326,6 @@ export class Dispatcher {
       transitionWrite(
         ids.next(),
         t.taskId,
-        t.branchId,
         TaskState.TASK_STATE_QUEUED,
         t.attempt,
         TaskState.TASK_STATE_DISPATCHED,
@@ -342,7 +340,6 @@ export class Dispatcher {
       transitionWrite(
         ids.next(),
         t.taskId,
-        t.branchId,
         TaskState.TASK_STATE_DISPATCHED,
         t.attempt,
         TaskState.TASK_STATE_RUNNING,
@@ -358,12 +355,12 @@ export class Dispatcher {
   /** The store refused a dispatch: the task moved meanwhile (cancelled, say); abort the attempt. */
   private readonly onDispatchOutcome = (o: TransitionOutcome, t: HeldTask) => {
     if (o.code === 0 || o.code === 14) return;
-    if (this.held.get(t.key) !== t || t.phase !== 'running') return;
+    if (this.held.get(t.taskId) !== t || t.phase !== 'running') return;
     this.logger.debug(
       { taskId: t.taskId, attempt: t.attempt, reason: o.reason },
       'dispatch refused by the store; aborting the attempt',
     );
-    this.drop(t.key, CANCEL_REASONS.dispatchRefused);
+    this.drop(t.taskId, CANCEL_REASONS.dispatchRefused);
   };
 
   /** Takes a running attempt off its stream's books (credit was used; the worker re-grants). */
@@ -380,7 +377,7 @@ export class Dispatcher {
     from: TaskState.TASK_STATE_RUNNING | TaskState.TASK_STATE_DISPATCHED,
     reason: string,
   ) {
-    if (this.held.get(t.key) === t) this.held.delete(t.key);
+    if (this.held.get(t.taskId) === t) this.held.delete(t.taskId);
     this.remember(t, false, 'STALE_ATTEMPT');
     const plan = planRequeue(t, from, reason, t.link?.workerId ?? '', this.ids.next);
     if (plan.kind !== 'requeued') {
@@ -389,8 +386,8 @@ export class Dispatcher {
       return;
     }
     const next = t.nextAttempt();
-    if (!this.held.has(next.key) && !this.stopped) {
-      this.held.set(next.key, next);
+    if (!this.held.has(next.taskId) && !this.stopped) {
+      this.held.set(next.taskId, next);
       this.stage(next.stage.name).queue.push(next);
       this.scheduleDispatch();
     }
@@ -399,7 +396,7 @@ export class Dispatcher {
 
   private readonly onRequeueOutcome = (o: TransitionOutcome, t: HeldTask) => {
     if (o.code === 0 || o.code === 14) return;
-    if (this.held.get(t.key) === t) this.drop(t.key, CANCEL_REASONS.dispatchRefused);
+    if (this.held.get(t.taskId) === t) this.drop(t.taskId, CANCEL_REASONS.dispatchRefused);
   };
 
   // ---- PUBLISH --------------------------------------------------------------------------------
@@ -556,7 +553,6 @@ export class Dispatcher {
       const w = transitionWrite(
         this.ids.next(),
         t.taskId,
-        '',
         refused.expectedState,
         t.attempt,
         TaskState.TASK_STATE_FAILED,
@@ -577,7 +573,7 @@ export class Dispatcher {
     }
     const accepted = first.code === 0;
     const reason = accepted ? '' : first.reason || 'REFUSED';
-    if (this.held.get(t.key) === t) this.held.delete(t.key);
+    if (this.held.get(t.taskId) === t) this.held.delete(t.taskId);
     if (report.link !== undefined) {
       t.link?.holding.delete(t.attemptKey);
       const entry = { taskId: t.taskId, attempt: t.attempt, accepted, reason };
@@ -623,7 +619,6 @@ export class Dispatcher {
   ): HeldTaskInit {
     return {
       taskId,
-      branchId: '',
       pipeline: t.pipeline,
       stage: n.stage,
       attempt: 1,
@@ -669,7 +664,7 @@ export class Dispatcher {
     this.leaseLosses++;
     const plan = planLeaseLost(t, link.workerId, this.ids.next);
     for (const w of plan.writes) this.writer.write(w);
-    this.held.delete(t.key);
+    this.held.delete(t.taskId);
     this.release(t);
     this.remember(t, false, CANCEL_REASONS.leaseLost);
     this.stage(t.stage.name).stats.finished(false);
@@ -686,7 +681,6 @@ export class Dispatcher {
     const w = transitionWrite(
       this.ids.next(),
       t.taskId,
-      t.branchId,
       TaskState.TASK_STATE_RUNNING,
       t.attempt,
       TaskState.TASK_STATE_RUNNING,

@@ -7,7 +7,6 @@ import type { Logger } from '../shared/logger';
 import type { Dispatcher } from './dispatcher';
 import { CANCEL_REASONS } from './dispatcher';
 import type { HeldTaskInit } from './held-task';
-import { taskKey } from './held-task';
 import type { PipelineRegistry } from './pipeline-registry';
 import type { TransitionIds } from './transition-write';
 
@@ -81,7 +80,7 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
         })
         .finally(() => {
           reading--;
-          waiting.delete(taskKey(e.taskId, e.branchId));
+          waiting.delete(e.taskId);
           pump();
         });
     }
@@ -98,7 +97,7 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
   }
 
   function schedule(e: Transition, delayMs: number) {
-    const key = taskKey(e.taskId, e.branchId);
+    const key = e.taskId;
     if (waiting.has(key)) {
       waiting.set(key, e);
       return;
@@ -115,8 +114,8 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
 
   /** Reads a task announced QUEUED and holds it if it still is, at a stage served here. */
   async function lookup(announced: Transition) {
-    const e = waiting.get(taskKey(announced.taskId, announced.branchId)) ?? announced;
-    const held = dispatcher.holding(e.taskId, e.branchId);
+    const e = waiting.get(announced.taskId) ?? announced;
+    const held = dispatcher.holding(e.taskId);
     if (held && held.stage === e.stage && held.attempt >= e.attempt) return;
     const task = await options.readTask(e.taskId);
     if (task === undefined) return;
@@ -131,7 +130,6 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
     }
     const init: HeldTaskInit = {
       taskId: task.taskId,
-      branchId: e.branchId,
       pipeline,
       stage: s,
       attempt,
@@ -153,12 +151,12 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
   function handle(transitions: readonly Transition[]) {
     for (const e of transitions) {
       if (options.ids.isOwn(e.transitionId) || !options.serves(e.stage)) continue;
-      const held = dispatcher.holding(e.taskId, e.branchId);
+      const held = dispatcher.holding(e.taskId);
       // Old news about an attempt this router already replaced.
       if (held && held.stage === e.stage && e.attempt < held.attempt) continue;
       if (e.toState === TaskState.TASK_STATE_QUEUED) {
         if (held && held.stage === e.stage && held.attempt === e.attempt) continue;
-        if (held) dispatcher.drop(taskKey(e.taskId, e.branchId), CANCEL_REASONS.superseded);
+        if (held) dispatcher.drop(e.taskId, CANCEL_REASONS.superseded);
         schedule(e, FORWARDED_REASONS.has(e.reason) ? graceMs : 0);
         continue;
       }
@@ -167,7 +165,7 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
         e.toState === TaskState.TASK_STATE_CANCELLED
           ? CANCEL_REASONS.requested
           : e.reason || 'TIMED_OUT';
-      dispatcher.drop(taskKey(e.taskId, e.branchId), reason);
+      dispatcher.drop(e.taskId, reason);
     }
   }
 

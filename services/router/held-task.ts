@@ -27,10 +27,6 @@ export interface WorkerLink {
 /** Where a held task is: waiting in its queue, on a worker, or being written after a report. */
 export type TaskPhase = 'queued' | 'running' | 'reporting';
 
-export function taskKey(taskId: string, branchId: string): string {
-  return branchId === '' ? taskId : `${taskId}/${branchId}`;
-}
-
 /** An attempt as reports name it (a fan-out branch is a task of its own, with its own id). */
 export function attemptKey(taskId: string, attempt: number): string {
   return `${taskId}:${attempt}`;
@@ -38,7 +34,6 @@ export function attemptKey(taskId: string, attempt: number): string {
 
 export interface HeldTaskInit {
   readonly taskId: string;
-  readonly branchId: string;
   readonly pipeline: CompiledPipeline;
   readonly stage: CompiledStage;
   readonly attempt: number;
@@ -53,10 +48,8 @@ export interface HeldTaskInit {
 
 /** A task this router holds at one of its stages, for one attempt. */
 export class HeldTask implements Queueable {
-  readonly key: string;
   readonly attemptKey: string;
   readonly taskId: string;
-  readonly branchId: string;
   readonly pipeline: CompiledPipeline;
   readonly stage: CompiledStage;
   readonly attempt: number;
@@ -78,10 +71,8 @@ export class HeldTask implements Queueable {
   repeats = 0;
 
   constructor(init: HeldTaskInit) {
-    this.key = taskKey(init.taskId, init.branchId);
     this.attemptKey = attemptKey(init.taskId, init.attempt);
     this.taskId = init.taskId;
-    this.branchId = init.branchId;
     this.pipeline = init.pipeline;
     this.stage = init.stage;
     this.attempt = init.attempt;
@@ -97,7 +88,6 @@ export class HeldTask implements Queueable {
   nextAttempt(): HeldTask {
     return new HeldTask({
       taskId: this.taskId,
-      branchId: this.branchId,
       pipeline: this.pipeline,
       stage: this.stage,
       attempt: this.attempt + 1,
@@ -120,7 +110,6 @@ export class HeldTask implements Queueable {
       input: this.input,
       deadline: this.deadline,
       traceparent,
-      branchId: this.branchId,
       progress: this.progress,
       pipelineVersion: this.pipeline.version,
       priority: this.priority,

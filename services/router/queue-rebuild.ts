@@ -66,7 +66,6 @@ async function adopt(
       throw new Error(`stage ${task.stage} is not in ${task.pipeline} v${task.pipelineVersion}`);
     init = {
       taskId: task.taskId,
-      branchId: '',
       pipeline,
       stage,
       attempt: task.attempt,

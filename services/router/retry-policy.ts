@@ -7,7 +7,6 @@ import { transitionWrite, withError } from './transition-write';
 /** An attempt that ended without a result. */
 export interface EndedAttempt {
   readonly taskId: string;
-  readonly branchId: string;
   readonly stage: CompiledStage;
   readonly attempt: number;
   readonly progress: TaskProgress | undefined;
@@ -47,7 +46,6 @@ function move(
   return transitionWrite(
     transitionId(),
     a.taskId,
-    a.branchId,
     from,
     a.attempt,
     to,

@@ -82,7 +82,6 @@ export function createRouterService(
           if (!pipeline || !stage) continue;
           const init: HeldTaskInit = {
             taskId: a.taskId,
-            branchId: a.branchId,
             pipeline,
             stage,
             attempt: a.attempt,

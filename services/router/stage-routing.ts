@@ -9,7 +9,6 @@ import { transitionWrite } from './transition-write';
 /** The attempt a stage finished: where the task is, and what the stage made. */
 export interface FinishedAttempt {
   readonly taskId: string;
-  readonly branchId: string;
   readonly pipeline: CompiledPipeline;
   readonly stage: CompiledStage;
   readonly attempt: number;
@@ -90,12 +89,11 @@ export function planStageDone(
   workerId: string,
   transitionId: () => string,
 ): StagePlan {
-  const { stage, taskId, branchId, attempt } = done;
+  const { stage, taskId, attempt } = done;
   if (stage.async && from === TaskState.TASK_STATE_RUNNING) {
     const w = transitionWrite(
       transitionId(),
       taskId,
-      branchId,
       from,
       attempt,
       TaskState.TASK_STATE_WAITING,
@@ -104,7 +102,7 @@ export function planStageDone(
       workerId,
       REASONS.asyncWait,
     );
-    w.asyncToken = asyncToken({ taskId, stage: stage.name, attempt, branchId });
+    w.asyncToken = asyncToken({ taskId, stage: stage.name, attempt });
     return { kind: 'waiting', writes: [w], next: NO_NEXT };
   }
   const moved =
@@ -134,7 +132,6 @@ export function planStageDone(
     const w = transitionWrite(
       transitionId(),
       taskId,
-      branchId,
       from,
       attempt,
       TaskState.TASK_STATE_SUCCEEDED,
@@ -175,7 +172,6 @@ export function planStageDone(
   const w = transitionWrite(
     transitionId(),
     taskId,
-    branchId,
     from,
     attempt,
     TaskState.TASK_STATE_QUEUED,
@@ -202,7 +198,6 @@ function failPlan(
   const w = transitionWrite(
     transitionId(),
     done.taskId,
-    done.branchId,
     from,
     done.attempt,
     TaskState.TASK_STATE_FAILED,

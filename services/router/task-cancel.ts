@@ -3,7 +3,6 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
 import type { Dispatcher } from './dispatcher';
 import { CANCEL_REASONS } from './dispatcher';
-import { taskKey } from './held-task';
 import type { StatusWriter } from './status-writer';
 import type { TransitionIds } from './transition-write';
 import { stateName, TERMINAL, transitionWrite } from './transition-write';
@@ -92,7 +91,6 @@ async function cancelOne(options: TaskCancelOptions, first: Task, why: string): 
     const w = transitionWrite(
       options.ids.next(),
       taskId,
-      '',
       task.state,
       task.attempt,
       TaskState.TASK_STATE_CANCELLED,
@@ -104,7 +102,7 @@ async function cancelOne(options: TaskCancelOptions, first: Task, why: string): 
     w.error = { code: 'CANCELLED', message: why, retryable: false, details: {} };
     const [o] = await options.writer.commit([w]);
     if (o!.code === 0) {
-      options.dispatcher.drop(taskKey(taskId, ''), CANCEL_REASONS.requested);
+      options.dispatcher.drop(taskId, CANCEL_REASONS.requested);
       return (await options.readTask(taskId)) ?? { ...task, state: TaskState.TASK_STATE_CANCELLED };
     }
     if (o!.code !== 9) {

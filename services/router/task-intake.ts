@@ -188,7 +188,6 @@ export class TaskIntake {
         priority: checked.priority,
         traceparent,
       },
-      branchId: '',
       asyncToken: '',
       fanOutStages: [],
     };
@@ -200,7 +199,6 @@ export class TaskIntake {
     if (o.code === 0 && !o.duplicate && o.taskId === ctx.taskId) {
       this.options.accept({
         taskId: ctx.taskId,
-        branchId: '',
         pipeline: ctx.pipeline,
         stage: ctx.pipeline.entry,
         attempt: 1,

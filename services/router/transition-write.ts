@@ -13,7 +13,6 @@ const NO_STAGES: string[] = [];
 export function transitionWrite(
   transitionId: string,
   taskId: string,
-  branchId: string,
   expectedState: TaskState,
   expectedAttempt: number,
   toState: TaskState,
@@ -36,7 +35,6 @@ export function transitionWrite(
     payload: undefined,
     progress: undefined,
     create: undefined,
-    branchId,
     asyncToken: '',
     fanOutStages: NO_STAGES,
   };

@@ -174,7 +174,6 @@ export function toTransition(
     pipeline: task.pipeline,
     traceId: task.traceId,
     error: e.error,
-    branchId: '',
     payload: e.payload,
     transitionId: e.transitionId,
     parentTaskId: task.parentTaskId,

@@ -38,12 +38,6 @@ export function validateWrite(w: TransitionWrite): void {
       throw invalidArgument('fan_out_stages', `${JSON.stringify(stage)} is not a stage name`);
     }
   }
-  if (w.branchId !== '') {
-    throw invalidArgument(
-      'branch_id',
-      'must be empty: a fan-out branch is a task of its own, written by its task_id',
-    );
-  }
 }
 
 export function validateCreate(w: TransitionWrite): void {

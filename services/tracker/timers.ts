@@ -53,10 +53,9 @@ const TERMINAL = new Set<TaskState>([
   S.TASK_STATE_CANCELLED,
 ]);
 
-/** One armed timer of one task branch. */
+/** One armed timer of one task. */
 export interface ArmedTimer {
   readonly taskId: string;
-  readonly branchId: string;
   readonly pipeline: string;
   readonly version: number;
   readonly stage: string;
@@ -68,7 +67,7 @@ export interface ArmedTimer {
   readonly durationMs: number;
   /** The revision of the transition that armed it; it makes the write's transition ids unique. */
   readonly armRevision: number;
-  /** The revision of the last transition of the branch the tracker has folded in. */
+  /** The revision of the last transition of the task the tracker has folded in. */
   revision: number;
   /** The error carried by a TIMED_OUT that awaits its follow-up. */
   readonly error: TaskError | undefined;
@@ -107,8 +106,8 @@ export interface TaskTimers {
   reset(): void;
   /** Marks a task as pinned to a pipeline version (the tracker learned it from a record). */
   pin(taskId: string, version: number): void;
-  /** The armed timer of a task branch. */
-  armed(taskId: string, branchId?: string): (ArmedTimer & { readonly at: number }) | undefined;
+  /** The armed timer of a task. */
+  armed(taskId: string): (ArmedTimer & { readonly at: number }) | undefined;
   readonly size: number;
   readonly stats: Readonly<TimerStats>;
   /** Stops the timer and waits for the writes in flight. */
@@ -127,8 +126,6 @@ export interface TaskTimersOptions {
   /** How long a TIMED_OUT may wait for its writer's follow-up before the tracker settles it. */
   readonly settleGraceMs?: number;
 }
-
-const branchKey = (taskId: string, branchId: string) => `${taskId}\u0000${branchId}`;
 
 /**
  * The tracker's timers, driven by the status feed.
@@ -169,7 +166,7 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     pins.get(taskId) ?? catalog.latestVersion(pipeline);
 
   const arm = (timer: ArmedTimer, at: number) => {
-    scheduler.arm(branchKey(timer.taskId, timer.branchId), at, timer);
+    scheduler.arm(timer.taskId, at, timer);
   };
 
   /** The deadline a state arms, with the policy's duration; undefined when none applies. */
@@ -205,15 +202,14 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     if (t.toState === S.TASK_STATE_SUBMITTED) return;
     const skipUpTo = restored.get(t.taskId);
     if (skipUpTo !== undefined && t.revision <= skipUpTo) return;
-    const key = branchKey(t.taskId, t.branchId);
-    const current = scheduler.get(key)?.value;
+    const current = scheduler.get(t.taskId)?.value;
     if (current !== undefined && t.revision <= current.revision) return;
     if (t.fromState === S.TASK_STATE_SUBMITTED)
       pins.set(t.taskId, catalog.latestVersion(t.pipeline));
 
     if (TERMINAL.has(t.toState)) {
-      scheduler.disarm(key);
-      if (t.branchId === '') pins.delete(t.taskId);
+      scheduler.disarm(t.taskId);
+      pins.delete(t.taskId);
       return;
     }
     // RUNNING after DISPATCHED continues the same start-to-close deadline.
@@ -231,13 +227,12 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     const policy = catalog.policy(t.pipeline, version, t.stage);
     const deadline = deadlineFor(t.toState, policy, t.attempt, true);
     if (deadline === undefined) {
-      scheduler.disarm(key);
+      scheduler.disarm(t.taskId);
       return;
     }
     arm(
       {
         taskId: t.taskId,
-        branchId: t.branchId,
         pipeline: t.pipeline,
         version,
         stage: t.stage,
@@ -264,7 +259,6 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     arm(
       {
         taskId: task.taskId,
-        branchId: '',
         pipeline: task.pipeline,
         version: task.pipelineVersion,
         stage: task.stage,
@@ -334,14 +328,13 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     payload: undefined,
     progress: undefined,
     create: undefined,
-    branchId: timer.branchId,
     asyncToken: '',
     fanOutStages: [],
   });
 
   const plan = (timer: ArmedTimer): TransitionWrite[] => {
     const id = (...more: string[]) =>
-      trackerTransitionId(timer.kind, timer.taskId, timer.branchId, timer.armRevision, ...more);
+      trackerTransitionId(timer.kind, timer.taskId, timer.armRevision, ...more);
     const policy = catalog.policy(timer.pipeline, timer.version, timer.stage);
     switch (timer.kind) {
       case 'retry':
@@ -452,8 +445,8 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     pin(taskId, version) {
       if (version > 0) pins.set(taskId, version);
     },
-    armed(taskId, branchId = '') {
-      const d = scheduler.get(branchKey(taskId, branchId));
+    armed(taskId) {
+      const d = scheduler.get(taskId);
       return d === undefined ? undefined : { ...d.value, at: d.at };
     },
     get size() {

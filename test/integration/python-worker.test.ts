@@ -206,7 +206,6 @@ const assignment = (taskId: string, attempt: number, data: Buffer): Assignment =
   input: { data, contentType: 'application/json' },
   deadline: undefined,
   traceparent: '',
-  branchId: '',
   progress: undefined,
   pipelineVersion: 1,
   priority: 0,

@@ -20,7 +20,6 @@ function t(ms: number, toState: TaskState, stage: string): Transition {
     pipeline: 'p',
     traceId: '',
     error: undefined,
-    branchId: '',
     payload: undefined,
     transitionId: '',
     parentTaskId: '',

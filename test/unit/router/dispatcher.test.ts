@@ -101,7 +101,6 @@ function setup() {
   });
   const task = (i: number, stage = 's1'): HeldTaskInit => ({
     taskId: `t${i}`,
-    branchId: '',
     pipeline: pipe,
     stage: pipe.stages.get(stage)!,
     attempt: 1,

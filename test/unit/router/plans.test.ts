@@ -3,7 +3,7 @@ import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { compilePipeline } from '../../../services/router/pipeline-registry';
 import { planFailure, planLeaseLost, planRequeue } from '../../../services/router/retry-policy';
 import { planPublish, planStageDone } from '../../../services/router/stage-routing';
-import { parseAsyncToken } from '../../../services/shared/async-token';
+import { asyncToken, parseAsyncToken } from '../../../services/shared/async-token';
 import { pipeline } from '../../helpers/router-mesh';
 
 const S = TaskState;
@@ -23,7 +23,6 @@ const p = compilePipeline({
 });
 const at = (stage: string, attempt = 1, hops = 0) => ({
   taskId: 'task-1',
-  branchId: '',
   pipeline: p,
   stage: p.stages.get(stage)!,
   attempt,
@@ -96,7 +95,6 @@ describe('where a finished stage sends its task', () => {
       taskId: 'task-1',
       stage: 'c',
       attempt: 2,
-      branchId: '',
     });
     const resumed = planStageDone(at('c', 2), S.TASK_STATE_WAITING, out, [], '', ids);
     expect(resumed.writes[0]).toMatchObject({
@@ -105,6 +103,15 @@ describe('where a finished stage sends its task', () => {
       stage: 'd',
       reason: 'ASYNC_COMPLETED',
     });
+  });
+
+  it('an ASYNC token is read from its end, so task ids may hold colons; anything else is no token', () => {
+    const parts = { taskId: 'orders:eu:7', stage: 'await-payment', attempt: 12 };
+    expect(asyncToken(parts)).toBe('orders:eu:7:await-payment:12');
+    expect(parseAsyncToken(asyncToken(parts))).toEqual(parts);
+    for (const bad of ['', 'a:b', 'a:b:0', 'a:b:x', ':b:1', 'a::1', 'a:b:1:', 'a:b:1234567890']) {
+      expect(parseAsyncToken(bad)).toBeUndefined();
+    }
   });
 
   it('a PUBLISH stage moves on from QUEUED and sends no payload (the store republishes its input)', () => {

@@ -33,15 +33,7 @@ class FakeStream extends EventEmitter {
 }
 
 const w = (id: string) =>
-  transitionWrite(
-    id,
-    'task',
-    '',
-    TaskState.TASK_STATE_QUEUED,
-    1,
-    TaskState.TASK_STATE_DISPATCHED,
-    1,
-  );
+  transitionWrite(id, 'task', TaskState.TASK_STATE_QUEUED, 1, TaskState.TASK_STATE_DISPATCHED, 1);
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('the status write stream', () => {

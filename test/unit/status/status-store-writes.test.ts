@@ -401,7 +401,6 @@ describe('malformed writes', () => {
     ['reason', { reason: 'lower case' }],
     ['fan_out_stages', { fanOutStages: ['b'] }],
     ['fan_out_stages', { toState: S.TASK_STATE_CANCELLED, fanOutStages: ['Not A Stage'] }],
-    ['branch_id', { branchId: 'b1' }],
     ['expected_state', { expectedState: S.TASK_STATE_UNSPECIFIED }],
   ])('refuses a bad %s with code 3, writing nothing', async (field, fields) => {
     const store = await open();

@@ -300,8 +300,6 @@ export interface Assignment {
     | undefined;
   /** The W3C traceparent that parents the attempt's span. */
   traceparent: string;
-  /** The branch, "" for the root branch. */
-  branchId: string;
   /** The progress a previous attempt reported, to resume from. */
   progress:
     | TaskProgress
@@ -3051,7 +3049,6 @@ function createBaseAssignment(): Assignment {
     input: undefined,
     deadline: undefined,
     traceparent: "",
-    branchId: "",
     progress: undefined,
     pipelineVersion: 0,
     priority: 0,
@@ -3082,9 +3079,6 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.traceparent !== "") {
       writer.uint32(58).string(message.traceparent);
-    }
-    if (message.branchId !== "") {
-      writer.uint32(66).string(message.branchId);
     }
     if (message.progress !== undefined) {
       TaskProgress.encode(message.progress, writer.uint32(74).fork()).join();
@@ -3173,14 +3167,6 @@ export const Assignment: MessageFns<Assignment> = {
             message.traceparent = reader.string();
             continue;
           }
-          case 8: {
-            if (tag !== 66) {
-              break;
-            }
-
-            message.branchId = reader.string();
-            continue;
-          }
           case 9: {
             if (tag !== 74) {
               break;
@@ -3246,11 +3232,6 @@ export const Assignment: MessageFns<Assignment> = {
       input: isSet(object.input) ? Payload.fromJSON(object.input) : undefined,
       deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
       traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
-      branchId: isSet(object.branchId)
-        ? globalThis.String(object.branchId)
-        : isSet(object.branch_id)
-        ? globalThis.String(object.branch_id)
-        : "",
       progress: isSet(object.progress) ? TaskProgress.fromJSON(object.progress) : undefined,
       pipelineVersion: isSet(object.pipelineVersion)
         ? globalThis.Number(object.pipelineVersion)
@@ -3290,9 +3271,6 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.traceparent !== "") {
       obj.traceparent = message.traceparent;
     }
-    if (message.branchId !== "") {
-      obj.branchId = message.branchId;
-    }
     if (message.progress !== undefined) {
       obj.progress = TaskProgress.toJSON(message.progress);
     }
@@ -3325,7 +3303,6 @@ export const Assignment: MessageFns<Assignment> = {
       : undefined;
     message.deadline = object.deadline ?? undefined;
     message.traceparent = object.traceparent ?? "";
-    message.branchId = object.branchId ?? "";
     message.progress = (object.progress !== undefined && object.progress !== null)
       ? TaskProgress.fromPartial(object.progress)
       : undefined;

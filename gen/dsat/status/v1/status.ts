@@ -216,11 +216,6 @@ export interface TransitionWrite {
   create:
     | NewTask
     | undefined;
-  /**
-   * Reserved for branches kept inside one task; must be empty, since every branch runs as a task of
-   * its own (see dsat.task.v1.TaskBranch) and is written by its own task_id.
-   */
-  branchId: string;
   /** The token an ASYNC stage waits for, when moving to WAITING. */
   asyncToken: string;
   /**
@@ -1695,7 +1690,6 @@ function createBaseTransitionWrite(): TransitionWrite {
     payload: undefined,
     progress: undefined,
     create: undefined,
-    branchId: "",
     asyncToken: "",
     fanOutStages: [],
   };
@@ -1741,9 +1735,6 @@ export const TransitionWrite: MessageFns<TransitionWrite> = {
     }
     if (message.create !== undefined) {
       NewTask.encode(message.create, writer.uint32(106).fork()).join();
-    }
-    if (message.branchId !== "") {
-      writer.uint32(114).string(message.branchId);
     }
     if (message.asyncToken !== "") {
       writer.uint32(122).string(message.asyncToken);
@@ -1871,14 +1862,6 @@ export const TransitionWrite: MessageFns<TransitionWrite> = {
             message.create = NewTask.decode(reader, reader.uint32());
             continue;
           }
-          case 14: {
-            if (tag !== 114) {
-              break;
-            }
-
-            message.branchId = reader.string();
-            continue;
-          }
           case 15: {
             if (tag !== 122) {
               break;
@@ -1946,11 +1929,6 @@ export const TransitionWrite: MessageFns<TransitionWrite> = {
       payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
       progress: isSet(object.progress) ? TaskProgress.fromJSON(object.progress) : undefined,
       create: isSet(object.create) ? NewTask.fromJSON(object.create) : undefined,
-      branchId: isSet(object.branchId)
-        ? globalThis.String(object.branchId)
-        : isSet(object.branch_id)
-        ? globalThis.String(object.branch_id)
-        : "",
       asyncToken: isSet(object.asyncToken)
         ? globalThis.String(object.asyncToken)
         : isSet(object.async_token)
@@ -2005,9 +1983,6 @@ export const TransitionWrite: MessageFns<TransitionWrite> = {
     if (message.create !== undefined) {
       obj.create = NewTask.toJSON(message.create);
     }
-    if (message.branchId !== "") {
-      obj.branchId = message.branchId;
-    }
     if (message.asyncToken !== "") {
       obj.asyncToken = message.asyncToken;
     }
@@ -2043,7 +2018,6 @@ export const TransitionWrite: MessageFns<TransitionWrite> = {
     message.create = (object.create !== undefined && object.create !== null)
       ? NewTask.fromPartial(object.create)
       : undefined;
-    message.branchId = object.branchId ?? "";
     message.asyncToken = object.asyncToken ?? "";
     message.fanOutStages = object.fanOutStages?.map((e) => e) || [];
     return message;

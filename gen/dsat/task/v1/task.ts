@@ -285,8 +285,6 @@ export interface Transition {
   error:
     | TaskError
     | undefined;
-  /** Always empty: a fan-out branch is a task of its own, and its transitions name it by task_id. */
-  branchId: string;
   /** The payload published by a PUBLISH stage, or the final output on SUCCEEDED. Empty otherwise. */
   payload:
     | Payload
@@ -1365,7 +1363,6 @@ function createBaseTransition(): Transition {
     pipeline: "",
     traceId: "",
     error: undefined,
-    branchId: "",
     payload: undefined,
     transitionId: "",
     parentTaskId: "",
@@ -1412,9 +1409,6 @@ export const Transition: MessageFns<Transition> = {
     }
     if (message.error !== undefined) {
       TaskError.encode(message.error, writer.uint32(106).fork()).join();
-    }
-    if (message.branchId !== "") {
-      writer.uint32(114).string(message.branchId);
     }
     if (message.payload !== undefined) {
       Payload.encode(message.payload, writer.uint32(122).fork()).join();
@@ -1545,14 +1539,6 @@ export const Transition: MessageFns<Transition> = {
             message.error = TaskError.decode(reader, reader.uint32());
             continue;
           }
-          case 14: {
-            if (tag !== 114) {
-              break;
-            }
-
-            message.branchId = reader.string();
-            continue;
-          }
           case 15: {
             if (tag !== 122) {
               break;
@@ -1624,11 +1610,6 @@ export const Transition: MessageFns<Transition> = {
         ? globalThis.String(object.trace_id)
         : "",
       error: isSet(object.error) ? TaskError.fromJSON(object.error) : undefined,
-      branchId: isSet(object.branchId)
-        ? globalThis.String(object.branchId)
-        : isSet(object.branch_id)
-        ? globalThis.String(object.branch_id)
-        : "",
       payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
       transitionId: isSet(object.transitionId)
         ? globalThis.String(object.transitionId)
@@ -1684,9 +1665,6 @@ export const Transition: MessageFns<Transition> = {
     if (message.error !== undefined) {
       obj.error = TaskError.toJSON(message.error);
     }
-    if (message.branchId !== "") {
-      obj.branchId = message.branchId;
-    }
     if (message.payload !== undefined) {
       obj.payload = Payload.toJSON(message.payload);
     }
@@ -1719,7 +1697,6 @@ export const Transition: MessageFns<Transition> = {
     message.error = (object.error !== undefined && object.error !== null)
       ? TaskError.fromPartial(object.error)
       : undefined;
-    message.branchId = object.branchId ?? "";
     message.payload = (object.payload !== undefined && object.payload !== null)
       ? Payload.fromPartial(object.payload)
       : undefined;
