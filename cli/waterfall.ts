@@ -2,6 +2,8 @@ import type { StoredSpan } from '../services/shared/span-store';
 
 const KIND_NAMES = ['', 'internal', 'server', 'client', 'producer', 'consumer'];
 
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 function ms(nanos: bigint): string {
   return `${(Number(nanos) / 1e6).toFixed(2)} ms`;
 }
@@ -43,7 +45,7 @@ export function renderWaterfall(spans: readonly StoredSpan[], width = 40): strin
   const serviceWidth = Math.max(7, ...rows.map((r) => r.s.serviceName.length));
   const services = new Set(spans.map((s) => s.serviceName));
   const lines = [
-    `trace ${spans[0]!.traceId}  ${spans.length} spans, ${services.size} services, ${ms(total)}`,
+    `trace ${spans[0]!.traceId}  ${count(spans.length, 'span')}, ${count(services.size, 'service')}, ${ms(total)}`,
     `${'span'.padEnd(labelWidth)}  ${'service'.padEnd(serviceWidth)}  ${'offset'.padStart(11)}  ${'duration'.padStart(11)}  timeline`,
   ];
   for (const { label, s } of rows) {

@@ -87,6 +87,9 @@ describe('the embedded OTLP receiver', () => {
     expect(lines[2]).toMatch(/^dsat\.submit\s+dsat-router/);
     expect(lines[3]).toMatch(/^ {2}dsat\.dispatch parse\s+dsat-router/);
     expect(lines[4]).toMatch(/^ {4}dsat\.process parse\s+dsat-worker .*█.*consumer/);
+    expect(renderWaterfall([byName.get('dsat.submit')!]).split('\n')[0]).toContain(
+      `trace ${traceId}  1 span, 1 service`,
+    );
     await Promise.all([router.shutdown(), worker.shutdown()]);
   });
 
