@@ -15,7 +15,9 @@ function jsonReplacer(_key: string, value: unknown): unknown {
   return value;
 }
 
-export function table(head: string[], rows: (string | number)[][]): string {
+/** Rows under a header; `empty`, when given, says so in words instead of an empty frame. */
+export function table(head: string[], rows: (string | number)[][], empty?: string): string {
+  if (rows.length === 0 && empty !== undefined) return empty;
   const t = new Table({ head, style: { head: [], border: [] } });
   for (const r of rows) t.push(r.map(String));
   return t.toString();

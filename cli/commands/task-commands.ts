@@ -288,6 +288,7 @@ export function taskCommands(): Command[] {
                 t.attempt,
                 t.updatedAt?.toISOString() ?? '',
               ]),
+              'no tasks match',
             ) + '\n',
           );
           if (res.nextPageToken) process.stdout.write(`more: --page-token ${res.nextPageToken}\n`);

@@ -126,6 +126,7 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
               p.stages.map((s) => s.name).join(' → '),
               p.createdAt?.toISOString() ?? '',
             ]),
+            'no pipelines yet: apply one with dsat pipelines apply FILE',
           ) + '\n',
         );
       }),
@@ -204,6 +205,7 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
               t.attempt,
               `${t.lastError?.code ?? ''} ${t.lastError?.message ?? ''}`.trim(),
             ]),
+            'no dead-lettered tasks',
           ) + '\n',
         );
       }),

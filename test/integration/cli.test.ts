@@ -101,6 +101,11 @@ describe('the dsat CLI, as a user drives it', () => {
     const dead = await dsat(['dead-letters', 'list', '--json'], env);
     expect(dead.code).toBe(0);
     expect(JSON.parse(dead.out).tasks).toEqual([]);
+    // A person reading an empty list gets words, not an empty frame.
+    expect((await dsat(['dead-letters', 'list'], env)).out.trim()).toBe('no dead-lettered tasks');
+    expect((await dsat(['tasks', '--state', 'DEAD_LETTERED'], env)).out.trim()).toBe(
+      'no tasks match',
+    );
     const mesh = await dsat(['mesh', '--json'], env);
     expect(mesh.code).toBe(0);
     const m = JSON.parse(mesh.out) as {
