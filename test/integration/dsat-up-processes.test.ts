@@ -155,6 +155,11 @@ describe('dsat up --processes', () => {
     up.kill('SIGINT');
     expect(await within(up.exited, 20_000, 'dsat up --processes to stop on SIGINT')).toBe(0);
     await allGone([...pids], 2_000, 'children after the parent exited');
+    // The person who pressed Ctrl-C is told it is stopping, and that it stopped.
+    expect(up.stdout.slice(-2)).toEqual([
+      expect.stringMatching(/^dsat is stopping: running tasks finish/),
+      `dsat stopped; the data stays in ${data.path}`,
+    ]);
   });
 });
 
