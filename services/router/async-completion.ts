@@ -136,21 +136,14 @@ export async function completeAsync(
     return { taskId: parts.taskId, state: now?.state ?? TaskState.TASK_STATE_UNSPECIFIED };
   }
   if (plan.kind === 'advanced' || plan.kind === 'fanned-out') {
-    const queued = queuedByPlan(parts.taskId, task.parentTaskId, o.seq, plan.next);
-    for (const { taskId, parentTaskId, next } of queued) {
-      options.accept({
-        taskId,
-        pipeline,
-        stage: next.stage,
-        attempt: 1,
-        priority: task.priority,
-        hops: next.hops,
-        traceparent: task.traceparent,
-        input: next.input,
-        progress: undefined,
-        parentTaskId,
-      });
-    }
+    const moved = {
+      taskId: parts.taskId,
+      parentTaskId: task.parentTaskId,
+      pipeline,
+      priority: task.priority,
+      traceparent: task.traceparent,
+    };
+    for (const init of queuedByPlan(moved, o.seq, plan.next)) options.accept(init);
   }
   return { taskId: parts.taskId, state: plan.writes[0]!.toState };
 }

@@ -593,11 +593,7 @@ export class Dispatcher {
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
     this.stage(t.stage.name).stats.finished(ok);
     if ((plan.kind === 'advanced' || plan.kind === 'fanned-out') && 'next' in plan) {
-      this.follow(
-        queuedByPlan(t.taskId, t.parentTaskId, first.seq, plan.next).map((q) =>
-          this.nextStageInit(t, q.taskId, q.parentTaskId, q.next),
-        ),
-      );
+      this.follow(queuedByPlan(t, first.seq, plan.next));
     }
   }
 
@@ -609,26 +605,6 @@ export class Dispatcher {
       else away.push(init);
     }
     if (away.length > 0) this.options.forward?.(away);
-  }
-
-  private nextStageInit(
-    t: HeldTask,
-    taskId: string,
-    parentTaskId: string,
-    n: StagePlan['next'][number],
-  ): HeldTaskInit {
-    return {
-      taskId,
-      pipeline: t.pipeline,
-      stage: n.stage,
-      attempt: 1,
-      priority: t.priority,
-      hops: n.hops,
-      traceparent: t.traceparent,
-      input: n.input,
-      progress: undefined,
-      parentTaskId,
-    };
   }
 
   private remember(t: HeldTask, accepted: boolean, reason: string) {

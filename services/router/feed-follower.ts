@@ -97,12 +97,9 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
   }
 
   function schedule(e: Transition, delayMs: number) {
-    const key = e.taskId;
-    if (waiting.has(key)) {
-      waiting.set(key, e);
-      return;
-    }
-    waiting.set(key, e);
+    const known = waiting.has(e.taskId);
+    waiting.set(e.taskId, e);
+    if (known) return;
     if (delayMs <= 0) {
       ready.push(e);
       pump();

@@ -3,6 +3,7 @@ import type { Payload, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { asyncToken } from '../shared/async-token';
 import { branchTaskId } from '../shared/branch-id';
+import type { HeldTaskInit } from './held-task';
 import type { CompiledPipeline, CompiledStage } from './pipeline-registry';
 import { transitionWrite } from './transition-write';
 
@@ -22,29 +23,37 @@ export interface NextStageTask {
   readonly hops: number;
 }
 
-/** A task a committed advance or fan-out queued: the task itself, or a branch it started. */
-export interface QueuedByPlan {
+/** The task a committed advance or fan-out moved: what the tasks it queued are held with. */
+export interface MovedTask {
   readonly taskId: string;
   readonly parentTaskId: string;
-  readonly next: NextStageTask;
+  readonly pipeline: CompiledPipeline;
+  readonly priority: number;
+  readonly traceparent: string;
 }
 
 /**
- * The tasks an advance or fan-out of `taskId` queued once committed (its outcome's `seq`): the
+ * The tasks an advance or fan-out of `moved` queued once committed (its outcome's `seq`): the
  * task at the first next stage, then each branch task the status service started, named by
- * branchTaskId.
+ * branchTaskId, each at attempt 1 of its stage.
  */
 export function queuedByPlan(
-  taskId: string,
-  parentTaskId: string,
+  moved: MovedTask,
   seq: number,
   next: readonly NextStageTask[],
-): QueuedByPlan[] {
-  return next.map((n, i) =>
-    i === 0
-      ? { taskId, parentTaskId, next: n }
-      : { taskId: branchTaskId(taskId, seq, n.stage.name), parentTaskId: taskId, next: n },
-  );
+): HeldTaskInit[] {
+  return next.map((n, i) => ({
+    taskId: i === 0 ? moved.taskId : branchTaskId(moved.taskId, seq, n.stage.name),
+    parentTaskId: i === 0 ? moved.parentTaskId : moved.taskId,
+    pipeline: moved.pipeline,
+    stage: n.stage,
+    attempt: 1,
+    priority: moved.priority,
+    hops: n.hops,
+    traceparent: moved.traceparent,
+    input: n.input,
+    progress: undefined,
+  }));
 }
 
 export type PlanKind = 'advanced' | 'fanned-out' | 'succeeded' | 'failed' | 'waiting';

@@ -34,19 +34,16 @@ export async function cancelTask(
   const task = await options.readTask(taskId);
   if (task === undefined) throw notFound('task', taskId, 'task_id');
   const liveBranches = await cancelBranches(options, task, why);
-  if (TERMINAL.has(task.state) && task.state !== TaskState.TASK_STATE_CANCELLED) {
-    if (liveBranches > 0) return (await options.readTask(taskId)) ?? task;
-    throw failedPrecondition(
-      'TASK_FINISHED',
-      `task ${taskId} already ended ${stateName(task.state)}`,
-      {
-        task_id: taskId,
-        state: stateName(task.state),
-      },
-    );
+  try {
+    return await cancelOne(options, task, why);
+  } catch (err) {
+    // A task that ended with branches still live: cancelling those was the whole cancel.
+    if (liveBranches > 0 && isFinished(err)) return (await options.readTask(taskId)) ?? task;
+    throw err;
   }
-  return cancelOne(options, task, why);
 }
+
+const isFinished = (err: unknown) => err instanceof DsatError && err.reason === 'TASK_FINISHED';
 
 /** Cancels the live branches of `task` and theirs; returns how many were live. */
 async function cancelBranches(
@@ -65,7 +62,7 @@ async function cancelBranches(
       await cancelOne(options, branch, why);
     } catch (err) {
       // It ended on its own in between: nothing left to cancel.
-      if (!(err instanceof DsatError && err.reason === 'TASK_FINISHED')) throw err;
+      if (!isFinished(err)) throw err;
     }
   }
   return live;

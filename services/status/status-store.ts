@@ -875,17 +875,10 @@ export class StatusStore {
     if (tasks.every((t) => t.branches.length === 0)) return tasks;
     const away: string[] = [];
     for (const t of tasks) {
-      for (const b of t.branches) if (!this.live.has(b.branchId)) away.push(DONE + b.branchId);
+      for (const b of t.branches) if (!this.live.has(b.branchId)) away.push(b.branchId);
     }
     const ended = new Map<string, Task>();
-    if (away.length > 0) {
-      const values = await this.db.getMany(away);
-      values.forEach((value, i) => {
-        const slot = this.decodeSlot(away[i] as string, value);
-        if (slot !== null && !(slot instanceof CorruptValueError))
-          ended.set(slot.task.taskId, slot.task);
-      });
-    }
+    for (const task of await this.endedTasks(away)) if (task) ended.set(task.taskId, task);
     return tasks.map((t) =>
       t.branches.length === 0
         ? t
@@ -1002,12 +995,8 @@ export class StatusStore {
       };
     }
     const { found, more } = await this.scanEnded(f, size - tasks.length, endedBefore);
-    const records =
-      found.length === 0 ? [] : await this.db.getMany(found.map((x) => DONE + x.taskId));
-    records.forEach((value, i) => {
-      const slot = this.decodeSlot(DONE + (found[i] as { taskId: string }).taskId, value);
-      if (slot !== null && !(slot instanceof CorruptValueError)) tasks.push(slot.task);
-    });
+    for (const task of await this.endedTasks(found.map((x) => x.taskId)))
+      if (task) tasks.push(task);
     const last = found[found.length - 1];
     return {
       tasks: await this.withBranchesNow(tasks),
@@ -1056,6 +1045,16 @@ export class StatusStore {
         b.endedAtMs - a.endedAtMs || (a.taskId < b.taskId ? 1 : a.taskId > b.taskId ? -1 : 0),
     );
     return { found: candidates.slice(0, limit), more: candidates.length > limit };
+  }
+
+  /** The stored records of ended tasks, in one read, in order; undefined where none is readable. */
+  private async endedTasks(taskIds: readonly string[]): Promise<(Task | undefined)[]> {
+    if (taskIds.length === 0) return [];
+    const values = await this.db.getMany(taskIds.map((id) => DONE + id));
+    return values.map((value, i) => {
+      const slot = this.decodeSlot(DONE + (taskIds[i] as string), value);
+      return slot === null || slot instanceof CorruptValueError ? undefined : slot.task;
+    });
   }
 
   private async readSlot(taskId: string): Promise<TaskSlot | undefined> {

@@ -111,7 +111,15 @@ function setup() {
     input: { data: Buffer.from('{}'), contentType: 'application/json' },
     progress: undefined,
   });
-  return { d, writer, task, advance: (ms: number) => (now += ms) };
+  /** Puts the tasks on `link` and commits their DISPATCHED and RUNNING: they run there. */
+  const runOn = async (link: FakeLink, ...inits: HeldTaskInit[]) => {
+    d.addLink(link);
+    for (const init of inits) d.enqueue(init);
+    d.grantCredit(link, inits.length);
+    await tick();
+    writer.answer();
+  };
+  return { d, writer, task, runOn, advance: (ms: number) => (now += ms) };
 }
 
 describe('the dispatcher', () => {
@@ -160,14 +168,9 @@ describe('the dispatcher', () => {
   });
 
   it('acks a result only once its write is committed, and answers a refusal with the reason', async () => {
-    const { d, writer, task } = setup();
+    const { d, writer, task, runOn } = setup();
     const link = new FakeLink('a', ['s1', 's2']);
-    d.addLink(link);
-    d.enqueue(task(1));
-    d.enqueue(task(2));
-    d.grantCredit(link, 2);
-    await tick();
-    writer.answer();
+    await runOn(link, task(1), task(2));
     const out = Buffer.from('{"ok":1}');
     d.onResults(link, [
       { taskId: 't1', attempt: 1, output: out, contentType: 'application/json', nextStages: [] },
@@ -191,13 +194,9 @@ describe('the dispatcher', () => {
   });
 
   it('fails a task whose result the store refuses as malformed, instead of leaving it RUNNING', async () => {
-    const { d, writer, task } = setup();
+    const { d, writer, task, runOn } = setup();
     const link = new FakeLink('a');
-    d.addLink(link);
-    d.enqueue(task(1));
-    d.grantCredit(link, 1);
-    await tick();
-    writer.answer();
+    await runOn(link, task(1));
     const out = Buffer.from('{}');
     d.onResults(link, [
       { taskId: 't1', attempt: 1, output: out, contentType: 'application/json', nextStages: [] },
