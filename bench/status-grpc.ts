@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { createChannel, createClient } from 'nice-grpc';
 import type { TransitionOutcome } from '../gen/dsat/status/v1/status';
+import { serviceNodeFlags } from '../cli/node-flags';
 import { StatusServiceDefinition, TransitionWrite } from '../gen/dsat/status/v1/status';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../services/shared/grpc-client';
@@ -215,7 +216,7 @@ async function main() {
   const child = spawn(
     process.execPath,
     [
-      ...nodeArgs(),
+      ...serviceNodeFlags(nodeArgs()),
       path.join(__dirname, '../bin/dsat.js'),
       'status',
       '--port',

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
+import { serviceNodeFlags } from './node-flags';
 
 /** Restart delays after a crash: doubling from the first to the cap. */
 const BACKOFF_FIRST_MS = 500;
@@ -88,7 +89,13 @@ export class ProcessSupervisor {
     const { name, args, env } = child.spec;
     const proc = spawn(
       process.execPath,
-      [...process.execArgv, process.argv[1]!, ...args, '--port', String(child.port)],
+      [
+        ...serviceNodeFlags(process.execArgv),
+        process.argv[1]!,
+        ...args,
+        '--port',
+        String(child.port),
+      ],
       {
         env: { ...process.env, ...env },
         // Its own process group: Ctrl-C in a terminal reaches only the supervisor, which then

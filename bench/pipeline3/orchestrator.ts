@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { createChannel, createClient } from 'nice-grpc';
+import { serviceNodeFlags } from '../../cli/node-flags';
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import type { GetStoreStatsResponse } from '../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
@@ -55,7 +56,7 @@ function startDsat(
   env: NodeJS.ProcessEnv,
   log: fs.WriteStream,
 ) {
-  const child = spawn(process.execPath, [...nodeArgs(), ...DSAT_CLI, ...args], {
+  const child = spawn(process.execPath, [...serviceNodeFlags(nodeArgs()), ...DSAT_CLI, ...args], {
     cwd: ROOT,
     env: { ...process.env, DSAT_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { createFileRegistry, fromBinary, fromJson, toJson } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import YAML from 'yaml';
+import { SERVICE_NODE_FLAGS } from '../../cli/node-flags';
 import { loadConfig, serverOptions } from '../../services/shared/config';
 import { createLogger } from '../../services/shared/logger';
 import { DESCRIPTOR_SET_PATH, startGrpcServer } from '../../services/shared/grpc-server';
@@ -402,6 +403,8 @@ describe('the image', () => {
     const user = /^USER (\S+)$/m.exec(dockerfile)?.[1];
     expect(user).toMatch(/^[1-9]\d*:[1-9]\d*$/);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "\/app\/bin\/dsat\.js"\]$/m);
+    // The services start as `dsat up --processes` starts them.
+    expect(/^\s+NODE_OPTIONS=(.*?) \\$/m.exec(dockerfile)?.[1]).toBe(SERVICE_NODE_FLAGS.join(' '));
     expect(dockerfile).toMatch(/CMD \["node", "\/app\/deploy\/health-check\.js"\]/);
     // Everything the services load at run time gets into the build context, and tests do not.
     expect(dockerignore[dockerignore.findIndex((l) => !l.startsWith('#'))]).toBe('*');

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { SERVICE_NODE_FLAGS } from '../../cli/node-flags';
 import { healthCheck } from '../helpers/plain-grpc';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
@@ -112,6 +113,9 @@ describe('dsat up --processes', () => {
       expect(parentOf(first[name].pid)).toBe(parent);
       expect(first[name].address).toMatch(/^127\.0\.0\.1:\d+$/);
       await expect(healthCheck(first[name].address)).resolves.toBe('SERVING');
+      // Started with dsat's node flags (cli/node-flags.ts).
+      const argv = fs.readFileSync(`/proc/${first[name].pid}/cmdline`, 'utf8').split('\0');
+      expect(argv).toEqual(expect.arrayContaining([...SERVICE_NODE_FLAGS]));
     }
 
     const taskId = await demoTaskSucceeds(env, 'hi');
