@@ -1,8 +1,11 @@
+import { spawnSync } from 'node:child_process';
 import { SERVICE_NODE_FLAGS, serviceNodeFlags } from '../../../cli/node-flags';
 
 describe('serviceNodeFlags', () => {
   it("adds dsat's flags after the launcher's own", () => {
-    expect(SERVICE_NODE_FLAGS).toContain('--max-semi-space-size=4');
+    expect(SERVICE_NODE_FLAGS).toEqual(
+      expect.arrayContaining(['--max-semi-space-size=4', '--heap-growing-percent=200']),
+    );
     expect(serviceNodeFlags(['--require', 'tsx/cjs'], '')).toEqual([
       '--require',
       'tsx/cjs',
@@ -11,12 +14,28 @@ describe('serviceNodeFlags', () => {
   });
 
   it('leaves a flag to the user who set it, on the command line or in NODE_OPTIONS, in any spelling', () => {
+    const others = (name: string) => SERVICE_NODE_FLAGS.filter((f) => !f.startsWith(name));
     expect(serviceNodeFlags(['--max-semi-space-size=16'], '')).toEqual([
       '--max-semi-space-size=16',
+      ...others('--max-semi-space-size'),
     ]);
-    expect(serviceNodeFlags(['--max_semi_space_size=1'], '')).toEqual(['--max_semi_space_size=1']);
-    expect(serviceNodeFlags([], '--inspect  --max-semi-space-size=32')).toEqual([]);
+    expect(serviceNodeFlags(['--heap_growing_percent=50'], '')).toEqual([
+      '--heap_growing_percent=50',
+      ...others('--heap-growing-percent'),
+    ]);
+    expect(serviceNodeFlags([], '--inspect  --max-semi-space-size=32')).toEqual(
+      others('--max-semi-space-size'),
+    );
     // Another flag of the user's is no reason to drop dsat's.
     expect(serviceNodeFlags([], '--max-old-space-size=512')).toEqual([...SERVICE_NODE_FLAGS]);
+  });
+
+  it('names only flags this node accepts (a node that dropped one would not start a service)', () => {
+    const run = spawnSync(process.execPath, [...SERVICE_NODE_FLAGS, '-e', ''], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
   });
 });
