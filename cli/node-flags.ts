@@ -10,7 +10,7 @@
  *   last one left alive, where V8 lets a fast-collecting heap reach 4 times. At 2 times CPU per task
  *   rises by about a tenth.
  *
- * Together the six pipeline3 processes peak ~170 MB lower (T) at no CPU, throughput or latency
+ * Together the six pipeline3 processes peak ~160 MB lower (T) at no CPU, throughput or latency
  * cost the benchmark can tell apart (README, "Performance").
  */
 export const SERVICE_NODE_FLAGS: readonly string[] = [

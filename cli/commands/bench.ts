@@ -107,7 +107,7 @@ export function benchCommand(): Command {
     )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory\n  $ dsat bench --pipeline pipelines/demo.yaml --payload \'{"text":"hi"}\' --tasks 2000 --window 50\n  $ dsat bench --pipeline demo --router 10.0.0.5:7402 --status 10.0.0.5:7401 --json\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --stage-ms 20   # no mesh needed\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --handler ./handlers.js',
+      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory\n  $ dsat bench --pipeline pipelines/demo.yaml --payload \'{"text":"hi"}\' --tasks 2000 --window 50\n  $ dsat bench --pipeline demo --router 10.0.0.5:7402 --status 10.0.0.5:7401 --json\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --stage-ms 20   # no mesh needed\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --handler ./handlers.js\n\nEnvironment:\n  DSAT_BENCH_NODE_ARGS  node flags for the services pipeline3 starts (status, router, tracker,\n                        workers); each also gets --max-semi-space-size=4 and\n                        --heap-growing-percent=200 unless this sets them. E.g.\n                        "--cpu-prof --cpu-prof-dir=prof" profiles each service',
     )
     .action(async (_opts: unknown, command: Command) => {
       // --json is also a global option of dsat; read both levels.
