@@ -230,17 +230,13 @@ export function upCommand(): Command {
       const { flags, ports, status: statusConfig, workerDrainMs } = loadServices(opts);
       const logger = createLogger('dsat', statusConfig.logLevel as LogLevel);
       const shutdown = createShutdown(logger);
-      exitOnSignals(shutdown, logger);
-      const stopping = () =>
-        process.stdout.write(
-          'dsat is stopping: running tasks finish, then the store closes (Ctrl-C again stops at once)\n',
-        );
-      process.once('SIGINT', stopping);
-      process.once('SIGTERM', stopping);
-      process.once('exit', (code) => {
-        if (code === 0 && shutdown.started) {
-          process.stdout.write(`dsat stopped; the data stays in ${statusConfig.dataDir}\n`);
-        }
+      exitOnSignals(shutdown, logger, {
+        stopping: () =>
+          process.stdout.write(
+            'dsat is stopping: running tasks finish, then the store closes (Ctrl-C again stops at once)\n',
+          ),
+        stopped: () =>
+          process.stdout.write(`dsat stopped; the data stays in ${statusConfig.dataDir}\n`),
       });
       const print = (name: string, address: string, pid?: number) =>
         process.stdout.write(

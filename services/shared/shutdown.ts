@@ -52,13 +52,23 @@ export function createShutdown(logger: Logger): Shutdown {
   };
 }
 
+/** What a person at a terminal is told: the shutdown started; it ended well (just before exit). */
+export interface ShutdownNotices {
+  readonly stopping?: () => void;
+  readonly stopped?: () => void;
+}
+
 /**
  * SIGINT/SIGTERM run the shutdown and exit 0 (1 if a step threw past its handler); a second
  * signal exits at once. A process spawned with an IPC channel (a service of
  * `dsat up --processes`) does the same when the channel closes: its parent is gone, even by
  * kill -9, and it must not linger as an orphan.
  */
-export function exitOnSignals(shutdown: Shutdown, logger: Logger): void {
+export function exitOnSignals(
+  shutdown: Shutdown,
+  logger: Logger,
+  notices: ShutdownNotices = {},
+): void {
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals | 'parent gone') => {
     signals += 1;
@@ -66,8 +76,12 @@ export function exitOnSignals(shutdown: Shutdown, logger: Logger): void {
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(130);
     }
+    notices.stopping?.();
     shutdown.run(signal).then(
-      () => process.exit(0),
+      () => {
+        notices.stopped?.();
+        process.exit(0);
+      },
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);

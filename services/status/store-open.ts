@@ -224,10 +224,15 @@ export function checkLevelFiles(db: StatusLevel, dir: string): string[] {
       problems.push(`LevelDB dropped data while opening: ${line.replace(/^\S+ \S+ /, '').trim()}`);
     }
   }
+  const found = new Map<string, string>();
   for (const [number, size] of listedTables(db)) {
     const problem = checkTable(dir, number, size);
-    // A compaction started by the open may have replaced the table since it was listed.
-    if (problem !== undefined && listedTables(db).has(number)) problems.push(problem);
+    if (problem !== undefined) found.set(number, problem);
+  }
+  if (found.size > 0) {
+    // A compaction started by the open may have replaced a table since it was listed.
+    const live = listedTables(db);
+    for (const [number, problem] of found) if (live.has(number)) problems.push(problem);
   }
   return problems;
 }
@@ -242,25 +247,28 @@ function listedTables(db: StatusLevel): Map<string, number> {
 }
 
 function checkTable(dir: string, number: string, size: number): string | undefined {
-  const name = [`${number}.ldb`, `${number}.sst`].find((f) => fs.existsSync(path.join(dir, f)));
-  if (name === undefined) return `table file ${number}.ldb is missing`;
-  const tail = Buffer.alloc(8);
-  let actual: number;
-  try {
-    const fd = fs.openSync(path.join(dir, name), 'r');
+  // Opened once, sized with fstat: a table a compaction deletes cannot vanish between the two.
+  for (const name of [`${number}.ldb`, `${number}.sst`]) {
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(dir, name), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    const tail = Buffer.alloc(8);
+    let actual: number;
     try {
       actual = fs.fstatSync(fd).size;
       fs.readSync(fd, tail, 0, 8, Math.max(0, actual - 8));
     } finally {
       fs.closeSync(fd);
     }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return `table file ${name} is missing`;
-    throw err;
+    if (actual !== size) return `table file ${name} has ${actual} bytes, the manifest says ${size}`;
+    if (!tail.equals(TABLE_MAGIC)) return `table file ${name} has no valid footer`;
+    return undefined;
   }
-  if (actual !== size) return `table file ${name} has ${actual} bytes, the manifest says ${size}`;
-  if (!tail.equals(TABLE_MAGIC)) return `table file ${name} has no valid footer`;
-  return undefined;
+  return `table file ${number}.ldb is missing`;
 }
 
 export function readMarker(dir: string): StoreMarker | undefined {
