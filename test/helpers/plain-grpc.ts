@@ -38,6 +38,8 @@ export function healthCheck(address: string, service = ''): Promise<string> {
 /** Opens a health Watch stream and leaves it open; returns the call to cancel later. */
 export function openHealthWatch(address: string): {
   call: grpc.ClientReadableStream<{ status: string }>;
+  /** The first status the server sent: the stream is open on its side. */
+  opened: Promise<string>;
   ended: Promise<grpc.StatusObject>;
   close(): void;
 } {
@@ -48,12 +50,14 @@ export function openHealthWatch(address: string): {
       Watch(req: object): grpc.ClientReadableStream<{ status: string }>;
     }
   ).Watch({ service: '' });
-  call.on('data', () => undefined);
+  const opened = new Promise<string>((resolve) => {
+    call.on('data', (m: { status: string }) => resolve(m.status));
+  });
   const ended = new Promise<grpc.StatusObject>((resolve) => {
     call.on('status', resolve);
     call.on('error', () => undefined);
   });
-  return { call, ended, close: () => client.close() };
+  return { call, opened, ended, close: () => client.close() };
 }
 
 export function listServices(address: string): Promise<string[]> {

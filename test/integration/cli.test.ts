@@ -49,8 +49,8 @@ describe('the dsat CLI, as a user drives it', () => {
   it('submits with --follow, lists, gets, and draws the trace of the demo pipeline', async () => {
     const submit = await dsat(['submit', 'demo', '{"text":"hi"}', '--follow'], env);
     expect(submit.code).toBe(0);
-    // The watch starts with a snapshot, which may already be past parse; later stages are live.
-    for (const stage of ['hash', 'upper']) {
+    // --follow prints the history first, then the live transitions from where it ends: no gap.
+    for (const stage of ['parse', 'hash', 'upper']) {
       expect(submit.out).toMatch(new RegExp(`RUNNING\\s+${stage}`));
     }
     expect(submit.out).toMatch(/SUCCEEDED: \{"text":"HI"/);

@@ -1,5 +1,4 @@
 import { ClientError, ServerError, Status } from 'nice-grpc-common';
-import { delay } from 'abort-controller-x';
 import { BadRequest, ErrorInfo, RichClientError } from 'nice-grpc-error-details';
 import type { StatusServiceImplementation } from '../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
@@ -48,7 +47,7 @@ describe('the server factory', () => {
   it('stops well within its grace period while a client holds an open stream', async () => {
     server = await serve({}, 10_000);
     const watch = openHealthWatch(server.address);
-    await delay(new AbortController().signal, 200);
+    expect(await within(watch.opened, 5_000, 'health watch open')).toBe('SERVING');
     const started = Date.now();
     await server.stop();
     expect(Date.now() - started).toBeLessThan(2_000);
@@ -58,10 +57,13 @@ describe('the server factory', () => {
   });
 
   it('forces a handler that ignores its signal once the grace period is over', async () => {
+    let handlerStarted!: () => void;
+    const started = new Promise<void>((resolve) => (handlerStarted = resolve));
     server = await serve(
       {
         // eslint-disable-next-line require-yield
         async *watchEvents() {
+          handlerStarted();
           // Ignores context.signal on purpose: only forceShutdown can end this call.
           await new Promise((resolve) => setTimeout(resolve, 20_000).unref());
         },
@@ -72,10 +74,10 @@ describe('the server factory', () => {
     const consuming = (async () => {
       for await (const _ of client.watchEvents({})) void _;
     })().catch((err: unknown) => err);
-    await delay(new AbortController().signal, 200);
-    const started = Date.now();
+    await within(started, 5_000, 'handler running');
+    const stopAt = Date.now();
     await server.stop();
-    const took = Date.now() - started;
+    const took = Date.now() - stopAt;
     expect(took).toBeGreaterThanOrEqual(900);
     expect(took).toBeLessThan(4_000);
     const err = await consuming;

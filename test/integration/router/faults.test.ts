@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
-import { linear } from '../../helpers/router-mesh';
+import { eventually, linear } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -104,40 +104,65 @@ describe('faults, with every service and worker in its own process', () => {
     expect(b.p.child.exitCode).toBeNull();
   });
 
-  it('a router killed with -9 and started again rebuilds its queues; attempts it had dispatched come back as ROUTER_RESTART', async () => {
+  it('T02: a router killed with -9 while 500 tasks wait and 50 run, started again 2 s later, rebuilds its queues; the attempts it had dispatched come back as ROUTER_RESTART, none runs more than twice, and the worker is back within its reconnect backoff', async () => {
     const tmp = tempDir();
     dirs.push(tmp);
+    const log = path.join(tmp.path, 'executions.jsonl');
+    const backoffMs = 1_000;
     mesh = new ProcessMesh();
     await mesh.startStatus(['--no-sync']);
     const first = await mesh.startRouter();
     const port = first.address.split(':').pop()!;
     await mesh.savePipeline(linear('sleepy', ['work']));
-    const worker = await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '4'], mesh.routers, {
-      DSAT_TEST_EXEC_LOG: path.join(tmp.path, 'x.jsonl'),
-    });
+    const worker = await mesh.startWorker(
+      SLEEPY,
+      ['work'],
+      ['--concurrency', '50', '--max-reconnect-backoff', `${backoffMs}ms`],
+      mesh.routers,
+      { DSAT_TEST_EXEC_LOG: log },
+    );
     await mesh.waitForWorkers(['work']);
     const feed = new ResultFeed();
     await feed.start(mesh.status, 'sleepy');
-    const ids = await submitMany(mesh.router(), entries(40, 'restart'));
+    const ids = await submitMany(mesh.router(), entries(550, 'restart'));
     const infoW = mesh.worker(worker.address);
-    for (;;) {
-      if ((await infoW.getWorkerInfo({})).inFlight >= 4) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await eventually(
+      async () => (await infoW.getWorkerInfo({})).inFlight >= 50,
+      20_000,
+      'fifty attempts running',
+    );
     first.p.kill('SIGKILL');
     await first.p.exited;
+    await new Promise((r) => setTimeout(r, 2_000));
     // The same address again, so the worker finds it (it tries its routers with capped backoff).
     const again = await mesh.startRouter(['--port', port]);
     expect(again.address).toBe(first.address);
-    await feed.waitFor(40, 60_000);
+    const listening = Date.now();
+    await mesh.waitForWorkers(['work']);
+    // The backoff's cap, a second as the item allows, and a second for this machine's noise.
+    expect(Date.now() - listening).toBeLessThanOrEqual(backoffMs + 2_000);
+    await feed.waitFor(550, 90_000);
     await feed.stop();
-    const restarted: string[] = [];
+    const execs = executions(log);
+    const violations: string[] = [];
+    let restarted = 0;
     for (const taskId of ids.values()) {
-      expect(feed.finals.get(taskId)?.[0]?.toState).toBe(TaskState.TASK_STATE_SUCCEEDED);
+      const finals = feed.finals.get(taskId) ?? [];
+      if (finals.length !== 1 || finals[0]!.toState !== TaskState.TASK_STATE_SUCCEEDED)
+        violations.push(`${taskId}: ended ${finals.map((f) => f.toState).join(',') || 'never'}`);
       const history = (await mesh.status.getTaskHistory({ taskId })).transitions;
-      if (history.some((t) => t.reason === 'ROUTER_RESTART')) restarted.push(taskId);
+      const restarts = history.filter((t) => t.reason === 'ROUTER_RESTART').length;
+      const runs = execs.filter((e) => e.taskId === taskId).length;
+      const attempt = (await mesh.status.getTask({ taskId })).task!.attempt;
+      if (attempt !== 1 + restarts)
+        violations.push(`${taskId}: attempt ${attempt} without a reason`);
+      if (runs > attempt) violations.push(`${taskId}: ${runs} runs, ${attempt} attempts`);
+      if (runs > 2) violations.push(`${taskId}: ran ${runs} times`);
+      if (restarts > 0) restarted++;
     }
-    expect(restarted.length).toBeGreaterThanOrEqual(1);
-    expect(restarted.length).toBeLessThanOrEqual(4);
+    expect(violations).toEqual([]);
+    // Only what the killed router had dispatched comes back: the running 50 and any assigned.
+    expect(restarted).toBeGreaterThanOrEqual(1);
+    expect(restarted).toBeLessThanOrEqual(50);
   });
 });

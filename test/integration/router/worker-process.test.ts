@@ -61,10 +61,11 @@ describe('dsat worker, as its own process', () => {
       mesh.router(),
       entries(3).map((e) => ({ ...e, clientRef: `m${e.clientRef}` })),
     );
-    for (;;) {
-      if ((await info.getWorkerInfo({})).inFlight === 3) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await eventually(
+      async () => (await info.getWorkerInfo({})).inFlight === 3,
+      10_000,
+      'three attempts running',
+    );
     w.p.kill('SIGTERM');
     expect(await within(w.p.exited, 20_000, 'drain and exit')).toBe(0);
     await feed.waitFor(9, 10_000);
@@ -88,10 +89,11 @@ describe('dsat worker, as its own process', () => {
     const feed = new ResultFeed();
     await feed.start(mesh.status, 'sleepy');
     await submitMany(mesh.router(), entries(2));
-    for (;;) {
-      if ((await info.getWorkerInfo({})).inFlight === 2) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await eventually(
+      async () => (await info.getWorkerInfo({})).inFlight === 2,
+      10_000,
+      'two attempts running',
+    );
     const res = await info.drainWorker({ wait: { seconds: 10, nanos: 0 } });
     expect(res).toEqual({ inFlight: 0, phase: WorkerPhase.WORKER_PHASE_STOPPED });
     await feed.waitFor(2, 10_000);

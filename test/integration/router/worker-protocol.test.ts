@@ -70,6 +70,12 @@ describe('the worker stream protocol', () => {
       inFlight: 4,
       queueDepth: 96,
     });
+    // What went over the wire: read again, exactly the 4 granted arrive, and nothing after them.
+    stuck.call.resume();
+    await stuck.until(() => stuck.assigned.length >= 4, 10_000, 'the four granted');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(stuck.assigned).toHaveLength(4);
+    stuck.close();
     client.close();
   });
 

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { ClientError, Status } from 'nice-grpc-common';
 import { StatusServiceDefinition, TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import type { Task, Transition } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
@@ -112,6 +113,9 @@ function lifecycleRequests(taskId: string): TransitionWrite[][] {
   return requests;
 }
 
+/** Only a task that does not exist may read as absent; any other failure fails the round. */
+const isNotFound = (err: unknown) => err instanceof ClientError && err.code === Status.NOT_FOUND;
+
 /** The branch task the s1 fan-out starts: seq 5 is the move (create 2, then D, R, done). */
 const branchOf = (taskId: string) => `${taskId}.5.b1`;
 const FAN_OUT = (taskId: string) => `${taskId}/s1-done`;
@@ -123,7 +127,8 @@ async function expectBranch(client: StatusClient, task: Task, log: Transition[])
   let branch: Task | undefined;
   try {
     branch = (await client.getTask({ taskId: branchId })).task;
-  } catch {
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
     branch = undefined;
   }
   expect({ taskId: task.taskId, fannedOut, branch: branch !== undefined }).toEqual({
@@ -229,7 +234,8 @@ async function verify(client: StatusClient, ledger: Ledger): Promise<number> {
   async function historyOrNone(taskId: string): Promise<Transition[]> {
     try {
       return await history(taskId);
-    } catch {
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
       return []; // a create that never committed: the task does not exist
     }
   }

@@ -126,19 +126,38 @@ describe('the status service as its own process', () => {
     await expect(client.getStoreStats({})).resolves.toBeDefined();
   });
 
-  it('refuses to start on a damaged store instead of starting empty (T19)', async () => {
-    const tmp = tempDir();
-    dirs.push(tmp);
-    const first = await startStatus(tmp.path);
-    const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
-    await client.commitTransitions({ writes: [createWrite(crypto.randomUUID())] });
-    first.p.kill('SIGINT');
-    expect(await within(first.p.exited, 10_000, 'status to stop')).toBe(0);
-    fs.writeFileSync(path.join(tmp.path, 'CURRENT'), 'MANIFEST-999999\n');
-    const again = spawnDsat(['status', '--port', '0', '--data-dir', tmp.path]);
-    procs.push(again);
-    const code = await within(again.exited, 20_000, 'damaged store start to fail');
-    expect(code).not.toBe(0);
-    expect(again.stderr.join('\n')).toContain(tmp.path);
-  });
+  it.each([
+    [
+      'the newest .log truncated',
+      (dir: string) => {
+        const logs = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
+        fs.truncateSync(path.join(dir, logs.sort().at(-1)!), 10);
+      },
+      /is damaged and was not opened/,
+    ],
+    [
+      'CURRENT naming a missing manifest',
+      (dir: string) => fs.writeFileSync(path.join(dir, 'CURRENT'), 'MANIFEST-999999\n'),
+      /cannot open status store .*MANIFEST-999999/,
+    ],
+  ])(
+    'refuses to start on a damaged store instead of starting empty: %s (T19)',
+    async (_, damage, said) => {
+      const tmp = tempDir();
+      dirs.push(tmp);
+      const first = await startStatus(tmp.path);
+      const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
+      await client.commitTransitions({ writes: [createWrite(crypto.randomUUID())] });
+      first.p.kill('SIGINT');
+      expect(await within(first.p.exited, 10_000, 'status to stop')).toBe(0);
+      damage(tmp.path);
+      const again = spawnDsat(['status', '--port', '0', '--data-dir', tmp.path]);
+      procs.push(again);
+      const code = await within(again.exited, 20_000, 'damaged store start to fail');
+      expect(code).not.toBe(0);
+      const stderr = again.stderr.join('\n');
+      expect(stderr).toContain(tmp.path);
+      expect(stderr).toMatch(said);
+    },
+  );
 });
