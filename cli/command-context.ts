@@ -5,7 +5,7 @@ import { flagValues } from '../services/shared/cli-options';
 import { exitWithError } from '../services/shared/run-service';
 import type { MeshClients } from './mesh-clients';
 import { meshClients } from './mesh-clients';
-import { describeError } from './output';
+import { describeError, exitWhenFlushed } from './output';
 
 export interface CommandContext {
   readonly config: CliConfig;
@@ -13,6 +13,9 @@ export interface CommandContext {
   /** `--json`: machine output. */
   readonly json: boolean;
 }
+
+/** A command line that cannot be carried out as given: exits 2, like a bad flag, nothing sent. */
+export class UsageError extends Error {}
 
 /** Global options of every client command. */
 export function addMeshOptions(program: Command): Command {
@@ -55,11 +58,12 @@ export function meshAction<A extends unknown[]>(
     }
     try {
       await run({ config, clients: meshClients(config), json: opts.json === true }, ...args);
-      // The command's own exit code when it set one (submit --follow of a task that failed).
-      process.exit();
     } catch (err) {
       process.stderr.write(`dsat: ${describeError(err)}\n`);
-      process.exit(1);
+      process.exitCode = err instanceof UsageError ? 2 : 1;
     }
+    // The command's own exit code when it set one (submit --follow of a task that failed); the
+    // open channels would otherwise keep the process alive.
+    await exitWhenFlushed();
   };
 }

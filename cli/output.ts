@@ -1,9 +1,24 @@
 import Table from 'cli-table3';
 import { ClientError, Status } from 'nice-grpc-common';
 import { ErrorInfo, RichClientError } from 'nice-grpc-error-details';
+import type { Pipeline } from '../gen/dsat/pipeline/v1/pipeline';
 import type { Task, Transition } from '../gen/dsat/task/v1/task';
 import type { Payload } from '../gen/dsat/task/v1/task';
 import { TaskState } from '../gen/dsat/task/v1/task';
+
+/**
+ * Exits once stdout and stderr have handed everything to the OS: `process.exit` alone drops what a
+ * full pipe has not taken yet (a `--json` listing piped into jq would end at 64 KiB).
+ */
+export async function exitWhenFlushed(code?: number): Promise<never> {
+  await Promise.all(
+    [process.stdout, process.stderr].map(
+      (stream) => new Promise<void>((resolve) => stream.write('', () => resolve())),
+    ),
+  );
+  // process.exit(undefined) exits 0 whatever process.exitCode says: call it without an argument.
+  return code === undefined ? process.exit() : process.exit(code);
+}
 
 /** Human output by default; `--json` prints one JSON document (or line per event) for scripts. */
 export function printJson(value: unknown): void {
@@ -21,6 +36,27 @@ export function table(head: string[], rows: (string | number)[][], empty?: strin
   const t = new Table({ head, style: { head: [], border: [] } });
   for (const r of rows) t.push(r.map(String));
   return t.toString();
+}
+
+/**
+ * A pipeline's stages as a path from its entry: `parse → hash → upper`, a fan-out or a choice in
+ * braces, `parse → {hash, upper}`; a stage reached a second time is named without its path again.
+ */
+export function stageGraph(p: Pick<Pipeline, 'stages' | 'entryStage'>): string {
+  const byName = new Map(p.stages.map((s) => [s.name, s]));
+  const seen = new Set<string>();
+  const path = (name: string): string => {
+    const stage = byName.get(name);
+    if (stage === undefined || seen.has(name)) return name;
+    seen.add(name);
+    if (stage.next.length === 0) return name;
+    if (stage.next.length === 1) return `${name} → ${path(stage.next[0]!)}`;
+    return `${name} → {${stage.next.map(path).join(', ')}}`;
+  };
+  const entry = p.entryStage || p.stages[0]?.name;
+  const drawn = entry === undefined ? [] : [path(entry)];
+  for (const s of p.stages) if (!seen.has(s.name)) drawn.push(path(s.name));
+  return drawn.join('; ');
 }
 
 export function stateName(state: TaskState): string {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Task, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { StoredSpan } from '../../services/shared/span-store';
@@ -17,6 +17,31 @@ import {
   transitionLine,
 } from '../output';
 import { renderWaterfall } from '../waterfall';
+
+/** The spans of one trace from the span receiver of `dsat up`, within the call deadline. */
+async function fetchSpans(base: string, traceId: string, timeoutMs: number): Promise<StoredSpan[]> {
+  const url = `${base.replace(/\/$/, '')}/dsat/traces/${traceId}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    const why =
+      (err as Error).name === 'TimeoutError'
+        ? `no answer within ${timeoutMs} ms`
+        : String((err as Error).cause ?? err);
+    throw new Error(
+      `cannot reach the span receiver at ${base} (${why}); is dsat up running with tracing on?`,
+    );
+  }
+  const body = (await res.json().catch(() => undefined)) as
+    { spans?: StoredSpan[]; message?: string } | undefined;
+  if (!res.ok || !Array.isArray(body?.spans)) {
+    throw new Error(
+      `the span receiver at ${base} answered ${res.status}${body?.message ? `: ${body.message}` : ''}; is --traces the address dsat up printed?`,
+    );
+  }
+  return body.spans;
+}
 
 /** A payload given as text, `@file`, or `-` for stdin. */
 export function readPayload(arg: string): Buffer {
@@ -50,7 +75,7 @@ function parseState(s: string): TaskState {
   const key = `TASK_STATE_${s.toUpperCase()}` as keyof typeof TaskState;
   const v = TaskState[key];
   if (typeof v !== 'number' || v === TaskState.TASK_STATE_UNSPECIFIED) {
-    throw new Error(
+    throw new InvalidArgumentError(
       `unknown state ${JSON.stringify(s)}: use one of ${Object.keys(TaskState)
         .filter((k) => k.startsWith('TASK_STATE_') && !k.endsWith('UNSPECIFIED'))
         .map((k) => k.slice(11).toLowerCase())
@@ -58,6 +83,13 @@ function parseState(s: string): TaskState {
     );
   }
   return v;
+}
+
+/** `--state a b` as TaskStates: a state that does not exist is a usage error naming the flag. */
+function stateOption(flags: string, description: string): Option {
+  return new Option(flags, description).argParser(
+    (value: string, previous: TaskState[] | undefined) => [...(previous ?? []), parseState(value)],
+  );
 }
 
 /**
@@ -70,8 +102,7 @@ async function follow(
   taskId: string,
   fromStart = false,
   label = '',
-): Promise<Task | undefined> {
-  let last: Task | undefined;
+): Promise<Task> {
   let fromRevision = 0;
   const print = (t: Transition) => {
     if (ctx.json) printJson(transitionJson(t));
@@ -82,34 +113,57 @@ async function follow(
     for (const t of transitions) {
       print(t);
       fromRevision = Math.max(fromRevision, t.revision);
-      if (isTerminalState(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task;
+      if (isTerminalState(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task!;
     }
   }
-  for (let attempt = 0; ; attempt++) {
-    try {
-      for await (const event of ctx.clients.status.watchTask({ taskId, fromRevision })) {
-        if (event.event?.$case === 'snapshot') {
-          last = event.event.value;
-          fromRevision = last.revision;
-          if (!ctx.json)
-            process.stdout.write(
-              `${label}task ${taskId} is ${stateName(last.state)} at ${last.stage}\n`,
-            );
-          else printJson({ snapshot: taskJson(last) });
-        } else if (event.event?.$case === 'transition') {
-          const t: Transition = event.event.value;
-          fromRevision = t.revision;
-          print(t);
-          if (isTerminalState(t.toState))
-            return (await ctx.clients.status.getTask({ taskId })).task;
-        }
+  return resumingWatch(`the watch of task ${taskId}`, async (progressed) => {
+    for await (const event of ctx.clients.status.watchTask({ taskId, fromRevision })) {
+      progressed();
+      if (event.event?.$case === 'snapshot') {
+        const last = event.event.value;
+        fromRevision = last.revision;
+        if (!ctx.json)
+          process.stdout.write(
+            `${label}task ${taskId} is ${stateName(last.state)} at ${last.stage}\n`,
+          );
+        else printJson({ snapshot: taskJson(last) });
+        if (isTerminalState(last.state)) return last;
+      } else if (event.event?.$case === 'transition') {
+        const t: Transition = event.event.value;
+        fromRevision = t.revision;
+        print(t);
+        if (isTerminalState(t.toState)) return (await ctx.clients.status.getTask({ taskId })).task!;
       }
-      return last;
-    } catch (err) {
-      // A broken watch resumes where it left off; give up after a few tries in a row.
-      if (attempt >= 3) throw err;
-      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
     }
+    return undefined;
+  });
+}
+
+/**
+ * Runs a watch until `once` returns a value, resuming it (each try picks up where the last one
+ * left off) when it breaks or ends early, as when the status service restarts. Gives up after
+ * `tries` breaks in a row with no progress in between, with the last error.
+ */
+async function resumingWatch<T>(
+  what: string,
+  once: (progressed: () => void) => Promise<T | undefined>,
+  tries = 4,
+): Promise<T> {
+  let failures = 0;
+  const progressed = () => {
+    failures = 0;
+  };
+  for (;;) {
+    let why: unknown;
+    try {
+      const done = await once(progressed);
+      if (done !== undefined) return done;
+      why = new Error(`${what} ended early: the status service stopped or closed it`);
+    } catch (err) {
+      why = err;
+    }
+    if (++failures >= tries) throw why;
+    await new Promise((r) => setTimeout(r, 250 * failures));
   }
 }
 
@@ -214,7 +268,6 @@ export function taskCommands(): Command[] {
             );
           if (!opts.follow) return;
           const final = await follow(ctx, res.taskId, true);
-          if (final === undefined) return;
           const branches = await followBranches(ctx, final);
           if (!ctx.json) {
             process.stdout.write(finalLine('', final));
@@ -247,7 +300,7 @@ export function taskCommands(): Command[] {
   const tasks = new Command('tasks')
     .description('List tasks, newest first, filtered by state, pipeline or stage.')
     .addOption(
-      new Option('--state <state...>', 'only tasks in these states (e.g. running dead_lettered)'),
+      stateOption('--state <state...>', 'only tasks in these states (e.g. running dead_lettered)'),
     )
     .option('--pipeline <name>', 'only tasks of this pipeline')
     .option('--stage <name>', 'only tasks at this stage')
@@ -258,7 +311,7 @@ export function taskCommands(): Command[] {
         async (
           ctx,
           opts: {
-            state?: string[];
+            state?: TaskState[];
             pipeline?: string;
             stage?: string;
             limit: number;
@@ -267,7 +320,7 @@ export function taskCommands(): Command[] {
         ) => {
           const res = await ctx.clients.status.listTasks({
             filter: {
-              states: (opts.state ?? []).map(parseState),
+              states: opts.state ?? [],
               pipeline: opts.pipeline ?? '',
               stage: opts.stage ?? '',
               actionKey: '',
@@ -301,12 +354,19 @@ export function taskCommands(): Command[] {
     .argument('[task-id]', 'the task to follow; without it, the global feed')
     .option('--pipeline <name>', 'feed: only this pipeline')
     .option('--stage <name>', 'feed: only this stage')
-    .addOption(new Option('--state <state...>', 'feed: only transitions into these states'))
+    .addOption(stateOption('--state <state...>', 'feed: only transitions into these states'))
     .option(
       '--action-key <key>',
-      'feed: DigitalPy action key client?pipeline@decorator?stage, * wildcards',
+      'feed: only transitions whose action key client?pipeline@decorator?stage matches, * a wildcard (e.g. *?demo@*?hash)',
     )
-    .addOption(wholeNumberOption('--from-revision <n>', 'feed: resume after this revision', 0, 0))
+    .addOption(
+      wholeNumberOption(
+        '--from-revision <n>',
+        'feed: resume after this revision; 0 starts at the end (new transitions only), 1 replays all the feed still holds',
+        0,
+        0,
+      ),
+    )
     .action(
       meshAction(
         async (
@@ -315,7 +375,7 @@ export function taskCommands(): Command[] {
           opts: {
             pipeline?: string;
             stage?: string;
-            state?: string[];
+            state?: TaskState[];
             actionKey?: string;
             fromRevision: number;
           },
@@ -324,21 +384,25 @@ export function taskCommands(): Command[] {
             await follow(ctx, taskId);
             return;
           }
-          const stream = ctx.clients.status.watchEvents({
-            filter: {
-              pipeline: opts.pipeline ?? '',
-              stage: opts.stage ?? '',
-              states: (opts.state ?? []).map(parseState),
-              actionKey: opts.actionKey ?? '',
-            },
-            fromRevision: opts.fromRevision,
-          });
-          for await (const batch of stream) {
-            for (const t of batch.transitions) {
-              if (ctx.json) printJson(transitionJson(t));
-              else process.stdout.write(`${t.taskId}  ${transitionLine(t)}\n`);
+          const filter = {
+            pipeline: opts.pipeline ?? '',
+            stage: opts.stage ?? '',
+            states: opts.state ?? [],
+            actionKey: opts.actionKey ?? '',
+          };
+          let fromRevision = opts.fromRevision;
+          // The feed has no end: it runs until Ctrl-C, resumed after the revision last seen.
+          await resumingWatch<never>('the watch of the feed', async (progressed) => {
+            for await (const batch of ctx.clients.status.watchEvents({ filter, fromRevision })) {
+              progressed();
+              for (const t of batch.transitions) {
+                if (ctx.json) printJson(transitionJson(t));
+                else process.stdout.write(`${t.taskId}  ${transitionLine(t)}\n`);
+              }
+              fromRevision = Math.max(fromRevision, batch.revision);
             }
-          }
+            return undefined;
+          });
         },
       ),
     );
@@ -370,18 +434,14 @@ export function taskCommands(): Command[] {
       meshAction(async (ctx, taskId: string, opts: { width: number }) => {
         const { task } = await ctx.clients.status.getTask({ taskId });
         if (!task?.traceId) throw new Error(`task ${taskId} has no trace id`);
-        const res = await fetch(
-          `${ctx.config.traces.replace(/\/$/, '')}/dsat/traces/${task.traceId}`,
-        ).catch((err: unknown) => {
-          throw new Error(
-            `cannot reach the span receiver at ${ctx.config.traces} (${String(err)}); is dsat up running with tracing on?`,
-          );
-        });
-        const { spans } = (await res.json()) as { spans: StoredSpan[] };
+        const spans = await fetchSpans(ctx.config.traces, task.traceId, ctx.config.timeout);
         if (ctx.json) return printJson({ traceId: task.traceId, spans });
         if (spans.length === 0) {
+          const endedAgoMs = Date.now() - (task.updatedAt?.getTime() ?? Date.now());
           process.stdout.write(
-            `trace ${task.traceId}: no spans received yet (spans are exported in batches; try again in a few seconds)\n`,
+            isTerminalState(task.state) && endedAgoMs > 60_000
+              ? `trace ${task.traceId}: the span receiver holds none of its spans. It keeps recent spans in memory only: they are gone after dsat up restarts, or once newer spans push them out. Set OTEL_EXPORTER_OTLP_ENDPOINT to keep traces in a collector.\n`
+              : `trace ${task.traceId}: no spans received yet (spans are exported in batches; try again in a few seconds)\n`,
           );
           return;
         }

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { ClientError, Status } from 'nice-grpc-common';
 import type { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { GetMeshResponse } from '../../gen/dsat/tracker/v1/tracker';
@@ -6,9 +7,10 @@ import { MemberKind, ScalingAction } from '../../gen/dsat/tracker/v1/tracker';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { CommandContext } from '../command-context';
-import { meshAction } from '../command-context';
+import { meshAction, UsageError } from '../command-context';
 import { parseWholeNumber, wholeNumberOption } from '../number-options';
-import { printJson, table, taskJson } from '../output';
+import { isTerminalState } from '../../services/status/task-state-machine';
+import { printJson, stageGraph, stateName, table, taskJson } from '../output';
 
 function duration(d: Duration | undefined): string {
   if (!d || (d.seconds === 0 && d.nanos === 0)) return '';
@@ -120,12 +122,7 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
         process.stdout.write(
           table(
             ['pipeline', 'version', 'stages', 'created'],
-            list.map((p) => [
-              p.name,
-              p.version,
-              p.stages.map((s) => s.name).join(' → '),
-              p.createdAt?.toISOString() ?? '',
-            ]),
+            list.map((p) => [p.name, p.version, stageGraph(p), p.createdAt?.toISOString() ?? '']),
             'no pipelines yet: apply one with dsat pipelines apply FILE',
           ) + '\n',
         );
@@ -218,6 +215,9 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .option('--stage <name>', 'every dead-lettered task at this stage')
     .action(
       meshAction(async (ctx, taskIds: string[], opts: { pipeline?: string; stage?: string }) => {
+        if (taskIds.length === 0 && !opts.pipeline && !opts.stage) {
+          throw new UsageError('dead-letters redrive: name task ids, --pipeline or --stage');
+        }
         const res = await ctx.clients.tracker.redriveTasks({
           taskIds,
           filter: {
@@ -247,6 +247,11 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .option('--pipeline <name>', 'every dead-lettered task of this pipeline')
     .action(
       meshAction(async (ctx, taskIds: string[], opts: { pipeline?: string }) => {
+        if (taskIds.length === 0 && !opts.pipeline) {
+          throw new UsageError('dead-letters purge: name task ids or --pipeline');
+        }
+        // The tracker answers with a count only: say which named tasks it would skip, and why.
+        const skipped = await unpurgeable(ctx, taskIds);
         const res = await ctx.clients.tracker.purgeTasks({
           taskIds,
           filter: opts.pipeline
@@ -258,8 +263,13 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
               }
             : undefined,
         });
-        if (ctx.json) return printJson(res);
+        if (skipped.length > 0) process.exitCode = 1;
+        if (ctx.json)
+          return printJson({ ...res, skipped: skipped.map(([taskId, why]) => ({ taskId, why })) });
         process.stdout.write(`purged ${res.purgedCount} task(s)\n`);
+        for (const [taskId, why] of skipped) {
+          process.stderr.write(`dsat: not purged, ${why}: ${taskId}\n`);
+        }
       }),
     );
 
@@ -283,4 +293,21 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
       }),
     );
   return [pipelines, deadLetters, mesh];
+}
+
+/** The named tasks a purge leaves alone: unknown ones, and those not ended yet. */
+async function unpurgeable(ctx: CommandContext, taskIds: string[]): Promise<[string, string][]> {
+  const skipped: [string, string][] = [];
+  for (const taskId of taskIds) {
+    try {
+      const { task } = await ctx.clients.status.getTask({ taskId });
+      if (task && !isTerminalState(task.state)) {
+        skipped.push([taskId, `it is ${stateName(task.state)}, not ended`]);
+      }
+    } catch (err) {
+      if (!(err instanceof ClientError) || err.code !== Status.NOT_FOUND) throw err;
+      skipped.push([taskId, 'no such task']);
+    }
+  }
+  return skipped;
 }

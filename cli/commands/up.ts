@@ -9,6 +9,7 @@ import { startTelemetry } from '../../services/shared/telemetry';
 import { readPipelineFile } from '../../services/tracker/pipeline-file';
 import type { ConfigProblem, ConfigSpec, FlagValues } from '../../services/shared/config';
 import {
+  cliConfigSpec,
   ConfigError,
   DEFAULT_PORTS,
   loadConfig,
@@ -28,6 +29,7 @@ import { startStatusServer } from '../../services/status/server';
 import { startTrackerServer } from '../../services/tracker/server';
 import { startWorkerServer } from '../../services/worker/server';
 import { wholeNumberOption } from '../number-options';
+import { stageGraph } from '../output';
 import { ProcessSupervisor, STOP_GRACE_MS } from '../process-supervisor';
 
 interface UpOptions {
@@ -277,17 +279,18 @@ export function upCommand(): Command {
         const router = await started('router', { ...flags.router, statusAddress, trackerAddress });
         if (opts.demo !== false) {
           const channel = createDsatChannel(trackerAddress);
-          const applied = await createDsatClient(TrackerServiceDefinition, channel)
+          const { pipeline: demo } = await createDsatClient(TrackerServiceDefinition, channel)
             .applyPipeline({ pipeline: readPipelineFile(DEMO_PIPELINE) })
             .finally(() => channel.close());
           process.stdout.write(
-            `  ${'demo'.padEnd(8)} pipeline ${applied.pipeline?.name} v${applied.pipeline?.version}: parse → hash → upper\n`,
+            `  ${'demo'.padEnd(8)} pipeline ${demo!.name} v${demo!.version}: ${stageGraph(demo!)}\n`,
           );
         }
         await started('worker', { ...flags.worker, routers: router, trackerAddress });
         process.stdout.write(
           `dsat is up (data in ${statusConfig.dataDir}). Press Ctrl-C to stop.\n` +
             `Next, in another terminal:\n` +
+            clientEnvHint({ router, status: statusAddress, tracker: trackerAddress, traces }) +
             (opts.demo === false
               ? `  npx dsat pipelines apply my-pipeline.yaml\n` +
                 `  npx dsat submit my-pipeline '{"any":"json"}' --follow\n`
@@ -301,4 +304,25 @@ export function upCommand(): Command {
         exitWithError(err);
       }
     });
+}
+
+/**
+ * The `export` line a client in another terminal needs when this mesh is not where the CLI looks
+ * by default (ports chosen with --*-port), so the hints below it reach this mesh, not another.
+ */
+export function clientEnvHint(at: {
+  router: string;
+  status: string;
+  tracker: string;
+  traces: string | undefined;
+}): string {
+  const defaults = loadConfig(cliConfigSpec, {}, {});
+  const differ = [
+    ['DSAT_ROUTER_ADDRESS', at.router, defaults.router],
+    ['DSAT_STATUS_ADDRESS', at.status, defaults.status],
+    ['DSAT_TRACKER_ADDRESS', at.tracker, defaults.tracker],
+    ['DSAT_TRACES_URL', at.traces, defaults.traces],
+  ].filter(([, value, fallback]) => value !== undefined && value !== fallback);
+  if (differ.length === 0) return '';
+  return `  export ${differ.map(([name, value]) => `${name}=${value}`).join(' ')}\n`;
 }

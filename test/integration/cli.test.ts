@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
@@ -239,6 +240,9 @@ describe('the dsat CLI, as a user drives it', () => {
       [['dead-letters', 'list', '--limit', '0'], /option '--limit <n>' argument '0'/],
       [['pipelines', 'get', 'demo', 'latest'], /value 'latest' is invalid for argument 'version'/],
       [['tasks', '--no-such-flag'], /unknown option '--no-such-flag'/],
+      [['tasks', '--state', 'bogus'], /option '--state <state\.\.\.>' argument 'bogus' is invalid/],
+      [['dead-letters', 'redrive'], /name task ids, --pipeline or --stage/],
+      [['dead-letters', 'purge'], /name task ids or --pipeline/],
       [['worker', '--stages', 'a', '--port', '0'], /--handler \(DSAT_HANDLER\): is required/],
     ];
     await expectUsageErrors(cases, env);
@@ -248,6 +252,46 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(JSON.parse(v1.out)).toMatchObject({ name: 'demo', version: 1 });
   });
 
+  it('prints output larger than a pipe holds whole, and names what it could not purge', async () => {
+    const big = path.join(tmp.path, 'big.json');
+    fs.writeFileSync(big, JSON.stringify({ text: 'x'.repeat(300_000) }));
+    const run = await dsat(['submit', 'demo', `@${big}`, '--follow', '--json'], env);
+    expect(run.code).toBe(0);
+    const taskId = (JSON.parse(run.out.split('\n')[0]!) as { taskId: string }).taskId;
+    const get = await dsat(['get', taskId, '--json'], env);
+    expect(get.out.length).toBeGreaterThan(3 * 65_536);
+    expect(JSON.parse(get.out)).toMatchObject({ taskId, state: 'SUCCEEDED' });
+
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const purge = await dsat(['dead-letters', 'purge', unknown], env);
+    expect(purge.code).toBe(1);
+    expect(purge.out).toMatch(/^purged 0 task\(s\)$/m);
+    expect(purge.err).toContain(`not purged, no such task: ${unknown}`);
+  });
+
+  it('says what is wrong with the span receiver instead of waiting or failing obscurely', async () => {
+    const run = await dsat(['submit', 'demo', '{"text":"t"}', '--follow'], env);
+    const taskId = /^submitted (\S+)/m.exec(run.out)![1]!;
+    const wrong = await dsat(['trace', taskId, '--traces', `${env.DSAT_TRACES_URL}/wrong`], env);
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toMatch(/^dsat: the span receiver at .*\/wrong answered 404/m);
+    // A receiver that takes the connection and never answers: the call deadline ends the wait.
+    const silentServer = net.createServer(() => undefined);
+    await new Promise<void>((r) => silentServer.listen(0, '127.0.0.1', r));
+    const { port } = silentServer.address() as net.AddressInfo;
+    try {
+      const mute = await dsat(
+        ['trace', taskId, '--traces', `http://127.0.0.1:${port}`, '--timeout', '1s'],
+        env,
+        30_000,
+      );
+      expect(mute.code).toBe(1);
+      expect(mute.err).toMatch(/cannot reach the span receiver .*no answer within 1000 ms/);
+    } finally {
+      silentServer.close();
+    }
+  });
+
   it('follows a fan-out: the task and its branch to their ends, and get lists the branch', async () => {
     const forked = path.join(tmp.path, 'forked.yaml');
     fs.writeFileSync(
@@ -255,6 +299,7 @@ describe('the dsat CLI, as a user drives it', () => {
       'name: forked\nstages:\n  - name: a\n    next: [b, c]\n  - name: b\n  - name: c\n',
     );
     expect((await dsat(['pipelines', 'apply', forked], env)).code).toBe(0);
+    expect((await dsat(['pipelines', 'list'], env)).out).toMatch(/forked .* a → \{b, c\}/);
     const handlers = path.join(tmp.path, 'forked-handlers.js');
     fs.writeFileSync(
       handlers,
@@ -446,5 +491,37 @@ describe('dsat bench --pipeline FILE --embedded', () => {
     );
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/^dsat: .*handlers\.js exports no handler for stage only$/m);
+  });
+});
+
+describe('dsat submit --follow, when the mesh stops first', () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+
+  it('exits 1 with a line saying so, not 0 as if the task had ended', async () => {
+    const up = spawnDsat(['up', '--data-dir', path.join(tmp.path, 'data'), ...UP_FREE_PORTS]);
+    try {
+      await up.waitForLine(/^dsat is up/, 60_000);
+      const env = {
+        DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
+        DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
+      };
+      expect(up.stdout.join('\n')).toContain(
+        `export DSAT_ROUTER_ADDRESS=${env.DSAT_ROUTER_ADDRESS}`,
+      );
+      // parse runs 3 s; the stop lets it finish, and the task is left queued at hash.
+      const follow = spawnDsat(
+        ['submit', 'demo', JSON.stringify({ text: 'slow', workMs: 3_000 }), '--follow'],
+        env,
+      );
+      await follow.waitForLine(/RUNNING\s+parse/, 30_000);
+      up.kill('SIGINT');
+      expect(await within(follow.exited, 60_000, 'the follow to end')).toBe(1);
+      expect(follow.stdout.join('\n')).not.toMatch(/SUCCEEDED/);
+      expect(follow.stderr.join('\n')).toMatch(/^dsat: /m);
+    } finally {
+      up.kill('SIGINT');
+      await within(up.exited, 60_000, 'dsat up to stop');
+    }
   });
 });
