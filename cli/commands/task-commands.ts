@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Task, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { StoredSpan } from '../../services/shared/span-store';
+import { MAX_PRIORITY } from '../../services/router/task-intake';
 import { isTerminalState } from '../../services/status/task-state-machine';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
@@ -231,10 +232,10 @@ export function taskCommands(): Command[] {
     .addOption(
       wholeNumberOption(
         '--priority <n>',
-        'higher runs first within a stage',
+        `higher runs first within a stage, from -${MAX_PRIORITY} to ${MAX_PRIORITY}`,
         0,
-        -(2 ** 31),
-        2 ** 31 - 1,
+        -MAX_PRIORITY,
+        MAX_PRIORITY,
       ),
     )
     .option(

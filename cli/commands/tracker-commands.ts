@@ -277,7 +277,14 @@ export function trackerCommands(applyPipelineFile?: (file: string) => Pipeline):
     .alias('top')
     .description('Members of the mesh and the load of every stage, with scaling advice.')
     .option('-w, --watch', 'refresh every second, like top')
-    .addOption(wholeNumberOption('--interval <ms>', 'refresh interval with --watch', 1000, 100))
+    .addOption(
+      wholeNumberOption(
+        '--interval <ms>',
+        'with --watch: milliseconds between refreshes, at least 100',
+        1000,
+        100,
+      ),
+    )
     .action(
       meshAction(async (ctx, opts: { watch?: boolean; interval: number }) => {
         for (;;) {
