@@ -116,6 +116,9 @@ export async function startEmbeddedMesh(opts: EmbeddedMeshOptions): Promise<Embe
       tracker: tracker.address,
       traces: '',
       timeout: 10_000,
+      tlsCa: '',
+      tlsCert: '',
+      tlsKey: '',
     } satisfies CliConfig);
     const applied = await clients.tracker.applyPipeline({
       pipeline: opts.pipeline,

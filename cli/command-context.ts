@@ -37,6 +37,12 @@ export function addMeshOptions(program: Command): Command {
       'Span receiver of dsat up [env DSAT_TRACES_URL, default http://127.0.0.1:7418]',
     )
     .option('--timeout <duration>', 'Deadline of each call [env DSAT_TIMEOUT, default 10s]')
+    .option('--tls-ca <file>', 'Call the mesh over TLS, trusting these PEM CAs [env DSAT_TLS_CA]')
+    .option(
+      '--tls-cert <file>',
+      'PEM certificate shown to a mesh that asks (mTLS) [env DSAT_TLS_CERT]',
+    )
+    .option('--tls-key <file>', 'PEM key of --tls-cert [env DSAT_TLS_KEY]')
     .option('--json', 'Print JSON for scripts instead of tables');
 }
 

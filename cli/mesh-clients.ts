@@ -21,21 +21,21 @@ export function meshClients(config: CliConfig): MeshClients {
     get router() {
       return (router ??= createDsatClient(
         RouterServiceDefinition,
-        createDsatChannel(config.router),
+        createDsatChannel(config.router, config),
         settings,
       ));
     },
     get status() {
       return (status ??= createDsatClient(
         StatusServiceDefinition,
-        createDsatChannel(config.status),
+        createDsatChannel(config.status, config),
         settings,
       ));
     },
     get tracker() {
       return (tracker ??= createDsatClient(
         TrackerServiceDefinition,
-        createDsatChannel(config.tracker),
+        createDsatChannel(config.tracker, config),
         settings,
       ));
     },

@@ -17,6 +17,7 @@ import { WorkerPhase } from '../gen/dsat/worker/v1/worker';
 import { asyncToken } from '../services/shared/async-token';
 import type { ChannelSettings } from '../services/shared/grpc-client';
 import { clientChannelOptions } from '../services/shared/grpc-client';
+import { channelCredentials } from '../services/shared/transport-security';
 import { createLogger } from '../services/shared/logger';
 import { openBidiStream } from '../services/shared/raw-stream';
 import { codecFor } from './codecs';
@@ -328,7 +329,7 @@ export function createWorker(options: WorkerOptions): Worker {
     if (!c) {
       c = new grpc.Client(
         address,
-        grpc.credentials.createInsecure(),
+        channelCredentials(options.channel ?? {}) ?? grpc.credentials.createInsecure(),
         clientChannelOptions(options.channel),
       );
       clients.set(address, c);

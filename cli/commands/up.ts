@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { flagArgs } from '../../services/shared/cli-options';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
+import { tlsSettings } from '../../services/shared/transport-security';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
 import { startTelemetry } from '../../services/shared/telemetry';
@@ -278,7 +279,7 @@ export function upCommand(): Command {
         const trackerAddress = await started('tracker', { ...flags.tracker, statusAddress });
         const router = await started('router', { ...flags.router, statusAddress, trackerAddress });
         if (opts.demo !== false) {
-          const channel = createDsatChannel(trackerAddress);
+          const channel = createDsatChannel(trackerAddress, tlsSettings(statusConfig));
           const { pipeline: demo } = await createDsatClient(TrackerServiceDefinition, channel)
             .applyPipeline({ pipeline: readPipelineFile(DEMO_PIPELINE) })
             .finally(() => channel.close());

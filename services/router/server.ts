@@ -7,6 +7,7 @@ import type { Task } from '../../gen/dsat/task/v1/task';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { RouterConfig } from '../shared/config';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
+import { tlsSettings } from '../shared/transport-security';
 import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { Membership } from '../shared/membership';
 import { startMembership } from '../shared/membership';
@@ -51,6 +52,7 @@ export async function startRouterServer(
     keepaliveTime: config.keepaliveTime,
     keepaliveTimeout: config.keepaliveTimeout,
     maxMessageSize: config.maxMessageSize,
+    ...tlsSettings(config),
   };
   const statusChannel = createDsatChannel(config.statusAddress, channelSettings);
   const status = createDsatClient(StatusServiceDefinition, statusChannel);
@@ -84,7 +86,12 @@ export async function startRouterServer(
     retryMaxAttempts: 1,
   });
   let address = '';
-  const forwarder = createStageForwarder({ tracker, selfAddress: () => address, logger });
+  const forwarder = createStageForwarder({
+    tracker,
+    selfAddress: () => address,
+    logger,
+    channel: channelSettings,
+  });
   const dispatcher = new Dispatcher({
     writer,
     ids,

@@ -2,7 +2,7 @@ import type { Assignment, ForwardTasksRequest } from '../../gen/dsat/router/v1/r
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import type { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { AsyncQueue } from '../shared/async-queue';
-import type { DsatClient } from '../shared/grpc-client';
+import type { ChannelSettings, DsatClient } from '../shared/grpc-client';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
 import type { Logger } from '../shared/logger';
 import type { HeldTaskInit } from './held-task';
@@ -15,6 +15,8 @@ export interface StageForwarderOptions {
   readonly logger: Logger;
   /** How long a stage's routers are remembered. */
   readonly resolveTtlMs?: number;
+  /** Settings (TLS among them) of the channels to other routers. */
+  readonly channel?: ChannelSettings;
 }
 
 export interface StageForwarder {
@@ -46,7 +48,10 @@ export function createStageForwarder(options: StageForwarderOptions): StageForwa
     const queue = new AsyncQueue<ForwardTasksRequest>();
     t = { queue, pending: [] };
     targets.set(address, t);
-    const client = createDsatClient(RouterServiceDefinition, createDsatChannel(address));
+    const client = createDsatClient(
+      RouterServiceDefinition,
+      createDsatChannel(address, options.channel),
+    );
     void (async () => {
       try {
         for await (const _ of client.forwardTasks(queue)) void _;

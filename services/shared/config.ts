@@ -197,7 +197,46 @@ export const opt = {
     option('<dir>', parseDataDir, env, description, def),
   oneOf: <T extends string>(values: readonly T[], env: string, description: string, def: T) =>
     option(`<${values.join('|')}>`, oneOf(values), env, description, def),
+  pemFile: (env: string, description: string) =>
+    option('<file>', parsePemFile, env, description, ''),
 };
+
+/** A readable PEM file (certificate or key); the value stays its path. */
+function parsePemFile(raw: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(raw, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      `cannot read ${raw}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a directory' : (err as Error).message}`,
+    );
+  }
+  if (!text.includes('-----BEGIN ')) throw new Error(`${raw} is not a PEM file`);
+  return raw;
+}
+
+/**
+ * TLS, the same on every service and the CLI. A certificate and key turn TLS on for the server
+ * and are shown to peers that ask for one; a CA file turns TLS on for calls to other services.
+ */
+export const tlsOptions = {
+  tlsCert: opt.pemFile(
+    'DSAT_TLS_CERT',
+    'PEM certificate (chain) of this process: serves TLS, and is shown to peers that ask (mTLS).',
+  ),
+  tlsKey: opt.pemFile('DSAT_TLS_KEY', 'PEM private key of --tls-cert.'),
+  tlsCa: opt.pemFile(
+    'DSAT_TLS_CA',
+    'PEM certificate authorities trusted for peers: calls to other services use TLS and check them.',
+  ),
+  tlsClientAuth: opt.bool(
+    'DSAT_TLS_CLIENT_AUTH',
+    'Serve only clients that show a certificate signed by --tls-ca (mTLS).',
+    false,
+  ),
+} as const;
+export type TlsConfig = ConfigOf<typeof tlsOptions>;
 
 export type FlagValues = Readonly<Record<string, string | boolean | undefined>>;
 
@@ -267,6 +306,7 @@ export function serverOptions(svc: string, defaultPort: number) {
       1000,
       1,
     ),
+    ...tlsOptions,
   } as const;
 }
 
@@ -413,5 +453,8 @@ export const cliConfigSpec = {
     'http://127.0.0.1:7418',
   ),
   timeout: opt.duration('DSAT_TIMEOUT', 'Deadline of each call.', 10_000),
+  tlsCa: tlsOptions.tlsCa,
+  tlsCert: tlsOptions.tlsCert,
+  tlsKey: tlsOptions.tlsKey,
 } as const;
 export type CliConfig = ConfigOf<typeof cliConfigSpec>;

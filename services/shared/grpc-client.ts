@@ -7,8 +7,11 @@ import { retryMiddleware } from 'nice-grpc-client-middleware-retry';
 import { Status } from 'nice-grpc-common';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { tracingClientMiddleware } from './grpc-tracing';
+import type { TlsSettings } from './transport-security';
+import { channelCredentials } from './transport-security';
 
-export interface ChannelSettings {
+/** A channel's settings; a service hands its own config, whose TLS fields secure the channel. */
+export interface ChannelSettings extends TlsSettings {
   readonly keepaliveTime?: number;
   readonly keepaliveTimeout?: number;
   readonly maxMessageSize?: number;
@@ -31,7 +34,7 @@ export function clientChannelOptions(settings: ChannelSettings = {}): ChannelOpt
 }
 
 export function createDsatChannel(address: string, settings: ChannelSettings = {}): Channel {
-  return createChannel(address, undefined, clientChannelOptions(settings));
+  return createChannel(address, channelCredentials(settings), clientChannelOptions(settings));
 }
 
 export type DsatClient<D extends CompatServiceDefinition> = Client<

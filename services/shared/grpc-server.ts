@@ -12,6 +12,7 @@ import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
 import { createTerminatorMiddleware } from './terminator';
+import { serverCredentials } from './transport-security';
 
 /** The descriptor set of proto/, written by `npm run gen`, which server reflection serves. */
 export const DESCRIPTOR_SET_PATH = path.join(__dirname, '../../gen/dsat.binpb');
@@ -93,11 +94,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   server.add(ServerReflectionService, ServerReflection(loadDescriptorSet(), names));
   for (const s of services) s.add(server);
 
-  const port = await server.listen(`${config.host}:${config.port}`).catch((err: Error) => {
-    // grpc-js says "No address added out of total 1 resolved errors: [listen EADDRINUSE ...]".
-    const why = err.message.includes('EADDRINUSE') ? 'the port is in use' : err.message;
-    throw new Error(`${options.name} cannot listen on ${config.host}:${config.port}: ${why}`);
-  });
+  const credentials = serverCredentials(config);
+  const port = await server
+    .listen(`${config.host}:${config.port}`, credentials)
+    .catch((err: Error) => {
+      // grpc-js says "No address added out of total 1 resolved errors: [listen EADDRINUSE ...]".
+      const why = err.message.includes('EADDRINUSE') ? 'the port is in use' : err.message;
+      throw new Error(`${options.name} cannot listen on ${config.host}:${config.port}: ${why}`);
+    });
   const address = `${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   const setServing = (serving: boolean) => {
     const status = serving ? 'healthy' : 'unhealthy';

@@ -7,6 +7,8 @@ import { createLogger } from './logger';
 import type { ServiceDeps, ServiceHandle } from './service-host';
 import { createShutdown, exitOnSignals } from './shutdown';
 import { startTelemetry } from './telemetry';
+import type { TlsSettings } from './transport-security';
+import { checkTlsSettings } from './transport-security';
 
 export type StartService<S extends ConfigSpec> = (
   config: ConfigOf<S>,
@@ -36,6 +38,7 @@ export function serviceCommand<S extends ConfigSpec>(
     let config: ConfigOf<S>;
     try {
       config = loadConfig(spec, flagValues(spec, opts));
+      checkTlsSettings(config as TlsSettings);
     } catch (err) {
       exitWithError(err);
     }

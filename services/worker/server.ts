@@ -6,6 +6,7 @@ import type { WorkerConfig } from '../shared/config';
 import { ConfigError } from '../shared/config';
 import { durationMs } from '../shared/duration';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
+import { tlsSettings } from '../shared/transport-security';
 import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { Membership } from '../shared/membership';
 import { startMembership } from '../shared/membership';
@@ -60,6 +61,7 @@ export async function startWorkerServer(
         keepaliveTime: config.keepaliveTime,
         keepaliveTimeout: config.keepaliveTimeout,
         maxMessageSize: config.maxMessageSize,
+        ...tlsSettings(config),
       },
     });
   } else {
@@ -124,7 +126,7 @@ export async function startWorkerServer(
     ],
   });
 
-  const trackerChannel = createDsatChannel(config.trackerAddress);
+  const trackerChannel = createDsatChannel(config.trackerAddress, tlsSettings(config));
   let membership: Membership | undefined = worker
     ? startMembership({
         tracker: createDsatClient(TrackerServiceDefinition, trackerChannel, {
