@@ -226,7 +226,8 @@ export function parsePipelineText(text: string, source = 'pipeline'): Pipeline {
       source,
       doc.errors.map((e) => ({
         field: e.linePos ? `line ${e.linePos[0].line}` : '(file)',
-        description: e.message.split('\n')[0] ?? e.message,
+        // The first line says what and where; the excerpt under it does not fit one line.
+        description: (e.message.split('\n')[0] ?? e.message).replace(/:$/, ''),
       })),
     );
   }
@@ -266,5 +267,29 @@ export function readPipelineFile(file: string): Pipeline {
       },
     );
   }
+  if (file.endsWith('.json')) checkStrictJson(text, file);
   return parsePipelineText(text, file);
+}
+
+/**
+ * A `.json` file must be JSON: YAML would take a trailing comma or a comment, and the file would
+ * then break any other JSON tool that reads it.
+ */
+function checkStrictJson(text: string, file: string): void {
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    const at = /position (\d+)/.exec(message);
+    const before = at ? text.slice(0, Number(at[1])) : undefined;
+    const where = before
+      ? `line ${before.split('\n').length}, column ${before.length - before.lastIndexOf('\n')}`
+      : '(file)';
+    throw fileError(file, [
+      {
+        field: where,
+        description: `not valid JSON: ${message.replace(/ in JSON at position \d+.*$/, '')}`,
+      },
+    ]);
+  }
 }

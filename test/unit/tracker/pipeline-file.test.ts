@@ -159,6 +159,12 @@ stages:
       expect(
         failure(() => readPipelineFile(path.join(dir.path, 'missing.yaml'))).message,
       ).toContain('missing.yaml');
+      // YAML takes a trailing comma; a .json file must be JSON all the same.
+      const json = path.join(dir.path, 'mine.json');
+      fs.writeFileSync(json, '{"name":"mine","stages":[{"name":"a","next":[]},]}');
+      expect(failure(() => readPipelineFile(json)).message).toMatch(/mine\.json.*not valid JSON/);
+      fs.writeFileSync(json, '{"name":"mine","stages":[{"name":"a","next":[]}]}');
+      expect(readPipelineFile(json).stages.map((st) => st.name)).toEqual(['a']);
     } finally {
       dir.cleanup();
     }
