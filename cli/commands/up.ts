@@ -45,6 +45,7 @@ interface UpOptions {
   demo?: boolean;
   traceReceiver?: boolean;
   traceReceiverPort?: number;
+  reflection?: boolean;
   processes?: boolean;
 }
 
@@ -91,6 +92,8 @@ function loadServices(opts: UpOptions) {
   const common = {
     host: opts.host,
     logLevel: opts.logLevel ?? process.env.DSAT_LOG_LEVEL ?? 'warn',
+    // A development mesh: grpcurl may list and describe its services.
+    reflection: opts.reflection !== false,
   };
   const flags = {
     status: defined({ ...common, port: opts.statusPort, dataDir: opts.dataDir, sync: opts.sync }),
@@ -212,6 +215,10 @@ export function upCommand(): Command {
     )
     .option('--no-demo', 'Do not apply the demo pipeline nor run its workers')
     .option('--no-trace-receiver', 'Do not keep spans for `dsat trace`')
+    .option(
+      '--no-reflection',
+      'Do not serve gRPC reflection (on here, off for a service run alone)',
+    )
     .addOption(
       wholeNumberOption(
         '--trace-receiver-port <port>',

@@ -306,6 +306,11 @@ export function serverOptions(svc: string, defaultPort: number) {
       1000,
       1,
     ),
+    reflection: opt.bool(
+      'DSAT_REFLECTION',
+      'Serve gRPC server reflection (grpcurl list/describe): for development; off, a client cannot list the services.',
+      false,
+    ),
     ...tlsOptions,
   } as const;
 }

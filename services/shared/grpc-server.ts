@@ -91,7 +91,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const health = HealthState();
   server.add(HealthDefinition, HealthServiceImpl(health));
   const names = services.map((s) => s.fullName);
-  server.add(ServerReflectionService, ServerReflection(loadDescriptorSet(), names));
+  // Off unless asked for: a client should not learn every method from a production port.
+  if (config.reflection) {
+    server.add(ServerReflectionService, ServerReflection(loadDescriptorSet(), names));
+  }
   for (const s of services) s.add(server);
 
   const credentials = serverCredentials(config);

@@ -10,7 +10,7 @@ import { serviceEntry, startGrpcServer } from '../../services/shared/grpc-server
 import { createLogger } from '../../services/shared/logger';
 import type { TerminatorContext } from '../../services/shared/terminator';
 import { withUnimplemented } from '../../services/shared/unimplemented';
-import { healthCheck, openHealthWatch } from '../helpers/plain-grpc';
+import { healthCheck, listServices, openHealthWatch } from '../helpers/plain-grpc';
 import { within } from '../helpers/processes';
 
 jest.setTimeout(30_000);
@@ -82,6 +82,22 @@ describe('the server factory', () => {
     expect(took).toBeLessThan(4_000);
     const err = await consuming;
     expect(err).toBeInstanceOf(ClientError);
+  });
+
+  it('T41: serves reflection only when asked to, so a client cannot list the services of a production port', async () => {
+    server = await serve({});
+    const err = await listServices(server.address).catch((e: unknown) => e);
+    expect((err as { code?: number }).code).toBe(Status.UNIMPLEMENTED);
+    await server.stop();
+    server = await startGrpcServer({
+      name: 'test',
+      config: loadConfig(statusConfigSpec, { port: '0', reflection: true }, {}),
+      logger,
+      services: [
+        serviceEntry(StatusServiceDefinition, withUnimplemented(StatusServiceDefinition, {})),
+      ],
+    });
+    expect(await listServices(server.address)).toContain('dsat.status.v1.StatusService');
   });
 
   it('reports NOT_SERVING once shutdown starts', async () => {
