@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pipeline } from '../gen/dsat/pipeline/v1/pipeline';
-import type { CliConfig } from '../services/shared/config';
 import {
+  cliConfigSpec,
   loadConfig,
   routerConfigSpec,
   statusConfigSpec,
@@ -110,16 +110,13 @@ export async function startEmbeddedMesh(opts: EmbeddedMeshOptions): Promise<Embe
       deps('router'),
     );
     await router.ready;
-    const clients = meshClients({
-      router: router.address,
-      status: status.address,
-      tracker: tracker.address,
-      traces: '',
-      timeout: 10_000,
-      tlsCa: '',
-      tlsCert: '',
-      tlsKey: '',
-    } satisfies CliConfig);
+    const clients = meshClients(
+      loadConfig(
+        cliConfigSpec,
+        { router: router.address, status: status.address, tracker: tracker.address },
+        {},
+      ),
+    );
     const applied = await clients.tracker.applyPipeline({
       pipeline: opts.pipeline,
       validateOnly: false,

@@ -4,6 +4,7 @@ import { cliConfigSpec, loadConfig } from '../services/shared/config';
 import { flagValues } from '../services/shared/cli-options';
 import { exitWithError } from '../services/shared/run-service';
 import type { MeshClients } from './mesh-clients';
+import { checkTlsSettings } from '../services/shared/transport-security';
 import { meshClients } from './mesh-clients';
 import { describeError, exitWhenFlushed } from './output';
 
@@ -43,6 +44,10 @@ export function addMeshOptions(program: Command): Command {
       'PEM certificate shown to a mesh that asks (mTLS) [env DSAT_TLS_CERT]',
     )
     .option('--tls-key <file>', 'PEM key of --tls-cert [env DSAT_TLS_KEY]')
+    .option(
+      '--auth-token-file <file>',
+      'Show the bearer token (JWT) in this file on every call; needs --tls-ca [env DSAT_AUTH_TOKEN_FILE]',
+    )
     .option('--json', 'Print JSON for scripts instead of tables');
 }
 
@@ -59,6 +64,7 @@ export function meshAction<A extends unknown[]>(
     let config: CliConfig;
     try {
       config = loadConfig(cliConfigSpec, flagValues(cliConfigSpec, opts));
+      checkTlsSettings(config);
     } catch (err) {
       exitWithError(err);
     }

@@ -199,7 +199,23 @@ export const opt = {
     option(`<${values.join('|')}>`, oneOf(values), env, description, def),
   pemFile: (env: string, description: string) =>
     option('<file>', parsePemFile, env, description, ''),
+  file: (env: string, description: string) =>
+    option('<file>', parseReadableFile, env, description, ''),
 };
+
+/** A file that can be read now; the value stays its path (read again when used). */
+function parseReadableFile(raw: string): string {
+  try {
+    fs.accessSync(raw, fs.constants.R_OK);
+    if (fs.statSync(raw).isDirectory()) throw new Error('a directory');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      `cannot read ${raw}: ${code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
+  }
+  return raw;
+}
 
 /** A readable PEM file (certificate or key); the value stays its path. */
 function parsePemFile(raw: string): string {
@@ -235,8 +251,22 @@ export const tlsOptions = {
     'Serve only clients that show a certificate signed by --tls-ca (mTLS).',
     false,
   ),
+  authTokenFile: opt.file(
+    'DSAT_AUTH_TOKEN_FILE',
+    'File holding the bearer token (a JWT) this process shows on its calls, read again when it changes; needs TLS.',
+  ),
 } as const;
 export type TlsConfig = ConfigOf<typeof tlsOptions>;
+
+/** Bearer tokens a server checks on every call (services/shared/auth.ts has the scopes). */
+export const authOptions = {
+  authKey: opt.file(
+    'DSAT_AUTH_KEY',
+    'Check a bearer token on every call against this PEM public key, or this file of an HMAC secret (at least 32 bytes).',
+  ),
+  authIssuer: opt.string('DSAT_AUTH_ISSUER', 'With --auth-key: the iss a token must name.', ''),
+  authAudience: opt.string('DSAT_AUTH_AUDIENCE', 'With --auth-key: the aud a token must name.', ''),
+} as const;
 
 export type FlagValues = Readonly<Record<string, string | boolean | undefined>>;
 
@@ -312,6 +342,7 @@ export function serverOptions(svc: string, defaultPort: number) {
       false,
     ),
     ...tlsOptions,
+    ...authOptions,
   } as const;
 }
 
@@ -461,5 +492,6 @@ export const cliConfigSpec = {
   tlsCa: tlsOptions.tlsCa,
   tlsCert: tlsOptions.tlsCert,
   tlsKey: tlsOptions.tlsKey,
+  authTokenFile: tlsOptions.authTokenFile,
 } as const;
 export type CliConfig = ConfigOf<typeof cliConfigSpec>;

@@ -11,6 +11,7 @@ import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
+import { createAuthMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
 import { serverCredentials } from './transport-security';
 
@@ -86,6 +87,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     .use(createLoggingMiddleware(logger))
     .use(errorDetailsServerMiddleware)
     .use(createErrorMiddleware(logger))
+    .use(createAuthMiddleware(config))
     .use(terminator);
 
   const health = HealthState();

@@ -20,6 +20,14 @@ function checkPair(tls: TlsSettings, problems: ConfigProblem[]): void {
 export function checkTlsSettings(tls: TlsSettings): void {
   const problems: ConfigProblem[] = [];
   checkPair(tls, problems);
+  if (tls.authTokenFile && !tls.tlsCa && !tls.tlsCert) {
+    problems.push(
+      problem(
+        'authTokenFile',
+        'needs TLS (--tls-ca): a bearer token sent in plain text can be read and replayed',
+      ),
+    );
+  }
   if (tls.tlsClientAuth && !tls.tlsCa) {
     problems.push(problem('tlsCa', 'is required with --tls-client-auth: it signs the clients'));
   }
@@ -50,28 +58,49 @@ const channelCache = new Map<string, grpc.ChannelCredentials>();
  * checks the server; the certificate is shown when the server asks); undefined for plain text.
  */
 export function channelCredentials(tls: TlsSettings): grpc.ChannelCredentials | undefined {
-  if (!tls.tlsCa && !tls.tlsCert) return undefined;
-  const key = `${tls.tlsCa}\0${tls.tlsCert}\0${tls.tlsKey}`;
+  if (!tls.tlsCa && !tls.tlsCert) {
+    checkTlsSettings(tls);
+    return undefined;
+  }
+  const key = `${tls.tlsCa}\0${tls.tlsCert}\0${tls.tlsKey}\0${tls.authTokenFile}`;
   let credentials = channelCache.get(key);
   if (credentials === undefined) {
     quietIpServerNameWarning();
-    const problems: ConfigProblem[] = [];
-    checkPair(tls, problems);
-    if (problems.length > 0) throw new ConfigError(problems);
+    checkTlsSettings(tls);
     credentials = grpc.credentials.createSsl(
       tls.tlsCa ? fs.readFileSync(tls.tlsCa) : null,
       tls.tlsKey ? fs.readFileSync(tls.tlsKey) : null,
       tls.tlsCert ? fs.readFileSync(tls.tlsCert) : null,
     );
+    if (tls.authTokenFile) credentials = credentials.compose(bearerToken(tls.authTokenFile));
     channelCache.set(key, credentials);
   }
   return credentials;
 }
 
-/** Only the TLS fields of a config, to hand on to the channels a service opens. */
+/**
+ * `authorization: Bearer <token>` on every call of the channel, the raw streams' included. The
+ * file is read again when it changes, so a rotated token (a mounted secret) is picked up.
+ */
+function bearerToken(file: string): grpc.CallCredentials {
+  let read = { mtimeMs: -1, token: '' };
+  return grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    try {
+      const { mtimeMs } = fs.statSync(file);
+      if (mtimeMs !== read.mtimeMs) read = { mtimeMs, token: fs.readFileSync(file, 'utf8').trim() };
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', `Bearer ${read.token}`);
+      callback(null, metadata);
+    } catch (err) {
+      callback(new Error(`cannot read the token file ${file}: ${(err as Error).message}`));
+    }
+  });
+}
+
+/** Only the TLS fields (and the token) of a config, to hand on to the channels a service opens. */
 export function tlsSettings(config: TlsSettings): TlsSettings {
-  const { tlsCa, tlsCert, tlsKey } = config;
-  return { tlsCa, tlsCert, tlsKey };
+  const { tlsCa, tlsCert, tlsKey, authTokenFile } = config;
+  return { tlsCa, tlsCert, tlsKey, authTokenFile };
 }
 
 let quieted = false;
