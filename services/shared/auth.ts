@@ -159,6 +159,55 @@ export function createAuthMiddleware(settings: AuthSettings): ServerMiddleware {
           `${call.method.path} needs the ${needs} scope; the token of ${subject || 'this client'} has ${[...scopes].join(', ') || 'none'}`,
         );
       }
+      callerIdentity.set(context, `sub:${subject}`);
+    }
+    return yield* call.next(call.request, context);
+  };
+}
+
+/** Who a call comes from, for the rate limit: its token's subject, set by the auth middleware. */
+const callerIdentity = new WeakMap<CallContext, string>();
+
+/** The caller's token subject, or its address without the port when tokens are not checked. */
+export function identityOf(context: CallContext): string {
+  const known = callerIdentity.get(context);
+  if (known !== undefined) return known;
+  const peer = context.peer.replace(/^ipv[46]:/, '');
+  return `addr:${peer.replace(/:\d+$/, '')}`;
+}
+
+/**
+ * At most `perSecond` calls started per second by one identity (a token bucket holding one
+ * second's worth, so a burst of that size passes); more are RESOURCE_EXHAUSTED before their
+ * handler runs, and other identities are not slowed. A stream counts once, when it opens.
+ */
+export function createRateLimitMiddleware(perSecond: number): ServerMiddleware {
+  if (perSecond <= 0) {
+    return async function* unlimited(call, context) {
+      return yield* call.next(call.request, context);
+    };
+  }
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  return async function* rateLimit(call, context: CallContext) {
+    if (METHOD_SCOPES[call.method.path] !== 'open') {
+      const identity = identityOf(context);
+      const now = performance.now();
+      let bucket = buckets.get(identity);
+      if (bucket === undefined) {
+        // Identities come and go (addresses, rotated subjects): forget all when there are many.
+        if (buckets.size >= 10_000) buckets.clear();
+        bucket = { tokens: perSecond, at: now };
+        buckets.set(identity, bucket);
+      }
+      bucket.tokens = Math.min(perSecond, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
+      bucket.at = now;
+      if (bucket.tokens < 1) {
+        throw new ServerError(
+          Status.RESOURCE_EXHAUSTED,
+          `${identity.replace(/^\w+:/, '')} started more than ${perSecond} calls a second (--rate-limit); try again shortly`,
+        );
+      }
+      bucket.tokens -= 1;
     }
     return yield* call.next(call.request, context);
   };

@@ -266,6 +266,11 @@ export const authOptions = {
   ),
   authIssuer: opt.string('DSAT_AUTH_ISSUER', 'With --auth-key: the iss a token must name.', ''),
   authAudience: opt.string('DSAT_AUTH_AUDIENCE', 'With --auth-key: the aud a token must name.', ''),
+  rateLimit: opt.int(
+    'DSAT_RATE_LIMIT',
+    "Most calls a second one caller may start (its token's subject, else its address); more get RESOURCE_EXHAUSTED. 0: no limit.",
+    0,
+  ),
 } as const;
 
 export type FlagValues = Readonly<Record<string, string | boolean | undefined>>;

@@ -11,7 +11,7 @@ import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
-import { createAuthMiddleware } from './auth';
+import { createAuthMiddleware, createRateLimitMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
 import { serverCredentials } from './transport-security';
 
@@ -88,6 +88,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     .use(errorDetailsServerMiddleware)
     .use(createErrorMiddleware(logger))
     .use(createAuthMiddleware(config))
+    .use(createRateLimitMiddleware(config.rateLimit))
     .use(terminator);
 
   const health = HealthState();

@@ -141,6 +141,56 @@ describe('bearer tokens with scopes', () => {
     channel.close();
   });
 
+  it('T40: one caller past its rate limit gets RESOURCE_EXHAUSTED, and runs nothing more; another caller is not slowed', async () => {
+    let handled = 0;
+    const limited = await startGrpcServer({
+      name: 'test',
+      config: loadConfig(statusConfigSpec, { port: '0', authKey: keyFile, rateLimit: '100' }, {}),
+      logger: createLogger('test', 'silent'),
+      services: [
+        serviceEntry(
+          StatusServiceDefinition,
+          withUnimplemented(StatusServiceDefinition, {
+            getStoreStats: () => {
+              handled++;
+              return Promise.resolve({});
+            },
+          }),
+        ),
+      ],
+    });
+    const channel = createDsatChannel(limited.address);
+    try {
+      const client = createDsatClient(StatusServiceDefinition, channel, { retryMaxAttempts: 1 });
+      const as = (authorization: string) => ({ metadata: Metadata({ authorization }) });
+      const greedy = as(`Bearer ${await token('read')}`);
+      const codes = await Promise.all(
+        Array.from({ length: 1_000 }, () =>
+          client.getStoreStats({}, greedy).then(
+            () => Status.OK,
+            (err: unknown) => (err as ClientError).code,
+          ),
+        ),
+      );
+      const ok = codes.filter((c) => c === Status.OK).length;
+      const exhausted = codes.filter((c) => c === Status.RESOURCE_EXHAUSTED).length;
+      expect(ok + exhausted).toBe(1_000);
+      // The bucket holds a second's worth; the burst takes longer than that only on a slow machine.
+      expect(ok).toBeGreaterThanOrEqual(100);
+      expect(exhausted).toBeGreaterThan(0);
+      expect(handled).toBe(ok);
+      const other = await new SignJWT({ scope: 'read' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('someone-else')
+        .setExpirationTime('5m')
+        .sign(Buffer.from(SECRET));
+      await expect(client.getStoreStats({}, as(`Bearer ${other}`))).resolves.toBeDefined();
+    } finally {
+      channel.close();
+      await limited.stop();
+    }
+  });
+
   it('a mesh of processes with TLS and tokens runs the demo for a client whose token may submit, and refuses the others', async () => {
     const files = async (name: string, scope: string) => {
       const file = path.join(tmp.path, `${name}.jwt`);
