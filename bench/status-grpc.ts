@@ -21,6 +21,7 @@ import { TaskState } from '../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../services/shared/grpc-client';
 import { nodeArgs } from './pipeline3/orchestrator';
 import { procStats } from './proc-stats';
+import { benchPipeline } from './bench-pipeline';
 
 const { values: args } = parseArgs({
   options: {
@@ -243,6 +244,7 @@ async function main() {
       child.once('exit', (c) => reject(new Error(`status exited ${c}`)));
     });
     const stats = createClient(StatusServiceDefinition, createChannel(address));
+    await stats.savePipeline({ pipeline: benchPipeline(STAGES) });
     const submit = writer(address);
     const before = await stats.getStoreStats({});
     const cpuBefore = procStats(child.pid!)!.cpuS;

@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import type { TransitionWrite } from '../gen/dsat/status/v1/status';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import { openStatusStore, type StatusStore } from '../services/status/status-store';
+import { benchPipeline } from './bench-pipeline';
 
 const { values: args } = parseArgs({
   options: {
@@ -128,6 +129,7 @@ function uuid(): string {
 async function main(): Promise<void> {
   const dir = args.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-'));
   const store = await openStatusStore({ dir, sync: !args['no-sync'], sweepIntervalMs: 0 });
+  await store.savePipeline(benchPipeline(STAGES));
   const watching = new AbortController();
   let watched = 0;
   const watchers = Array.from({ length: Number(args.watchers) }, async () => {

@@ -5,8 +5,10 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { parseAsyncToken } from '../shared/async-token';
 import { checkContentType } from '../shared/content-types';
 import { DsatError, failedPrecondition, invalidArgument } from '../shared/errors';
+import { checkTaskId, NAME } from '../status/write-validation';
 import type { HeldTaskInit } from './held-task';
 import type { PipelineRegistry } from './pipeline-registry';
+import { errorViolation } from './report-limits';
 import type { StagePlan } from './stage-routing';
 import { planStageDone, queuedByPlan, REASONS } from './stage-routing';
 import type { StatusWriter } from './status-writer';
@@ -21,6 +23,16 @@ export interface AsyncCompletionOptions {
   readonly maxPayloadSize: number;
   /** Holds or forwards the task queued at its next stage. */
   readonly accept: (task: HeldTaskInit) => void;
+}
+
+/** The status service's task id rule as a test, so the refusal can name the token. */
+function isTaskId(id: string): boolean {
+  try {
+    checkTaskId(id);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -44,6 +56,15 @@ export async function completeAsync(
 ): Promise<CompleteAsyncResponse> {
   const parts = parseAsyncToken(req.token);
   if (parts === undefined) throw invalidArgument('token', 'is not an async token of this mesh');
+  // The status service's rules for what the token names: its refusal would be our INTERNAL.
+  if (!isTaskId(parts.taskId)) {
+    throw invalidArgument('token', 'names a task id that is not 1 to 128 of [A-Za-z0-9._:-]');
+  }
+  if (!NAME.test(parts.stage)) throw invalidArgument('token', 'names no valid stage');
+  if (req.error !== undefined) {
+    const bad = errorViolation(req.error, 'error');
+    if (bad !== undefined) throw invalidArgument(bad.field, bad.description);
+  }
   const contentType = checkContentType(req.contentType);
   if (req.output.length > options.maxPayloadSize) {
     throw new DsatError(
@@ -81,8 +102,8 @@ export async function completeAsync(
   let plan: StagePlan;
   if (req.error !== undefined) {
     const error: TaskError = {
-      code: (req.error.code || 'ASYNC_ERROR').slice(0, 128),
-      message: req.error.message.slice(0, 4096),
+      code: req.error.code || 'ASYNC_ERROR',
+      message: req.error.message,
       retryable: false,
       details: req.error.details,
     };

@@ -9,6 +9,7 @@ import type { HeldTaskInit, WorkerLink } from './held-task';
 import { attemptKey, HeldTask } from './held-task';
 import type { CompiledStage } from './pipeline-registry';
 import { ReadyQueue } from './ready-queue';
+import { cutWorkerError, progressViolation } from './report-limits';
 import type { FailurePlan } from './retry-policy';
 import { FAILURE_REASONS, planFailure, planLeaseLost, planRequeue } from './retry-policy';
 import { StageStats } from './stage-stats';
@@ -74,6 +75,8 @@ export const CANCEL_REASONS = {
   leaseLost: 'LEASE_LOST',
   dispatchRefused: 'DISPATCH_REFUSED',
   superseded: 'SUPERSEDED',
+  /** A heartbeat's progress broke the limits: the task failed with this code. */
+  invalidProgress: 'INVALID_PROGRESS',
 } as const;
 
 /**
@@ -474,12 +477,7 @@ export class Dispatcher {
       }
       this.leaveRunning(t);
       const error: TaskError = f.error
-        ? {
-            code: (f.error.code || 'HANDLER_ERROR').slice(0, 128),
-            message: f.error.message.slice(0, 4096),
-            retryable: f.error.retryable,
-            details: f.error.details,
-          }
+        ? cutWorkerError(f.error)
         : {
             code: 'HANDLER_ERROR',
             message: 'the worker reported no error',
@@ -498,10 +496,35 @@ export class Dispatcher {
       if (t === undefined || t.phase !== 'running') continue;
       t.lastBeat = now;
       if (h.progress) {
+        const bad = progressViolation(h.progress, 'progress');
+        if (bad !== undefined) {
+          this.failRunning(t, {
+            code: CANCEL_REASONS.invalidProgress,
+            message: `the worker's ${bad.field} ${bad.description}`,
+            retryable: false,
+            details: {},
+          });
+          continue;
+        }
         t.progress = h.progress;
         t.progressDirty = true;
       }
     }
+  }
+
+  /**
+   * Fails a running attempt for a report that cannot be acked (a heartbeat), as a result whose
+   * output breaks a limit fails its task: the worker is told to abort, and a later report for the
+   * attempt is refused with the same reason.
+   */
+  private failRunning(t: HeldTask, error: TaskError) {
+    const link = t.link!;
+    this.leaveRunning(t);
+    link.holding.delete(t.attemptKey);
+    this.remember(t, false, error.code);
+    link.cancel({ taskId: t.taskId, attempt: t.attempt }, error.code);
+    const plan = planFailure(t, error, link.workerId, this.ids.next);
+    this.writeReport({ task: t, link: undefined, plan, outcomes: [], left: 0, kind: 'failure' });
   }
 
   private leaveRunning(t: HeldTask) {

@@ -26,6 +26,9 @@ const FORWARDED_REASONS = new Set([
   'QUEUED',
 ]);
 
+/** Forwards waiting for the feed at most; past it the oldest are dropped (the feed has them). */
+const MAX_FORWARDS_WAITING = 10_000;
+
 export interface FeedFollowerOptions {
   readonly watch: (fromRevision: number, signal: AbortSignal) => AsyncIterable<WatchEventsResponse>;
   readonly readTask: (taskId: string) => Promise<Task | undefined>;
@@ -40,10 +43,17 @@ export interface FeedFollowerOptions {
   readonly forwardGraceMs?: number;
   /** Reads of tasks in flight at once. */
   readonly lookupConcurrency?: number;
+  /** How long a forwarded task waits for the feed to announce it. */
+  readonly forwardWaitMs?: number;
 }
 
 export interface FeedFollower {
   start(fromRevision: number): void;
+  /**
+   * Holds a task another router forwarded once the feed has announced it QUEUED at that stage and
+   * attempt (true when it already has); until then it waits here, never replacing what is held.
+   */
+  confirmForward(init: HeldTaskInit): boolean;
   /** The revision the feed has been read up to. */
   readonly revision: number;
   stop(): Promise<void>;
@@ -60,10 +70,16 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
   const abort = new AbortController();
   const graceMs = options.forwardGraceMs ?? 1_000;
   const concurrency = options.lookupConcurrency ?? 8;
+  const forwardWaitMs = options.forwardWaitMs ?? 10_000;
   let revision = 0;
   let loop: Promise<void> | undefined;
 
   const waiting = new Map<string, Transition>();
+  /**
+   * Forwards the feed has not announced yet, oldest first. Dropping one is always safe: its task
+   * is QUEUED in the store, and the feed's announcement has it read and held as any other.
+   */
+  const forwarded = new Map<string, { init: HeldTaskInit; due: number }>();
   const ready: Transition[] = [];
   const later: { due: number; e: Transition }[] = [];
   let laterTimer: NodeJS.Timeout | undefined;
@@ -145,6 +161,22 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
     }
   }
 
+  function confirmForward(init: HeldTaskInit): boolean {
+    const e = waiting.get(init.taskId);
+    if (e !== undefined && e.stage === init.stage.name && e.attempt === init.attempt) {
+      dispatcher.enqueue(init);
+      return true;
+    }
+    const now = performance.now();
+    for (const [taskId, f] of forwarded) {
+      if (f.due > now && forwarded.size < MAX_FORWARDS_WAITING) break;
+      forwarded.delete(taskId);
+    }
+    forwarded.delete(init.taskId);
+    forwarded.set(init.taskId, { init, due: now + forwardWaitMs });
+    return false;
+  }
+
   function handle(transitions: readonly Transition[]) {
     for (const e of transitions) {
       if (options.ids.isOwn(e.transitionId) || !options.serves(e.stage)) continue;
@@ -154,6 +186,14 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
       if (e.toState === TaskState.TASK_STATE_QUEUED) {
         if (held && held.stage === e.stage && held.attempt === e.attempt) continue;
         if (held) dispatcher.drop(e.taskId, CANCEL_REASONS.superseded);
+        const f = forwarded.get(e.taskId);
+        if (f !== undefined) {
+          forwarded.delete(e.taskId);
+          if (f.init.stage.name === e.stage && f.init.attempt === e.attempt) {
+            dispatcher.enqueue(f.init);
+            continue;
+          }
+        }
         schedule(e, FORWARDED_REASONS.has(e.reason) ? graceMs : 0);
         continue;
       }
@@ -209,11 +249,13 @@ export function createFeedFollower(options: FeedFollowerOptions): FeedFollower {
     start(fromRevision) {
       loop ??= follow(fromRevision);
     },
+    confirmForward,
     get revision() {
       return revision;
     },
     async stop() {
       abort.abort();
+      forwarded.clear();
       clearTimeout(laterTimer);
       await loop;
     },

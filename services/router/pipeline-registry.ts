@@ -4,7 +4,7 @@ import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
 import { durationMs } from '../shared/duration';
 import { DsatError, notFound } from '../shared/errors';
 
-export const DEFAULT_MAX_HOPS = 50;
+import { DEFAULT_MAX_HOPS } from '../shared/pipeline-validation';
 export const DEFAULT_MAX_ATTEMPTS = 3;
 
 /** One stage as the router uses it: defaults applied, durations in milliseconds. */

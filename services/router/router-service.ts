@@ -8,8 +8,8 @@ import type { TerminatorContext } from '../shared/terminator';
 import type { AsyncCompletionOptions } from './async-completion';
 import { completeAsync } from './async-completion';
 import type { Dispatcher } from './dispatcher';
-import type { HeldTaskInit } from './held-task';
-import type { PipelineRegistry } from './pipeline-registry';
+import type { ForwardIntakeOptions } from './forward-intake';
+import { takeForwarded } from './forward-intake';
 import type { TaskCancelOptions } from './task-cancel';
 import { cancelTask } from './task-cancel';
 import type { TaskIntake } from './task-intake';
@@ -21,12 +21,11 @@ export interface RouterServiceDeps {
   readonly routerId: string;
   readonly intake: TaskIntake;
   readonly dispatcher: Dispatcher;
-  readonly pipelines: PipelineRegistry;
   readonly cancel: TaskCancelOptions;
   readonly completion: AsyncCompletionOptions;
   readonly session: WorkerSessionOptions;
+  readonly forward: ForwardIntakeOptions;
   readonly maxSubmitPending: number;
-  readonly serves: (stage: string) => boolean;
   readonly logger: Logger;
 }
 
@@ -71,32 +70,8 @@ export function createRouterService(
     connectWorker: (requests, context) => runWorkerSession(requests, context.signal, deps.session),
 
     async *forwardTasks(requests) {
-      for await (const req of requests) {
-        const taskIds: string[] = [];
-        for (const a of req.tasks) {
-          if (!deps.serves(a.stage)) continue;
-          const pipeline = await deps.pipelines
-            .version(a.pipeline, a.pipelineVersion)
-            .catch(() => undefined);
-          const stage = pipeline?.stages.get(a.stage);
-          if (!pipeline || !stage) continue;
-          const init: HeldTaskInit = {
-            taskId: a.taskId,
-            pipeline,
-            stage,
-            attempt: a.attempt,
-            priority: a.priority,
-            hops: a.hops,
-            traceparent: a.traceparent,
-            input: a.input,
-            progress: a.progress,
-            parentTaskId: a.parentTaskId,
-          };
-          deps.dispatcher.enqueue(init);
-          taskIds.push(a.taskId);
-        }
-        yield { taskIds };
-      }
+      for await (const req of requests)
+        yield { taskIds: await takeForwarded(deps.forward, req.tasks) };
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { Task } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
-import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
+import { DsatError, failedPrecondition, notFound } from '../shared/errors';
+import { checkTaskId } from '../status/write-validation';
 import type { Dispatcher } from './dispatcher';
 import { CANCEL_REASONS } from './dispatcher';
 import type { StatusWriter } from './status-writer';
@@ -14,7 +15,6 @@ export interface TaskCancelOptions {
   readonly readTask: (taskId: string) => Promise<Task | undefined>;
 }
 
-const TASK_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const ATTEMPTS = 5;
 
 /**
@@ -28,8 +28,8 @@ export async function cancelTask(
   taskId: string,
   reason: string,
 ): Promise<Task> {
-  if (!TASK_ID.test(taskId))
-    throw invalidArgument('task_id', 'must be 1 to 128 of [A-Za-z0-9._:-]');
+  // The status service's own rule, so that its refusal never reaches the caller as our INTERNAL.
+  checkTaskId(taskId);
   const why = reason.slice(0, 1024);
   const task = await options.readTask(taskId);
   if (task === undefined) throw notFound('task', taskId, 'task_id');

@@ -66,12 +66,19 @@ export function invalidArgument(field: string, message: string, reason = 'INVALI
   return new DsatError('INVALID_ARGUMENT', reason, `${field}: ${message}`, { field });
 }
 
-/** One INVALID_ARGUMENT error listing every violation, each with its field. */
+/** Violations an error lists at most: a huge request's thousands would not fit its trailers. */
+const MAX_LISTED = 50;
+
+/** One INVALID_ARGUMENT error listing every violation (the first 50), each with its field. */
 export function invalidArguments(violations: readonly FieldViolation[], reason = 'INVALID_FIELDS') {
-  const lines = violations.map((v) => `${v.field}: ${v.description}`);
-  const message =
-    lines.length === 1 ? String(lines[0]) : `${lines.length} problems:\n  ${lines.join('\n  ')}`;
-  return new DsatError('INVALID_ARGUMENT', reason, message, { violations });
+  const listed = violations.length > MAX_LISTED ? violations.slice(0, MAX_LISTED) : violations;
+  const lines = listed.map((v) => `${v.field}: ${v.description}`);
+  const count =
+    listed.length < violations.length
+      ? `${violations.length} problems, the first ${listed.length}`
+      : `${lines.length} problems`;
+  const message = violations.length === 1 ? String(lines[0]) : `${count}:\n  ${lines.join('\n  ')}`;
+  return new DsatError('INVALID_ARGUMENT', reason, message, { violations: listed });
 }
 
 export function notFound(what: string, id: string, field?: string) {

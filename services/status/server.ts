@@ -3,6 +3,7 @@ import type { StatusConfig } from '../shared/config';
 import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
+import { replyBudget } from './reply-size';
 import { createStatusService } from './status-service';
 import { openStatusStore } from './status-store';
 
@@ -18,6 +19,7 @@ export async function startStatusServer(
     repair: config.repair,
     retentionMs: config.retention,
     feedWindowMs: config.feedWindow,
+    maxReplyBytes: replyBudget(config.maxMessageSize),
   });
   const report = store.openReport;
   deps.logger.info({ ...report, lost: report.lost.length }, 'status store open');

@@ -19,8 +19,17 @@ import {
 } from '../../gen/dsat/task/v1/task';
 import { branchTaskId, MAX_FAN_OUT } from '../shared/branch-id';
 import { DsatError, failedPrecondition, invalidArgument, notFound } from '../shared/errors';
+import { assertValidPipeline } from '../shared/pipeline-validation';
 import { ByteWriter } from './byte-codec';
 import { FeedHub } from './feed-hub';
+import {
+  fittingEnd,
+  itemBytes,
+  maxPayloadBytes,
+  replyBudget,
+  taskBytes,
+  transitionBytes,
+} from './reply-size';
 import { watchEvents, watchTask, type WatchSource } from './store-watch';
 import {
   MATCH_ALL,
@@ -30,7 +39,6 @@ import {
   type CompiledFilter,
 } from './task-filter';
 import {
-  NAME,
   checkTaskId,
   clampPage,
   defaultReason,
@@ -119,6 +127,11 @@ export interface StatusStoreOptions {
   readonly signal?: AbortSignal;
   /** The wall clock, for tests (default Date.now). */
   readonly now?: () => number;
+  /**
+   * The bytes the items of one reply may take (default: replyBudget() of gRPC's 4 MiB). Pages stop
+   * before it, and a write's payload is capped so that a task record always fits it.
+   */
+  readonly maxReplyBytes?: number;
 }
 
 /** What opening found: a new store, a normal start, or a repair and what it lost. */
@@ -244,6 +257,8 @@ export class StatusStore {
   private readonly scratch = new ByteWriter();
   private readonly live = new Map<string, TaskSlot>();
   private readonly pipelines = new Map<string, Pipeline[]>();
+  /** The stages of every saved version, by `name@version`: a create checks its stage here. */
+  private readonly stagesByVersion = new Map<string, ReadonlySet<string>>();
   private readonly decorators = new Map<string, readonly string[]>();
   private readonly opened: OpenedLevel;
   private report: OpenReport | undefined;
@@ -258,6 +273,8 @@ export class StatusStore {
   private closing: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly sweepIntervalMs: number;
+  private readonly replyBudget: number;
+  private readonly maxPayloadBytes: number;
   private lastSweepError = '';
   private readonly counters = {
     commits: 0,
@@ -286,8 +303,11 @@ export class StatusStore {
     this.watchBufferSize = Math.max(1, options.watchBufferSize ?? 10_000);
     this.watchProgressEvery = Math.max(1, options.watchProgressEvery ?? 1_000);
     this.now = options.now ?? Date.now;
+    this.replyBudget = options.maxReplyBytes ?? replyBudget();
+    this.maxPayloadBytes = maxPayloadBytes(this.replyBudget);
     this.watchSource = {
       hub: this.hub,
+      replyBudget: this.replyBudget,
       db: this.db,
       bufferSize: this.watchBufferSize,
       progressEvery: this.watchProgressEvery,
@@ -470,7 +490,7 @@ export class StatusStore {
 
   private apply(w: TransitionWrite, build: CommitBuild): TransitionOutcome {
     try {
-      validateWrite(w);
+      validateWrite(w, this.maxPayloadBytes);
       return w.create === undefined ? this.applyMove(w, build) : this.applyCreate(w, build);
     } catch (err) {
       return this.refuse(w, err, build);
@@ -498,6 +518,7 @@ export class StatusStore {
         return ok(w.transitionId, firstId, queued?.revision ?? 0, queued?.seq ?? 0, true);
       }
     }
+    this.checkPinnedStage(create.pipeline, create.pipelineVersion, w.stage);
     const queued = this.stageNewTask(
       build,
       {
@@ -517,6 +538,23 @@ export class StatusStore {
     );
     if (key !== '') build.idempotency.set(key, w.taskId);
     return ok(w.transitionId, w.taskId, queued.revision, queued.seq, false);
+  }
+
+  /** A task nobody could run is not created: its pipeline version must be saved, with its stage. */
+  private checkPinnedStage(pipeline: string, version: number, stage: string): void {
+    const stages = this.stagesByVersion.get(`${pipeline}@${version}`);
+    if (stages === undefined) {
+      const [field, message] = this.pipelines.has(pipeline)
+        ? ['create.pipeline_version', `pipeline ${pipeline} has no version ${version}`]
+        : ['create.pipeline', `no pipeline ${pipeline} is saved`];
+      throw new DsatError('NOT_FOUND', 'PIPELINE_NOT_FOUND', `${field}: ${message}`, {
+        field,
+        metadata: { pipeline, version: String(version) },
+      });
+    }
+    if (!stages.has(stage)) {
+      throw invalidArgument('stage', `${stage} is not a stage of pipeline ${pipeline}@${version}`);
+    }
   }
 
   /**
@@ -912,10 +950,11 @@ export class StatusStore {
         'INVALID_PAGE_TOKEN',
       );
     }
-    const page = slot.log.slice(from, from + size);
+    const page = slot.log.slice(from, from + size).map((e) => toTransition(slot.task, e));
+    const end = from + fittingEnd(page, 0, this.replyBudget, transitionBytes);
     return {
-      transitions: page.map((e) => toTransition(slot.task, e)),
-      nextPageToken: from + size < slot.log.length ? encodePageToken('h', [from + size]) : '',
+      transitions: page.slice(0, end - from),
+      nextPageToken: end < slot.log.length ? encodePageToken('h', [end]) : '',
     };
   }
 
@@ -935,9 +974,15 @@ export class StatusStore {
     const tasks: Task[] = [];
     let lastRev = after;
     let more = false;
+    let bytes = 0;
     for (const slot of this.live.values()) {
       if (slot.liveRev <= after || (wanted !== undefined && !wanted.has(slot.task.stage))) continue;
       if (tasks.length === size) {
+        more = true;
+        break;
+      }
+      bytes += taskBytes(slot.task);
+      if (tasks.length > 0 && bytes > this.replyBudget) {
         more = true;
         break;
       }
@@ -966,44 +1011,45 @@ export class StatusStore {
     const size = clampPage(pageSize, 100, 1000);
     const cursor =
       pageToken === '' ? ['L', Number.MAX_SAFE_INTEGER] : decodePageToken(pageToken, 'tasks');
-    const tasks: Task[] = [];
+    // Each task with the cursor that resumes after it.
+    const page: { task: Task | undefined; after: (string | number)[] }[] = [];
+    let more = false;
     if (cursor[0] === 'L') {
       const before = Number(cursor[1]);
       const live = [...this.live.values()]
         .filter((s) => s.liveRev < before && this.matchesTask(f, s.task))
         .sort((a, b) => b.liveRev - a.liveRev);
-      if (live.length > size) {
-        const page = live.slice(0, size);
-        const last = page[page.length - 1] as TaskSlot;
-        return {
-          tasks: await this.withBranchesNow(page.map((s) => s.task)),
-          nextPageToken: encodePageToken('tasks', ['L', last.liveRev]),
-        };
-      }
-      tasks.push(...live.map((s) => s.task));
+      for (const s of live.slice(0, size)) page.push({ task: s.task, after: ['L', s.liveRev] });
+      more = live.length > size;
     }
-    const endedBefore: [number, string] =
-      cursor[0] === 'T'
-        ? [Number(cursor[1]), String(cursor[2])]
-        : [Number.MAX_SAFE_INTEGER, '\uffff'];
-    if (tasks.length === size) {
-      // The live tasks filled this page: the next one starts with the ended tasks, if any.
-      const { found } = await this.scanEnded(f, 1, endedBefore);
-      return {
-        tasks: await this.withBranchesNow(tasks),
-        nextPageToken: found.length === 0 ? '' : encodePageToken('tasks', ['T', ...endedBefore]),
-      };
+    if (!more) {
+      const endedBefore: [number, string] =
+        cursor[0] === 'T'
+          ? [Number(cursor[1]), String(cursor[2])]
+          : [Number.MAX_SAFE_INTEGER, '\uffff'];
+      // With a full page of live tasks, a limit of 0 still tells whether ended ones follow.
+      const scan = await this.scanEnded(f, size - page.length, endedBefore);
+      const tasks = await this.endedTasks(scan.found.map((x) => x.taskId));
+      scan.found.forEach((x, i) =>
+        page.push({ task: tasks[i], after: ['T', x.endedAtMs, x.taskId] }),
+      );
+      more = scan.more;
     }
-    const { found, more } = await this.scanEnded(f, size - tasks.length, endedBefore);
-    for (const task of await this.endedTasks(found.map((x) => x.taskId)))
-      if (task) tasks.push(task);
-    const last = found[found.length - 1];
+    const tasks = await this.withBranchesNow(
+      page.flatMap((p) => (p.task === undefined ? [] : [p.task])),
+    );
+    const end = fittingEnd(tasks, 0, this.replyBudget, taskBytes);
+    // The cursor of the last task sent; an unreadable record between two tasks is passed over.
+    let sent = 0;
+    let last: (string | number)[] | undefined;
+    for (const p of page) {
+      if (p.task !== undefined && sent++ === end) break;
+      last = p.after;
+    }
+    const cut = end < tasks.length;
     return {
-      tasks: await this.withBranchesNow(tasks),
-      nextPageToken:
-        more && last !== undefined
-          ? encodePageToken('tasks', ['T', last.endedAtMs, last.taskId])
-          : '',
+      tasks: tasks.slice(0, end),
+      nextPageToken: (cut || more) && last !== undefined ? encodePageToken('tasks', last) : '',
     };
   }
 
@@ -1154,12 +1200,8 @@ export class StatusStore {
 
   /** Stores a new version of a pipeline, unless it equals the latest one (then changed=false). */
   async savePipeline(pipeline: Pipeline): Promise<SavePipelineResponse> {
-    if (!NAME.test(pipeline.name)) {
-      throw invalidArgument(
-        'pipeline.name',
-        'must be lower case letters, digits, "-" or "_", at most 63',
-      );
-    }
+    // The tracker's rules: a stored pipeline is one every router and tracker can run.
+    assertValidPipeline(pipeline);
     return this.exclusive(async () => {
       const versions = this.pipelines.get(pipeline.name) ?? [];
       const latest = versions[versions.length - 1];
@@ -1201,14 +1243,18 @@ export class StatusStore {
     const size = clampPage(pageSize, 100, 1000);
     const after = pageToken === '' ? '' : String(decodePageToken(pageToken, 'p')[0]);
     const names = [...this.pipelines.keys()].filter((n) => n > after).sort();
-    const page = names.slice(0, size);
+    const latest = names.slice(0, size).map((n) => {
+      const versions = this.pipelines.get(n) as Pipeline[];
+      return versions[versions.length - 1] as Pipeline;
+    });
+    const end = fittingEnd(latest, 0, this.replyBudget, (p) =>
+      itemBytes(Pipeline.encode(p).finish().byteLength),
+    );
+    const page = latest.slice(0, end);
     return {
-      pipelines: page.map((n) => {
-        const versions = this.pipelines.get(n) as Pipeline[];
-        return versions[versions.length - 1] as Pipeline;
-      }),
+      pipelines: page,
       nextPageToken:
-        names.length > size ? encodePageToken('p', [page[page.length - 1] as string]) : '',
+        names.length > end ? encodePageToken('p', [(page[page.length - 1] as Pipeline).name]) : '',
     };
   }
 
@@ -1358,6 +1404,7 @@ export class StatusStore {
     versions.push(p);
     versions.sort((a, b) => a.version - b.version);
     this.pipelines.set(p.name, versions);
+    this.stagesByVersion.set(`${p.name}@${p.version}`, new Set(p.stages.map((s) => s.name)));
     for (const key of [...this.decorators.keys()])
       if (key.startsWith(`${p.name}\0`)) this.decorators.delete(key);
   }

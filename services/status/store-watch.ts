@@ -11,6 +11,7 @@ import {
   type FeedEntry,
 } from './store-codec';
 import type { StatusLevel } from './store-open';
+import { bytesCeiling, fittingEnd } from './reply-size';
 import { compileFilter, type CompiledFilter } from './task-filter';
 import { toTransition, type TaskSlot } from './task-log';
 import { isTerminalState } from './task-state-machine';
@@ -29,6 +30,8 @@ export interface WatchSource {
   readonly db: StatusLevel;
   /** The most transitions buffered for one watcher. */
   readonly bufferSize: number;
+  /** The bytes of transitions one message may carry (reply-size.ts). */
+  readonly replyBudget: number;
   /** An event watcher that receives nothing is told its revision every this many revisions. */
   readonly progressEvery: number;
   revision(): number;
@@ -126,7 +129,7 @@ export async function* watchEvents(
           if (isAborted(signal)) return;
           cursor = batch.revision;
           if (batch.transitions.length > 0 || cursor - told >= src.progressEvery) {
-            yield { transitions: batch.transitions, revision: cursor };
+            for (const m of messages(batch.transitions, cursor, src.replyBudget)) yield m;
             told = cursor;
           }
         }
@@ -141,7 +144,7 @@ export async function* watchEvents(
             : b.transitions.filter((t) => t.revision > cursor);
         cursor = b.revision;
         if (fresh.length > 0) {
-          yield { transitions: fresh, revision: cursor };
+          for (const m of messages(fresh, cursor, src.replyBudget)) yield m;
           told = cursor;
         }
       }
@@ -157,6 +160,32 @@ export async function* watchEvents(
   } finally {
     src.hub.unsubscribeEvents(sub);
   }
+}
+
+/**
+ * One batch as messages under the byte budget (by bytesCeiling, never by encoding), usually one.
+ * A message cut short says the revision of its last transition, a resume point inside the commit;
+ * the last says the batch's.
+ */
+function messages(
+  transitions: Transition[],
+  revision: number,
+  budget: number,
+): WatchEventsResponse[] {
+  const out: WatchEventsResponse[] = [];
+  let start = 0;
+  do {
+    const end = fittingEnd(transitions, start, budget, bytesCeiling);
+    if (start === 0 && end === transitions.length) return [{ transitions, revision }];
+    const chunk = transitions.slice(start, end);
+    const last = chunk[chunk.length - 1] as Transition;
+    out.push({
+      transitions: chunk,
+      revision: end === transitions.length ? revision : last.revision,
+    });
+    start = end;
+  } while (start < transitions.length);
+  return out;
 }
 
 /** The stored feed after `after`, in batches of about 1000 transitions, up to the head as of now. */

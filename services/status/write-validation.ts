@@ -1,6 +1,11 @@
 import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
-import { TaskState } from '../../gen/dsat/task/v1/task';
-import { invalidArgument, type DsatError } from '../shared/errors';
+import {
+  TaskState,
+  type Payload,
+  type TaskError,
+  type TaskProgress,
+} from '../../gen/dsat/task/v1/task';
+import { DsatError, invalidArgument } from '../shared/errors';
 import { isTraceparent } from './task-log';
 import { isTaskState, stateName, type Move } from './task-state-machine';
 
@@ -10,9 +15,27 @@ const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 export const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const CONTROL = /\p{Cc}/u;
 
-/** The shape of a write, before the store looks at the task. Throws INVALID_ARGUMENT. */
-export function validateWrite(w: TransitionWrite): void {
+/**
+ * What a write may store besides its payload, so that a task record always fits one reply
+ * (reply-size.ts): a record was once made unreadable by a 2 MB error. The error code and message
+ * limits are the ones the router cuts a worker's error to (services/router/dispatcher.ts).
+ */
+export const WRITE_LIMITS = {
+  progressMessageChars: 1024,
+  progressDetailsBytes: 64 * 1024,
+  errorCodeChars: 128,
+  errorMessageChars: 4096,
+  errorDetailsBytes: 64 * 1024,
+  contentTypeChars: 256,
+} as const;
+
+/**
+ * The shape of a write, before the store looks at the task. Throws INVALID_ARGUMENT, or
+ * RESOURCE_EXHAUSTED for a payload over `maxPayloadBytes`.
+ */
+export function validateWrite(w: TransitionWrite, maxPayloadBytes = Number.MAX_SAFE_INTEGER): void {
   if (w.transitionId === '' || w.transitionId.length > 128) {
     throw invalidArgument('transition_id', 'must be 1 to 128 characters');
   }
@@ -38,6 +61,75 @@ export function validateWrite(w: TransitionWrite): void {
       throw invalidArgument('fan_out_stages', `${JSON.stringify(stage)} is not a stage name`);
     }
   }
+  if (w.payload !== undefined) checkPayload(w.payload, maxPayloadBytes);
+  if (w.progress !== undefined) checkProgress(w.progress);
+  if (w.error !== undefined) checkError(w.error);
+}
+
+function checkPayload(p: Payload, maxBytes: number): void {
+  if (p.data.length > maxBytes) {
+    throw new DsatError(
+      'RESOURCE_EXHAUSTED',
+      'PAYLOAD_TOO_LARGE',
+      `payload: ${p.data.length} bytes is more than the ${maxBytes} bytes a task record can hold`,
+      { field: 'payload', metadata: { limit: String(maxBytes), size: String(p.data.length) } },
+    );
+  }
+  if (p.contentType.length > WRITE_LIMITS.contentTypeChars) {
+    throw tooLong('payload.content_type', p.contentType.length, WRITE_LIMITS.contentTypeChars);
+  }
+}
+
+function checkProgress(p: TaskProgress): void {
+  // Written so that NaN fails too.
+  if (!(p.fraction >= 0 && p.fraction <= 1)) {
+    throw invalidArgument('progress.fraction', `${p.fraction} is not a number from 0 to 1`);
+  }
+  if (p.message.length > WRITE_LIMITS.progressMessageChars) {
+    throw tooLong('progress.message', p.message.length, WRITE_LIMITS.progressMessageChars);
+  }
+  if (p.details.length > WRITE_LIMITS.progressDetailsBytes) {
+    throw tooLarge('progress.details', p.details.length, WRITE_LIMITS.progressDetailsBytes);
+  }
+}
+
+function checkError(e: TaskError): void {
+  if (e.code.length > WRITE_LIMITS.errorCodeChars || CONTROL.test(e.code)) {
+    // Not UPPER_SNAKE only: workers send their error type's name, which non_retryable_errors lists.
+    throw invalidArgument(
+      'error.code',
+      `must be an identifier of at most ${WRITE_LIMITS.errorCodeChars} characters without control characters`,
+    );
+  }
+  if (e.message.length > WRITE_LIMITS.errorMessageChars) {
+    throw tooLong('error.message', e.message.length, WRITE_LIMITS.errorMessageChars);
+  }
+  const bytes = detailsBytesOver(e.details, WRITE_LIMITS.errorDetailsBytes);
+  if (bytes !== undefined) throw tooLarge('error.details', bytes, WRITE_LIMITS.errorDetailsBytes);
+}
+
+/**
+ * The UTF-8 bytes of a details map, each entry's framing counted too (so many tiny entries cannot
+ * pass), when over `max`; undefined otherwise. A map that fits at 3 bytes a character is not
+ * measured.
+ */
+function detailsBytesOver(details: Record<string, string>, max: number): number | undefined {
+  let bound = 0;
+  for (const key in details) bound += 3 * (key.length + (details[key] as string).length) + 8;
+  if (bound <= max) return undefined;
+  let bytes = 0;
+  for (const key in details) {
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(details[key] as string) + 8;
+  }
+  return bytes > max ? bytes : undefined;
+}
+
+function tooLong(field: string, length: number, max: number): DsatError {
+  return invalidArgument(field, `is ${length} characters, more than ${max}`);
+}
+
+function tooLarge(field: string, bytes: number, max: number): DsatError {
+  return invalidArgument(field, `is ${bytes} bytes, more than ${max}`);
 }
 
 export function validateCreate(w: TransitionWrite): void {
@@ -92,6 +184,7 @@ const CODES: Partial<Record<DsatError['kind'], number>> = {
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   OUT_OF_RANGE: 11,
   INTERNAL: 13,

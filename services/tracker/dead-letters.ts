@@ -2,6 +2,9 @@ import { TransitionWrite } from '../../gen/dsat/status/v1/status';
 import type { Task, TaskFilter } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
+import { checkPageToken } from '../shared/page-token';
+import { compileFilter } from '../status/task-filter';
+import { checkTaskId } from '../status/write-validation';
 import { trackerTransitionId } from './timers';
 import type { TransitionSink } from './transition-sink';
 
@@ -52,10 +55,13 @@ const isEmptyFilter = (f: TaskFilter | undefined) =>
   f === undefined ||
   (f.states.length === 0 && f.pipeline === '' && f.stage === '' && f.actionKey === '');
 
-function checkIds(taskIds: readonly string[]): void {
-  taskIds.forEach((id, i) => {
-    if (id.trim() === '') throw invalidArgument(`task_ids[${i}]`, 'must not be empty');
-  });
+/**
+ * The status service's rules for ids and filters, checked before any read or write: its refusal
+ * of a redrive's listing would otherwise be our INTERNAL, after part of the work was done.
+ */
+function checkRequest(taskIds: readonly string[], filter: TaskFilter | undefined): void {
+  taskIds.forEach((id, i) => checkTaskId(id, `task_ids[${i}]`));
+  if (filter !== undefined) compileFilter(filter);
 }
 
 /** The dead-letter queue: listing, redriving and purging, over the status store. */
@@ -87,7 +93,8 @@ export function createDeadLetters(options: DeadLettersOptions): DeadLetters {
     });
 
   return {
-    list(req) {
+    async list(req) {
+      checkPageToken(req.pageToken);
       return tasks.list(
         {
           states: [TaskState.TASK_STATE_DEAD_LETTERED],
@@ -101,7 +108,7 @@ export function createDeadLetters(options: DeadLettersOptions): DeadLetters {
     },
 
     async redrive(taskIds, filter) {
-      checkIds(taskIds);
+      checkRequest(taskIds, filter);
       if (taskIds.length === 0 && isEmptyFilter(filter)) {
         throw invalidArgument(
           'task_ids',
@@ -136,7 +143,7 @@ export function createDeadLetters(options: DeadLettersOptions): DeadLetters {
     },
 
     async purge(taskIds, filter) {
-      checkIds(taskIds);
+      checkRequest(taskIds, filter);
       if (taskIds.length === 0 && isEmptyFilter(filter)) {
         throw invalidArgument(
           'filter',

@@ -5,7 +5,7 @@ import { MemberKind } from '../../gen/dsat/tracker/v1/tracker';
 import type { FieldViolation } from '../shared/errors';
 import { invalidArgument, invalidArguments } from '../shared/errors';
 import type { Clock } from './monotonic-clock';
-import { NAME_PATTERN } from './pipeline-validation';
+import { NAME_PATTERN } from '../shared/pipeline-validation';
 import type { PoolFigures, ScalingAdvisor } from './scaling-advice';
 import { createScalingAdvisor } from './scaling-advice';
 

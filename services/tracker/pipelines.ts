@@ -1,7 +1,8 @@
 import { Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import { invalidArgument, notFound } from '../shared/errors';
+import { checkPageToken } from '../shared/page-token';
 import type { PipelineCatalog, PipelineStore } from './pipeline-catalog';
-import { assertValidPipeline } from './pipeline-validation';
+import { assertValidPipeline } from '../shared/pipeline-validation';
 
 export interface AppliedPipeline {
   readonly pipeline: Pipeline;
@@ -53,6 +54,6 @@ export function createPipelines(store: PipelineStore, catalog: PipelineCatalog):
       }
       return p;
     },
-    list: (pageSize, pageToken) => store.list(pageSize, pageToken),
+    list: async (pageSize, pageToken) => store.list(pageSize, checkPageToken(pageToken)),
   };
 }

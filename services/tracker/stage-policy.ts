@@ -26,7 +26,6 @@ export interface StagePolicy {
 }
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
-export const DEFAULT_MAX_HOPS = 50;
 export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
   initialMs: 1_000,
   maxMs: 60_000,

@@ -1,10 +1,11 @@
 import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
+import type { Duration } from '../../gen/google/protobuf/duration';
 import type { Worker } from '../../sdk/worker';
 import { createWorker, WorkerPhase } from '../../sdk/worker';
 import type { WorkerConfig } from '../shared/config';
 import { ConfigError } from '../shared/config';
-import { durationMs } from '../shared/duration';
+import { invalidArgument } from '../shared/errors';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
 import { tlsSettings } from '../shared/transport-security';
 import { serviceEntry, startGrpcServer, stopServerOnShutdown } from '../shared/grpc-server';
@@ -12,8 +13,33 @@ import type { Membership } from '../shared/membership';
 import { startMembership } from '../shared/membership';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
+import { durationMs, formatMs } from '../shared/proto-duration';
 import { withUnimplemented } from '../shared/unimplemented';
 import { loadHandlerModule } from './handler-module';
+
+/** The longest DrainWorker waits before it answers; the drain itself goes on after it. */
+export const MAX_DRAIN_WAIT_MS = 3_600_000;
+
+/** DrainWorker's `wait` in ms: a valid duration from 0 to an hour, else INVALID_ARGUMENT. */
+export function drainWaitMs(wait: Duration | undefined): number {
+  if (wait === undefined) return 0;
+  const { seconds, nanos } = wait;
+  if (
+    !Number.isSafeInteger(seconds) ||
+    !Number.isInteger(nanos) ||
+    Math.abs(nanos) > 999_999_999 ||
+    (seconds > 0 && nanos < 0) ||
+    (seconds < 0 && nanos > 0)
+  ) {
+    throw invalidArgument('wait', 'is not a valid duration');
+  }
+  const ms = durationMs(wait);
+  if (ms < 0) throw invalidArgument('wait', `must not be negative (got -${formatMs(-ms)})`);
+  if (ms > MAX_DRAIN_WAIT_MS) {
+    throw invalidArgument('wait', `must be at most 1h (got ${formatMs(ms)})`);
+  }
+  return ms;
+}
 
 export interface WorkerHandle extends ServiceHandle {
   /** The worker, or undefined when the process was started without a handler module. */
@@ -111,9 +137,10 @@ export async function startWorkerServer(
             };
           },
           drainWorker: async (req) => {
+            // Checked before anything drains: a refused request leaves the worker running.
+            const wait = drainWaitMs(req.wait);
             if (!worker) return { inFlight: 0, phase: WorkerPhase.WORKER_PHASE_STOPPED };
             const draining = worker.drain();
-            const wait = durationMs(req.wait);
             if (wait > 0) {
               let timer: NodeJS.Timeout | undefined;
               await Promise.race([draining, new Promise((r) => (timer = setTimeout(r, wait)))]);

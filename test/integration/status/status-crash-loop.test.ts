@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import { ClientError, Status } from 'nice-grpc-common';
+import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { StatusServiceDefinition, TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import type { Task, Transition } from '../../../gen/dsat/task/v1/task';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
@@ -20,6 +21,16 @@ jest.setTimeout(240_000);
 const ROUNDS = Number(process.env.DSAT_T03_ROUNDS ?? 20);
 const WRITERS = 8;
 const STAGES = ['s1', 's2', 's3'];
+/** The pipeline the tasks run: s1 → s2 → s3, and s1's fan-out branch b1. A create needs it saved. */
+const CRASH = Pipeline.fromPartial({
+  name: 'crash',
+  stages: [
+    { name: 's1', next: ['s2', 'b1'] },
+    { name: 's2', next: ['s3'] },
+    { name: 's3' },
+    { name: 'b1' },
+  ],
+});
 const SEED = Number(process.env.DSAT_T03_SEED ?? crypto.randomInt(1, 2 ** 31));
 const { TASK_STATE_UNSPECIFIED, TASK_STATE_QUEUED, TASK_STATE_DISPATCHED, TASK_STATE_RUNNING } =
   TaskState;
@@ -287,6 +298,7 @@ describe('the status process under kill -9 (T03)', () => {
       const address = (await p.waitForLine(/^status listening on (\S+)$/))[1]!;
       const check = statusClient(address);
       await firstAnswer(check, p);
+      if (round === 1) await check.savePipeline({ pipeline: CRASH });
       if (previous) await verify(check, previous).catch((err: unknown) => failWithLog(err, p));
 
       const ledger: Ledger = { acked: new Map(), unanswered: [] };

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Status } from 'nice-grpc-common';
+import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
@@ -16,6 +17,9 @@ async function startStatus(dir: string): Promise<{ p: RunningProcess; address: s
   const m = await p.waitForLine(/^status listening on (\S+)$/);
   return { p, address: m[1]! };
 }
+
+/** The pipeline the tasks are created in: a create needs it saved. */
+const DEMO = Pipeline.fromPartial({ name: 'demo', stages: [{ name: 'parse' }] });
 
 function createWrite(taskId: string) {
   return {
@@ -50,6 +54,7 @@ describe('the status service as its own process', () => {
     const first = await startStatus(tmp.path);
     procs.push(first.p);
     let client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
+    await client.savePipeline({ pipeline: DEMO });
     const taskId = crypto.randomUUID();
     const created = await client.commitTransitions({ writes: [createWrite(taskId)] });
     expect(created.outcomes[0]).toMatchObject({ code: 0, taskId });
@@ -147,7 +152,11 @@ describe('the status service as its own process', () => {
       dirs.push(tmp);
       const first = await startStatus(tmp.path);
       const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
-      await client.commitTransitions({ writes: [createWrite(crypto.randomUUID())] });
+      await client.savePipeline({ pipeline: DEMO });
+      const created = await client.commitTransitions({
+        writes: [createWrite(crypto.randomUUID())],
+      });
+      expect(created.outcomes[0]?.code).toBe(0);
       first.p.kill('SIGINT');
       expect(await within(first.p.exited, 10_000, 'status to stop')).toBe(0);
       damage(tmp.path);

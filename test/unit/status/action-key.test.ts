@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import {
+  MAX_ACTION_KEY_LENGTH,
   formatActionKey,
+  globMatcher,
   matchesActionKey,
   parseActionKey,
   type ActionKeySubject,
@@ -84,5 +86,68 @@ describe('action keys', () => {
     expect(formatActionKey(publish)).toBe('*?images@PUBLISH?notify');
     expect(formatActionKey(resize)).toBe('*?images@NONE?resize');
     expect(formatActionKey(fromAlice)).toBe('alice?images@ASYNC?approve');
+  });
+
+  it('refuses a key longer than the cap naming filter.action_key', () => {
+    expect(() => parseActionKey(`*?${'a'.repeat(MAX_ACTION_KEY_LENGTH)}?*`)).toThrow(
+      expect.objectContaining({ field: 'filter.action_key', reason: 'ACTION_KEY_TOO_LONG' }),
+    );
+    expect(() => parseActionKey(`*?${'a'.repeat(MAX_ACTION_KEY_LENGTH - 4)}?*`)).not.toThrow();
+  });
+
+  it('matches a pathological key against a long name without backtracking', () => {
+    const longName = { ...resize, pipeline: 'a'.repeat(63) };
+    /** How many of `count` matches finish within a second. */
+    const within1s = (key: string, count: number): number => {
+      const pattern = parseActionKey(key);
+      const started = Date.now();
+      let done = 0;
+      while (done < count && Date.now() - started < 1_000) {
+        expect(matchesActionKey(pattern, longName)).toBe(false);
+        done++;
+      }
+      return done;
+    };
+    // A backtracking RegExp took ~0.6 s a match on this key, ~10x more for each further `a*`
+    // (checked first: with such a matcher the next key would never finish).
+    expect(within1s('*?*a*a*a*a*a*b?*', 10_000)).toBe(10_000);
+    expect(within1s(`*?${'*a'.repeat(60)}*b?*`, 1_000)).toBe(1_000);
+    expect(matches(`*?${'*a'.repeat(60)}*?*`, longName)).toBe(true);
+  });
+});
+
+describe('globMatcher', () => {
+  it.each([
+    ['abc', 'abc', true],
+    ['abc', 'abcd', false],
+    ['a*', 'a', true],
+    ['*a', 'ba', true],
+    ['a*a', 'a', false], // the head and the tail may not share the one a
+    ['a*a', 'aa', true],
+    ['a*b*a', 'aba', true],
+    ['a*b*a', 'aab', false],
+    ['*ab*ab*', 'xabyab', true],
+    ['*ab*ab*', 'xaab', false],
+    ['*aa*', 'aa', true],
+    ['**a**', 'a', true],
+    ['*.*', 'x.y', true],
+    ['*.*', 'xy', false], // "." is literal
+    ['a*', 'a\nb', true], // * crosses any character
+    ['*b', 'abab', true],
+  ])('%s against %s → %s', (glob, value, expected) => {
+    expect(globMatcher(glob)(value)).toBe(expected);
+  });
+
+  it('agrees with a RegExp of the same glob on random short inputs', () => {
+    let seed = 7;
+    const rand = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+    const word = (alphabet: string, max: number): string =>
+      Array.from({ length: rand(max) }, () => alphabet[rand(alphabet.length)]).join('');
+    for (let i = 0; i < 5_000; i++) {
+      const glob = word('ab*', 7);
+      const value = word('ab', 8);
+      const re = new RegExp(`^${glob.split('*').join('.*')}$`, 's');
+      expect([glob, value, globMatcher(glob)(value)]).toEqual([glob, value, re.test(value)]);
+    }
   });
 });

@@ -147,6 +147,91 @@ describe('listUnfinished and getHistory', () => {
   });
 });
 
+describe('pages under the byte budget', () => {
+  const KiB = 1024;
+  // A 1 MiB budget holds six tasks with 150 KiB inputs.
+  const input = (id: string) => ({ data: Buffer.alloc(150 * KiB, id), contentType: 'text/plain' });
+
+  /** l0..l6 live, e0..e4 ended: the first page is cut among the live, the next spans both. */
+  async function bigTasks(): Promise<StatusStore> {
+    const store = await open({ maxReplyBytes: 1024 * KiB });
+    for (let i = 0; i < 5; i++) {
+      await createTask(store, `e${i}`, { payload: input(`e${i}`) });
+      await move(store, `e${i}`, S.TASK_STATE_CANCELLED);
+    }
+    for (let i = 0; i < 7; i++) await createTask(store, `l${i}`, { payload: input(`l${i}`) });
+    return store;
+  }
+
+  it('cuts ListTasks pages by bytes, across live and ended tasks, missing nothing', async () => {
+    const store = await bigTasks();
+    const expected = ['l6', 'l5', 'l4', 'l3', 'l2', 'l1', 'l0', 'e4', 'e3', 'e2', 'e1', 'e0'];
+    for (const size of [1, 2, 5, 7, 100]) {
+      const tasks = await listAll(store, filter({}), size);
+      expect(tasks.map((t) => t.taskId)).toEqual(expected);
+      for (const t of tasks)
+        expect(Buffer.from(input(t.taskId).data).equals(t.input!.data)).toBe(true);
+    }
+    const first = await store.listTasks(undefined, 100);
+    expect(first.tasks.map((t) => t.taskId)).toEqual(expected.slice(0, 6));
+    const second = await store.listTasks(undefined, 100, first.nextPageToken);
+    expect(second.tasks.map((t) => t.taskId)).toEqual(expected.slice(6, 12));
+    expect(second.nextPageToken).toBe('');
+  });
+
+  it('cuts ListUnfinishedTasks and GetTaskHistory pages by bytes, always one item at least', async () => {
+    const store = await bigTasks();
+    const ids: string[] = [];
+    let token = '';
+    let pages = 0;
+    do {
+      const page = store.listUnfinished([], 0, token);
+      expect(page.tasks.length).toBeGreaterThan(0);
+      ids.push(...page.tasks.map((t) => t.taskId));
+      token = page.nextPageToken;
+      pages++;
+    } while (token !== '');
+    expect(ids).toEqual(['l0', 'l1', 'l2', 'l3', 'l4', 'l5', 'l6']);
+    expect(pages).toBe(2);
+
+    // Each move of a PUBLISH stage publishes the 384 KiB input: four of them pass 1 MiB.
+    await createTask(store, 'p', { payload: { data: Buffer.alloc(384 * KiB), contentType: '' } });
+    for (const stage of ['s2', 's3', 's4']) await move(store, 'p', S.TASK_STATE_QUEUED, { stage });
+    await move(store, 'p', S.TASK_STATE_SUCCEEDED);
+    const seqs: number[][] = [];
+    token = '';
+    do {
+      const page = await store.getHistory('p', 0, token);
+      seqs.push(page.transitions.map((t) => t.seq));
+      token = page.nextPageToken;
+    } while (token !== '');
+    expect(seqs).toEqual([
+      [1, 2, 3, 4],
+      [5, 6],
+    ]);
+  });
+
+  it('sends a task larger than the budget alone, when the budget shrank after it was stored', async () => {
+    let store = await open();
+    const big = { data: Buffer.alloc(1024 * KiB), contentType: '' };
+    await createTask(store, 'a', { payload: big });
+    await createTask(store, 'b', { payload: big });
+    store = await reopen(store, { maxReplyBytes: 512 * KiB });
+    const first = await store.listTasks(undefined, 100);
+    expect(first.tasks.map((t) => t.taskId)).toEqual(['b']);
+    const second = await store.listTasks(undefined, 100, first.nextPageToken);
+    expect(second).toMatchObject({ tasks: [{ taskId: 'a' }], nextPageToken: '' });
+    const unfinished = store.listUnfinished([], 0);
+    expect(unfinished.tasks.map((t) => t.taskId)).toEqual(['a']);
+    expect(unfinished.nextPageToken).not.toBe('');
+    // And no new one that large is accepted: 128 KiB is the largest payload under this budget.
+    const [refused] = await store.submit([
+      createWrite('c', { payload: { data: Buffer.alloc(128 * KiB + 1), contentType: '' } }),
+    ]);
+    expect(refused).toMatchObject({ code: 8, reason: 'PAYLOAD_TOO_LARGE' });
+  });
+});
+
 describe('deleteTasks', () => {
   it('deletes ended tasks by id and by filter, leaving live ones, and frees their idempotency keys', async () => {
     const store = await open();
@@ -195,7 +280,7 @@ describe('pipelines', () => {
   });
 
   it('stores versions, skips unchanged ones, and reads them back after a restart', async () => {
-    let store = await open();
+    let store = await open({ pipelines: [] });
     const v1 = await store.savePipeline(demo);
     expect(v1).toMatchObject({ changed: true, pipeline: { version: 1, name: 'demo' } });
     expect(await store.savePipeline(demo)).toMatchObject({

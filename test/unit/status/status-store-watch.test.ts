@@ -1,6 +1,6 @@
 import { setImmediate as tick } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import type { WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
+import { WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
 import { Decorator, Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import type { Transition } from '../../../gen/dsat/task/v1/task';
 import type { StatusStore } from '../../../services/status/status-store';
@@ -13,6 +13,7 @@ import {
   move,
   nextWithin,
   open,
+  testPipeline,
   write,
 } from './store-harness';
 
@@ -317,7 +318,8 @@ describe('watchEvents', () => {
   });
 
   it('filters by state, pipeline, stage and action key, and tells a quiet filter its revision', async () => {
-    const store = await open({ watchProgressEvery: 1 });
+    // demo is saved here with a PUBLISH stage, as version 1 that the tasks pin.
+    const store = await open({ watchProgressEvery: 1, pipelines: [testPipeline('other')] });
     await store.savePipeline(
       Pipeline.fromPartial({
         name: 'demo',
@@ -419,6 +421,63 @@ describe('watchEvents', () => {
       S.TASK_STATE_CANCELLED,
     ]);
     await it.return?.(undefined);
+  });
+});
+
+describe('watch messages under the byte budget', () => {
+  it('splits a commit whose transitions pass the budget, live and from the store, resumable inside it', async () => {
+    const store = await open({ maxReplyBytes: 1024 * 1024 });
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    for (const id of ids) {
+      await createTask(store, id);
+      await move(store, id, S.TASK_STATE_DISPATCHED);
+      await move(store, id, S.TASK_STATE_RUNNING);
+    }
+    const before = store.stats().revision;
+    const live = store.watchEvents(undefined, 0)[Symbol.asyncIterator]();
+    const first = nextWithin(live);
+    // Six 300 KiB outputs in one commit: ~1.8 MB of transitions.
+    const output = { data: Buffer.alloc(300 * 1024), contentType: 'text/plain' };
+    const outcomes = await store.submit(
+      ids.map((taskId) =>
+        write({
+          taskId,
+          expectedState: S.TASK_STATE_RUNNING,
+          toState: S.TASK_STATE_SUCCEEDED,
+          payload: output,
+        }),
+      ),
+    );
+    const revisions = outcomes.map((o) => o.revision);
+    /** Messages until the commit's last revision, each checked under the budget. */
+    const messages = async (it: AsyncIterator<WatchEventsResponse>) => {
+      const out: WatchEventsResponse[] = [];
+      for (;;) {
+        const r = await nextWithin(it);
+        if (r.done === true) break;
+        out.push(r.value);
+        expect(WatchEventsResponse.encode(r.value).finish().length).toBeLessThan(1024 * 1024);
+        if (r.value.revision >= revisions[5]!) break;
+      }
+      await it.return?.(undefined);
+      return out;
+    };
+    const liveMessages = [(await first).value as WatchEventsResponse, ...(await messages(live))];
+    const stored = await messages(store.watchEvents(undefined, before)[Symbol.asyncIterator]());
+    for (const batches of [liveMessages, stored]) {
+      expect(batches.length).toBeGreaterThan(1);
+      expect(batches.flatMap((b) => b.transitions.map((t) => t.revision))).toEqual(revisions);
+      // A message cut short names its last transition's revision: resuming there loses nothing.
+      for (const b of batches.slice(0, -1)) {
+        expect(b.revision).toBe(b.transitions[b.transitions.length - 1]?.revision);
+      }
+      const resumed = await messages(
+        store.watchEvents(undefined, batches[0]!.revision)[Symbol.asyncIterator](),
+      );
+      expect(resumed.flatMap((b) => b.transitions.map((t) => t.revision))).toEqual(
+        revisions.slice(batches[0]!.transitions.length),
+      );
+    }
   });
 });
 

@@ -18,6 +18,7 @@ import {
   move,
   open,
   reopen,
+  testPipeline,
   write,
 } from './store-harness';
 
@@ -402,6 +403,38 @@ describe('malformed writes', () => {
     ['fan_out_stages', { fanOutStages: ['b'] }],
     ['fan_out_stages', { toState: S.TASK_STATE_CANCELLED, fanOutStages: ['Not A Stage'] }],
     ['expected_state', { expectedState: S.TASK_STATE_UNSPECIFIED }],
+    ['progress.fraction', { progress: { fraction: NaN, message: '', details: Buffer.alloc(0) } }],
+    ['progress.fraction', { progress: { fraction: -0.5, message: '', details: Buffer.alloc(0) } }],
+    [
+      'progress.message',
+      { progress: { fraction: 0, message: 'm'.repeat(1025), details: Buffer.alloc(0) } },
+    ],
+    [
+      'progress.details',
+      { progress: { fraction: 0, message: '', details: Buffer.alloc(64 * 1024 + 1) } },
+    ],
+    ['error.code', { error: { code: 'C'.repeat(129), message: '', retryable: true, details: {} } }],
+    ['error.code', { error: { code: 'A\u0000B', message: '', retryable: true, details: {} } }],
+    [
+      'error.message',
+      { error: { code: 'E', message: 'm'.repeat(4097), retryable: true, details: {} } },
+    ],
+    [
+      'error.details',
+      { error: { code: 'E', message: '', retryable: true, details: { k: 'v'.repeat(64 * 1024) } } },
+    ],
+    [
+      'error.details', // many small entries count their framing too
+      {
+        error: {
+          code: 'E',
+          message: '',
+          retryable: true,
+          details: Object.fromEntries(Array.from({ length: 8000 }, (_, i) => [`${i}`, ''])),
+        },
+      },
+    ],
+    ['payload.content_type', { payload: { data: Buffer.alloc(0), contentType: 't'.repeat(257) } }],
   ])('refuses a bad %s with code 3, writing nothing', async (field, fields) => {
     const store = await open();
     await createTask(store, 'a');
@@ -442,6 +475,51 @@ describe('malformed writes', () => {
     expect(outcome?.code).toBe(3);
     expect(outcome?.message.startsWith(`${field}:`)).toBe(true);
     await expect(store.getTask('a')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
+  });
+
+  it.each<[string, number, Parameters<typeof createWrite>[1]]>([
+    ['create.pipeline', 5, { pipeline: 'no-such-pipeline' }],
+    [
+      'create.pipeline_version',
+      5,
+      {
+        create: {
+          pipeline: 'demo',
+          pipelineVersion: 77,
+          idempotencyKey: '',
+          priority: 0,
+          traceparent: '',
+        },
+      },
+    ],
+    ['stage', 3, { stage: 'ghost' }],
+  ])('refuses a create nobody could run: %s (code %d)', async (field, code, fields) => {
+    const store = await open();
+    const [outcome] = await store.submit([createWrite('a', fields), createWrite('b')]);
+    expect(outcome).toMatchObject({ code, taskId: 'a' });
+    expect(outcome?.message.startsWith(`${field}:`)).toBe(true);
+    await expect(store.getTask('a')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
+    expect(store.listUnfinished().tasks.map((t) => t.taskId)).toEqual(['b']);
+  });
+
+  it('creates in a pipeline saved after the store opened, at the version it pins', async () => {
+    const store = await open({ pipelines: [] });
+    expect((await store.submit([createWrite('a')]))[0]?.code).toBe(5);
+    await store.savePipeline(testPipeline('demo'));
+    await store.savePipeline({
+      ...testPipeline('demo'),
+      stages: [{ ...testPipeline('demo').stages[3]! }],
+    });
+    expect((await store.submit([createWrite('a')]))[0]?.code).toBe(0); // s1 is in version 1
+    const v2 = {
+      pipeline: 'demo',
+      pipelineVersion: 2,
+      idempotencyKey: '',
+      priority: 0,
+      traceparent: '',
+    };
+    expect((await store.submit([createWrite('b', { create: v2 })]))[0]?.code).toBe(3); // not in 2
+    expect((await store.submit([createWrite('c', { create: v2, stage: 's4' })]))[0]?.code).toBe(0);
   });
 });
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import type { TransitionOutcome } from '../../../gen/dsat/status/v1/status';
 import { TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import { TaskState, type Task, type Transition } from '../../../gen/dsat/task/v1/task';
@@ -28,15 +29,37 @@ export function cleanDirs(): void {
 /** Stores opened by a test, closed by `closeStores` in afterEach even when the test failed. */
 const stores = new Set<StatusStore>();
 
+/** The chain s1 → s2 → s3 → s4 the tests' tasks walk, saved as version 1 of `name`. */
+export function testPipeline(name: string): Pipeline {
+  return Pipeline.fromPartial({
+    name,
+    stages: [
+      { name: 's1', next: ['s2'] },
+      { name: 's2', next: ['s3'] },
+      { name: 's3', next: ['s4'] },
+      { name: 's4' },
+    ],
+  });
+}
+
+/** The pipelines the tests create tasks in; a create needs its pipeline saved. */
+export const TEST_PIPELINES = ['demo', 'other', 'bulk', 'rare'].map(testPipeline);
+
+/**
+ * Opens a store; a new one gets `pipelines` saved first (default TEST_PIPELINES), so that tasks
+ * can be created in them.
+ */
 export async function open(
-  options: Partial<StatusStoreOptions> & { dir?: string } = {},
+  options: Partial<StatusStoreOptions> & { dir?: string; pipelines?: readonly Pipeline[] } = {},
 ): Promise<StatusStore> {
+  const { pipelines = TEST_PIPELINES, ...rest } = options;
   const store = await openStatusStore({
     sweepIntervalMs: 0,
-    ...options,
+    ...rest,
     dir: options.dir ?? tempDir(),
   });
   stores.add(store);
+  if (store.openReport.created) for (const p of pipelines) await store.savePipeline(p);
   return store;
 }
 

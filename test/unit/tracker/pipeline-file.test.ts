@@ -7,7 +7,7 @@ import {
   parsePipelineText,
   readPipelineFile,
 } from '../../../services/tracker/pipeline-file';
-import { validatePipeline } from '../../../services/tracker/pipeline-validation';
+import { validatePipeline } from '../../../services/shared/pipeline-validation';
 import { tempDir } from '../../helpers/temp-dir';
 
 const YAML = `

@@ -5,7 +5,7 @@ import { DsatError } from '../../../services/shared/errors';
 import {
   assertValidPipeline,
   validatePipeline,
-} from '../../../services/tracker/pipeline-validation';
+} from '../../../services/shared/pipeline-validation';
 
 const sec = (seconds: number, nanos = 0) => ({ seconds, nanos });
 

@@ -1,11 +1,13 @@
 import type { Pipeline, Stage } from '../../gen/dsat/pipeline/v1/pipeline';
 import { Decorator } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { Duration } from '../../gen/google/protobuf/duration';
-import type { FieldViolation } from '../shared/errors';
-import { invalidArguments } from '../shared/errors';
-import { durationMs, formatMs } from '../shared/proto-duration';
-import { MAX_FAN_OUT } from '../shared/branch-id';
-import { DEFAULT_MAX_HOPS } from './stage-policy';
+import type { FieldViolation } from './errors';
+import { invalidArguments } from './errors';
+import { durationMs, formatMs } from './proto-duration';
+import { MAX_FAN_OUT } from './branch-id';
+
+/** Stages a task may run when its pipeline does not say (`max_hops` 0). */
+export const DEFAULT_MAX_HOPS = 50;
 
 /** Pipeline and stage names: lower case letters, digits, "-" and "_", at most 63 characters. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -29,11 +31,16 @@ const DURATION_FIELDS = [
   ['asyncTimeout', 'async_timeout'],
 ] as const;
 
+/** A name as messages quote it: a long one is cut, so that one bad name cannot flood the answer. */
+function quote(name: string): string {
+  return JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}…` : name);
+}
+
 function checkName(name: string, what: string): string | undefined {
   if (name === '') return `${what} is required`;
-  if (name.length > 63) return `${what} ${JSON.stringify(name)} is longer than 63 characters`;
+  if (name.length > 63) return `${what} ${quote(name)} is longer than 63 characters`;
   if (!NAME_PATTERN.test(name)) {
-    return `${what} ${JSON.stringify(name)} must be lower case letters, digits, "-" and "_", starting with a letter or digit`;
+    return `${what} ${quote(name)} must be lower case letters, digits, "-" and "_", starting with a letter or digit`;
   }
   return undefined;
 }
@@ -84,10 +91,7 @@ export function validatePipeline(p: Pipeline, root = 'pipeline'): FieldViolation
     if (problem !== undefined) add(`${at}.name`, problem);
     const first = index.get(s.name);
     if (first !== undefined && s.name !== '') {
-      add(
-        `${at}.name`,
-        `stage ${JSON.stringify(s.name)} is declared twice (first at stages[${first}])`,
-      );
+      add(`${at}.name`, `stage ${quote(s.name)} is declared twice (first at stages[${first}])`);
     } else if (first === undefined) {
       index.set(s.name, i);
     }
@@ -96,7 +100,7 @@ export function validatePipeline(p: Pipeline, root = 'pipeline'): FieldViolation
   p.stages.forEach((s, i) => checkStage(s, `${root}.stages[${i}]`, index, add));
 
   if (p.entryStage !== '' && !index.has(p.entryStage)) {
-    add(`${root}.entry_stage`, `names unknown stage ${JSON.stringify(p.entryStage)}`);
+    add(`${root}.entry_stage`, `names unknown stage ${quote(p.entryStage)}`);
   }
   if (p.maxHops > LIMITS.maxHops) {
     add(
@@ -109,7 +113,7 @@ export function validatePipeline(p: Pipeline, root = 'pipeline'): FieldViolation
   for (const c of cycles) {
     add(
       `${root}.stages[${c.stageIndex}].next[${c.nextIndex}]`,
-      `stage ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)} closes a cycle: ${c.path.join(' → ')}`,
+      `stage ${quote(c.from)} → ${quote(c.to)} closes a cycle: ${c.path}`,
     );
   }
 
@@ -120,7 +124,7 @@ export function validatePipeline(p: Pipeline, root = 'pipeline'): FieldViolation
       if (index.get(s.name) === i && !reached.has(s.name)) {
         add(
           `${root}.stages[${i}]`,
-          `stage ${JSON.stringify(s.name)} cannot be reached from the entry stage ${JSON.stringify(entry)}`,
+          `stage ${quote(s.name)} cannot be reached from the entry stage ${quote(entry)}`,
         );
       }
     });
@@ -144,7 +148,7 @@ function checkStage(
   index: ReadonlyMap<string, number>,
   add: (field: string, description: string) => void,
 ): void {
-  const name = JSON.stringify(s.name);
+  const name = quote(s.name);
   const seenNext = new Set<string>();
   if (s.next.length > LIMITS.nextStages) {
     add(
@@ -154,9 +158,9 @@ function checkStage(
   }
   s.next.forEach((n, j) => {
     if (!index.has(n))
-      add(`${at}.next[${j}]`, `stage ${name} names unknown next stage ${JSON.stringify(n)}`);
+      add(`${at}.next[${j}]`, `stage ${name} names unknown next stage ${quote(n)}`);
     else if (seenNext.has(n))
-      add(`${at}.next[${j}]`, `stage ${name} names next stage ${JSON.stringify(n)} twice`);
+      add(`${at}.next[${j}]`, `stage ${name} names next stage ${quote(n)} twice`);
     seenNext.add(n);
   });
 
@@ -254,8 +258,7 @@ function checkStage(
         field,
         `stage ${name}: the error code is longer than ${LIMITS.errorCodeLength} characters`,
       );
-    else if (seenCodes.has(code))
-      add(field, `stage ${name}: ${JSON.stringify(code)} is listed twice`);
+    else if (seenCodes.has(code)) add(field, `stage ${name}: ${quote(code)} is listed twice`);
     seenCodes.add(code);
   });
 }
@@ -265,37 +268,67 @@ interface CycleEdge {
   readonly nextIndex: number;
   readonly from: string;
   readonly to: string;
-  readonly path: string[];
+  /** The cycle as `a → b → a`, its middle left out when long. */
+  readonly path: string;
 }
 
-/** Every edge that closes a cycle (a back edge of a depth-first walk), with the cycle it closes. */
+/** A cycle's stages for a message: all of a short one, the ends of a long one. */
+function cyclePath(open: readonly string[], from: number, to: string): string {
+  const names = open.length - from;
+  const shown =
+    names <= 12
+      ? open.slice(from)
+      : [...open.slice(from, from + 5), `… ${names - 10} more …`, ...open.slice(-5)];
+  return [...shown, to].map((n) => (n.length > 80 ? `${n.slice(0, 80)}…` : n)).join(' → ');
+}
+
+/**
+ * Every edge that closes a cycle (a back edge of a depth-first walk), with the cycle it closes.
+ * The walk keeps its own stack: a chain of thousands of stages would overflow the call stack.
+ */
 function findCycles(p: Pipeline, index: ReadonlyMap<string, number>): CycleEdge[] {
   const state = new Map<string, 'open' | 'done'>();
-  const stack: string[] = [];
+  /** The open stages in walk order, and where each is in it. */
+  const open: string[] = [];
+  const at = new Map<string, number>();
+  const frames: { name: string; stageIndex: number; next: number }[] = [];
   const found: CycleEdge[] = [];
-  const visit = (name: string) => {
+  const enter = (name: string) => {
     state.set(name, 'open');
-    stack.push(name);
-    const i = index.get(name) as number;
-    (p.stages[i] as Stage).next.forEach((n, j) => {
-      if (!index.has(n)) return;
-      const st = state.get(n);
-      if (st === 'open') {
-        found.push({
-          stageIndex: i,
-          nextIndex: j,
-          from: name,
-          to: n,
-          path: [...stack.slice(stack.indexOf(n)), n],
-        });
-      } else if (st === undefined) {
-        visit(n);
-      }
-    });
-    stack.pop();
-    state.set(name, 'done');
+    at.set(name, open.length);
+    open.push(name);
+    frames.push({ name, stageIndex: index.get(name) as number, next: 0 });
   };
-  for (const [name] of index) if (!state.has(name)) visit(name);
+  for (const [root] of index) {
+    if (state.has(root)) continue;
+    enter(root);
+    while (frames.length > 0) {
+      const f = frames[frames.length - 1]!;
+      const next = (p.stages[f.stageIndex] as Stage).next;
+      if (f.next < next.length) {
+        const j = f.next++;
+        const n = next[j] as string;
+        if (!index.has(n)) continue;
+        const st = state.get(n);
+        if (st === 'open') {
+          found.push({
+            stageIndex: f.stageIndex,
+            nextIndex: j,
+            from: f.name,
+            to: n,
+            path: cyclePath(open, at.get(n) as number, n),
+          });
+        } else if (st === undefined) {
+          enter(n);
+        }
+        continue;
+      }
+      frames.pop();
+      open.pop();
+      at.delete(f.name);
+      state.set(f.name, 'done');
+    }
+  }
   return found;
 }
 
@@ -313,20 +346,25 @@ function reachable(p: Pipeline, index: ReadonlyMap<string, number>, entry: strin
   return seen;
 }
 
-/** The most stages a task passes from the entry, in an acyclic pipeline. */
+/** The most stages a task passes from the entry, in an acyclic pipeline (walked without recursion). */
 function longestPath(p: Pipeline, index: ReadonlyMap<string, number>, entry: string): number {
-  const memo = new Map<string, number>();
-  const depth = (name: string): number => {
-    const known = memo.get(name);
-    if (known !== undefined) return known;
-    let best = 0;
-    for (const n of (p.stages[index.get(name) as number] as Stage).next) {
-      if (index.has(n)) best = Math.max(best, depth(n));
+  const depth = new Map<string, number>();
+  const nextOf = (name: string) => (p.stages[index.get(name) as number] as Stage).next;
+  const frames: { name: string; next: number }[] = [{ name: entry, next: 0 }];
+  while (frames.length > 0) {
+    const f = frames[frames.length - 1]!;
+    const next = nextOf(f.name);
+    if (f.next < next.length) {
+      const n = next[f.next++] as string;
+      if (index.has(n) && !depth.has(n)) frames.push({ name: n, next: 0 });
+      continue;
     }
-    memo.set(name, best + 1);
-    return best + 1;
-  };
-  return depth(entry);
+    let best = 0;
+    for (const n of next) best = Math.max(best, depth.get(n) ?? 0);
+    depth.set(f.name, best + 1);
+    frames.pop();
+  }
+  return depth.get(entry) as number;
 }
 
 /** Throws INVALID_ARGUMENT listing every problem, or returns when the pipeline is valid. */
