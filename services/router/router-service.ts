@@ -16,6 +16,7 @@ import type { TaskIntake } from './task-intake';
 import { runSubmitStream } from './task-intake';
 import type { WorkerSessionOptions } from './worker-session';
 import { runWorkerSession } from './worker-session';
+import { PEER_IDENTITY, workerIdOf } from '../shared/peer-identity';
 
 export interface RouterServiceDeps {
   readonly routerId: string;
@@ -67,7 +68,11 @@ export function createRouterService(
     getRouterLoad: () =>
       Promise.resolve({ routerId: deps.routerId, stages: deps.dispatcher.load() }),
 
-    connectWorker: (requests, context) => runWorkerSession(requests, context.signal, deps.session),
+    connectWorker: (requests, context) =>
+      runWorkerSession(requests, context.signal, {
+        ...deps.session,
+        certifiedWorkerId: workerIdOf(context.metadata.get(PEER_IDENTITY)),
+      }),
 
     async *forwardTasks(requests) {
       for await (const req of requests)

@@ -27,6 +27,11 @@ export interface WorkerSessionOptions {
   readonly logger: Logger;
   /** Sessions open now, for shutdown and load reports. */
   readonly sessions?: Set<WorkerSession>;
+  /**
+   * The worker id the client certificate names (`spiffe://…/worker/<id>`, under mTLS): Hello must
+   * claim this one, so a worker cannot take, or report on, the tasks of another.
+   */
+  readonly certifiedWorkerId?: string;
 }
 
 /**
@@ -96,6 +101,15 @@ export class WorkerSession implements WorkerLink {
 
   private start(hello: Hello) {
     checkHello(hello, this.options.serves);
+    const certified = this.options.certifiedWorkerId;
+    if (certified !== undefined && hello.workerId !== certified) {
+      throw new DsatError(
+        'PERMISSION_DENIED',
+        'WORKER_ID_NOT_CERTIFIED',
+        `hello.worker_id: ${JSON.stringify(hello.workerId)} is not the worker its certificate names (${JSON.stringify(certified)})`,
+        { field: 'hello.worker_id' },
+      );
+    }
     this.hello = hello;
     this.workerId = hello.workerId;
     this.stages = [...new Set(hello.stages)];

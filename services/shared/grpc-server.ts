@@ -13,6 +13,7 @@ import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
 import { createAuthMiddleware, createRateLimitMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
+import { peerIdentityInterceptor } from './peer-identity';
 import { serverCredentials } from './transport-security';
 
 /** The descriptor set of proto/, written by `npm run gen`, which server reflection serves. */
@@ -82,7 +83,11 @@ function loadDescriptorSet(): Uint8Array {
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const { config, logger, services } = options;
   const terminator = createTerminatorMiddleware();
-  const server = createServer(serverChannelOptions(config))
+  const server = createServer({
+    ...serverChannelOptions(config),
+    // Client certificates name their holder: handlers read it (PEER_IDENTITY), clients cannot forge it.
+    ...(config.tlsClientAuth ? { interceptors: [peerIdentityInterceptor] } : {}),
+  } as ChannelOptions)
     .use(tracingServerMiddleware)
     .use(createLoggingMiddleware(logger))
     .use(errorDetailsServerMiddleware)

@@ -26,8 +26,8 @@ export class RawWorker {
   private waiters: (() => void)[] = [];
   readonly ended: Promise<grpc.StatusObject>;
 
-  constructor(address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure());
+  constructor(address: string, credentials = grpc.credentials.createInsecure()) {
+    this.client = new grpc.Client(address, credentials);
     this.call = openBidiStream(
       this.client,
       RouterServiceDefinition.fullName,

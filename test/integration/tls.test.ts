@@ -7,10 +7,12 @@ import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-
 import type { GrpcServer } from '../../services/shared/grpc-server';
 import { serviceEntry, startGrpcServer } from '../../services/shared/grpc-server';
 import { createLogger } from '../../services/shared/logger';
+import { channelCredentials } from '../../services/shared/transport-security';
 import type { TlsSettings } from '../../services/shared/transport-security';
 import { withUnimplemented } from '../../services/shared/unimplemented';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
+import { RawWorker } from '../helpers/raw-worker';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -139,6 +141,26 @@ describe('TLS and mTLS', () => {
       });
       expect(await within(run.exited, 60_000, 'the followed task')).toBe(0);
       expect(run.stdout.join('\n')).toMatch(/SUCCEEDED: \{"text":"SECRET"/);
+      // T33: a worker's certificate names it; it cannot say Hello as another worker.
+      const asWorker = channelCredentials({
+        tlsCa: pem('ca'),
+        tlsCert: pem('worker'),
+        tlsKey: pem('worker-key'),
+      })!;
+      const impostor = new RawWorker(at.DSAT_ROUTER_ADDRESS, asWorker);
+      impostor.hello('w2', ['parse']);
+      const refused = await within(impostor.ended, 20_000, 'the impostor stream to end');
+      expect(refused.code).toBe(Status.PERMISSION_DENIED);
+      expect(refused.details).toMatch(
+        /hello\.worker_id: "w2" is not the worker its certificate names \("w1"\)/,
+      );
+      expect(impostor.welcome).toBeUndefined();
+      impostor.close();
+      const honest = new RawWorker(at.DSAT_ROUTER_ADDRESS, asWorker);
+      honest.hello('w1', ['parse']);
+      await honest.until(() => honest.welcome !== undefined, 20_000, 'welcome');
+      honest.close();
+
       const plain = spawnDsat(['tasks', '--timeout', '3s'], at);
       expect(await within(plain.exited, 30_000, 'a plain-text client')).toBe(1);
       expect(plain.stderr.join('\n')).toMatch(/^dsat: UNAVAILABLE/m);
