@@ -8,14 +8,11 @@ import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
 import { createAuthMiddleware, METHOD_SCOPES } from '../../services/shared/auth';
-import { loadConfig, statusConfigSpec } from '../../services/shared/config';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import type { GrpcServer } from '../../services/shared/grpc-server';
-import { serviceEntry, startGrpcServer } from '../../services/shared/grpc-server';
-import { createLogger } from '../../services/shared/logger';
-import { withUnimplemented } from '../../services/shared/unimplemented';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
+import { startStubStatus } from '../helpers/stub-status';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -85,27 +82,9 @@ describe('bearer tokens with scopes', () => {
   });
 
   it('T34 and T35: no token, a malformed, expired or foreign one is UNAUTHENTICATED and runs nothing; a valid one without the scope is PERMISSION_DENIED', async () => {
-    const ran: string[] = [];
-    server = await startGrpcServer({
-      name: 'test',
-      config: loadConfig(statusConfigSpec, { port: '0', authKey: keyFile }, {}),
-      logger: createLogger('test', 'silent'),
-      services: [
-        serviceEntry(
-          StatusServiceDefinition,
-          withUnimplemented(StatusServiceDefinition, {
-            getStoreStats: () => {
-              ran.push('getStoreStats');
-              return Promise.resolve({});
-            },
-            deleteTasks: () => {
-              ran.push('deleteTasks');
-              return Promise.resolve({ deletedCount: 0 });
-            },
-          }),
-        ),
-      ],
-    });
+    const stub = await startStubStatus({ authKey: keyFile });
+    server = stub.server;
+    const { ran } = stub;
     const channel = createDsatChannel(server.address);
     const client = createDsatClient(StatusServiceDefinition, channel, { retryMaxAttempts: 1 });
     const outcome = async (call: 'stats' | 'delete', authorization?: string) => {
@@ -142,23 +121,7 @@ describe('bearer tokens with scopes', () => {
   });
 
   it('T40: one caller past its rate limit gets RESOURCE_EXHAUSTED, and runs nothing more; another caller is not slowed', async () => {
-    let handled = 0;
-    const limited = await startGrpcServer({
-      name: 'test',
-      config: loadConfig(statusConfigSpec, { port: '0', authKey: keyFile, rateLimit: '100' }, {}),
-      logger: createLogger('test', 'silent'),
-      services: [
-        serviceEntry(
-          StatusServiceDefinition,
-          withUnimplemented(StatusServiceDefinition, {
-            getStoreStats: () => {
-              handled++;
-              return Promise.resolve({});
-            },
-          }),
-        ),
-      ],
-    });
+    const { server: limited, ran } = await startStubStatus({ authKey: keyFile, rateLimit: '100' });
     const channel = createDsatChannel(limited.address);
     try {
       const client = createDsatClient(StatusServiceDefinition, channel, { retryMaxAttempts: 1 });
@@ -178,7 +141,7 @@ describe('bearer tokens with scopes', () => {
       // The bucket holds a second's worth; the burst takes longer than that only on a slow machine.
       expect(ok).toBeGreaterThanOrEqual(100);
       expect(exhausted).toBeGreaterThan(0);
-      expect(handled).toBe(ok);
+      expect(ran).toHaveLength(ok);
       const other = await new SignJWT({ scope: 'read' })
         .setProtectedHeader({ alg: 'HS256' })
         .setSubject('someone-else')

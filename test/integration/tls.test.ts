@@ -5,14 +5,12 @@ import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { loadConfig, statusConfigSpec } from '../../services/shared/config';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import type { GrpcServer } from '../../services/shared/grpc-server';
-import { serviceEntry, startGrpcServer } from '../../services/shared/grpc-server';
-import { createLogger } from '../../services/shared/logger';
 import { channelCredentials } from '../../services/shared/transport-security';
 import type { TlsSettings } from '../../services/shared/transport-security';
-import { withUnimplemented } from '../../services/shared/unimplemented';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
 import { RawWorker } from '../helpers/raw-worker';
+import { startStubStatus } from '../helpers/stub-status';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -21,7 +19,6 @@ jest.setTimeout(120_000);
 const TLS = path.join(__dirname, '../fixtures/tls');
 const pem = (name: string) => path.join(TLS, `${name}.pem`);
 const SERVER = { tlsCert: pem('server'), tlsKey: pem('server-key'), tlsCa: pem('ca') };
-const logger = createLogger('test', 'silent');
 
 describe('TLS and mTLS', () => {
   let server: GrpcServer | undefined;
@@ -31,27 +28,8 @@ describe('TLS and mTLS', () => {
   });
 
   it('T32: an mTLS server refuses a client without a certificate, one signed by another CA, and plain text; no handler runs', async () => {
-    let handled = 0;
-    server = await startGrpcServer({
-      name: 'test',
-      config: loadConfig(
-        statusConfigSpec,
-        { port: '0', ...SERVER, tlsClientAuth: true, shutdownGrace: '1000' },
-        {},
-      ),
-      logger,
-      services: [
-        serviceEntry(
-          StatusServiceDefinition,
-          withUnimplemented(StatusServiceDefinition, {
-            getStoreStats: () => {
-              handled++;
-              return Promise.resolve({});
-            },
-          }),
-        ),
-      ],
-    });
+    const stub = await startStubStatus({ ...SERVER, tlsClientAuth: true });
+    server = stub.server;
     const call = async (tls: TlsSettings) => {
       const channel = createDsatChannel(server!.address, tls);
       try {
@@ -77,11 +55,11 @@ describe('TLS and mTLS', () => {
     expect(refused).toContain(
       await call({ tlsCa: pem('other-ca'), tlsCert: pem('worker'), tlsKey: pem('worker-key') }),
     );
-    expect(handled).toBe(0);
+    expect(stub.ran).toEqual([]);
     expect(
       await call({ tlsCa: pem('ca'), tlsCert: pem('worker'), tlsKey: pem('worker-key') }),
     ).toBe(Status.OK);
-    expect(handled).toBe(1);
+    expect(stub.ran).toEqual(['getStoreStats']);
   });
 
   it('names the option a TLS setting is missing, before anything starts', () => {

@@ -1,5 +1,5 @@
 import { Status } from 'nice-grpc-common';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
+import { refusal, violatedFields } from '../../helpers/refusal';
 import type { CompleteAsyncRequest } from '../../../gen/dsat/router/v1/router';
 import { RouterServiceDefinition } from '../../../gen/dsat/router/v1/router';
 import type { TaskError, TaskProgress } from '../../../gen/dsat/task/v1/task';
@@ -13,21 +13,6 @@ import { eventually, linear, pipeline, startRouterMesh } from '../../helpers/rou
 jest.setTimeout(30_000);
 
 const MB = 1024 * 1024;
-
-async function refusal(call: Promise<unknown>): Promise<RichClientError> {
-  const err = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (err === undefined) throw new Error('the call was accepted');
-  expect(err).toBeInstanceOf(RichClientError);
-  return err as RichClientError;
-}
-
-const fieldsOf = (err: RichClientError) =>
-  (
-    err.extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined
-  )?.fieldViolations.map((v) => v.field) ?? [];
 
 const error = (over: Partial<TaskError>): TaskError => ({
   code: 'BOOM',
@@ -83,7 +68,7 @@ describe('the router refuses what the status service would, and holds reports to
   ] as const)('refuses %s with INVALID_ARGUMENT, not INTERNAL', async (_what, call, field) => {
     const err = await refusal(call());
     expect(Status[err.code]).toBe('INVALID_ARGUMENT');
-    expect(fieldsOf(err)).toEqual([field]);
+    expect(violatedFields(err)).toEqual([field]);
   });
 
   function completion(over: Partial<CompleteAsyncRequest>): CompleteAsyncRequest {
@@ -107,7 +92,7 @@ describe('the router refuses what the status service would, and holds reports to
     ] as const) {
       const err = await refusal(router.completeAsync(completion({ token, error: bad })));
       expect(err.code).toBe(Status.INVALID_ARGUMENT);
-      expect(fieldsOf(err)).toEqual([field]);
+      expect(violatedFields(err)).toEqual([field]);
     }
     expect((await mesh.task(taskId)).state).toBe(TaskState.TASK_STATE_WAITING);
     const ok = await router.completeAsync(

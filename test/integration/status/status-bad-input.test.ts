@@ -1,5 +1,5 @@
 import { Status } from 'nice-grpc-common';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
+import { refusal, violatedFields } from '../../helpers/refusal';
 import { Decorator, Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import type { TransitionOutcome } from '../../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition, TransitionWrite } from '../../../gen/dsat/status/v1/status';
@@ -130,20 +130,6 @@ async function allPages<T>(
   return { items, pages };
 }
 
-async function refusal(call: Promise<unknown>): Promise<RichClientError> {
-  const err = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(RichClientError);
-  return err as RichClientError;
-}
-
-function violations(err: RichClientError): string[] {
-  const bad = err.extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined;
-  return bad?.fieldViolations.map((v) => v.field) ?? [];
-}
-
 describe('action keys', () => {
   it('matches a pathological key against a 63-character name at once, in ListTasks and DeleteTasks', async () => {
     const name = 'a'.repeat(63);
@@ -173,7 +159,7 @@ describe('action keys', () => {
       client.listTasks({ filter: filter({ actionKey: `*?${'*a'.repeat(200)}?*` }) }),
     );
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
-    expect(violations(err)).toEqual(['filter.action_key']);
+    expect(violatedFields(err)).toEqual(['filter.action_key']);
   });
 });
 
@@ -394,7 +380,7 @@ describe('SavePipeline', () => {
       client.savePipeline({ pipeline: Pipeline.fromPartial({ name: 'bad', ...bad }) }),
     );
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
-    expect(violations(err)).toContain(field);
+    expect(violatedFields(err)).toContain(field);
     expect((await client.listPipelines({ pageSize: 0, pageToken: '' })).pipelines).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { Status } from 'nice-grpc-common';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
+import { refusal, violatedFields } from '../../helpers/refusal';
 import type { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { loadConfig, statusConfigSpec, trackerConfigSpec } from '../../../services/shared/config';
 import { createLogger } from '../../../services/shared/logger';
@@ -14,22 +14,6 @@ import { tempDir } from '../../helpers/temp-dir';
 
 jest.setTimeout(60_000);
 const logger = createLogger('test', 'silent');
-
-/** The refusal a call ends with; fails the test when the call succeeds. */
-async function refusal(call: Promise<unknown>): Promise<RichClientError> {
-  const err = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (err === undefined) throw new Error('the call was accepted');
-  expect(err).toBeInstanceOf(RichClientError);
-  return err as RichClientError;
-}
-
-const fieldsOf = (err: RichClientError) =>
-  (
-    err.extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined
-  )?.fieldViolations.map((v) => v.field) ?? [];
 
 /** A chain s0 → s1 → … of `n` stages, built without the helpers' per-stage objects. */
 function chain(n: number): Pipeline {
@@ -104,7 +88,7 @@ describe('the tracker refuses bad input with the field, never INTERNAL', () => {
       code: 'INVALID_ARGUMENT',
       details: expect.stringContaining(field),
     });
-    expect(fieldsOf(err)).toEqual([field]);
+    expect(violatedFields(err)).toEqual([field]);
   });
 
   it("passes on the status service's refusal of a token of another list, with its details", async () => {
@@ -114,7 +98,7 @@ describe('the tracker refuses bad input with the field, never INTERNAL', () => {
     const err = await refusal(client.listPipelines({ pageToken: foreign }));
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
     expect(err.details).toContain('page_token');
-    expect(fieldsOf(err)).toEqual(['page_token']);
+    expect(violatedFields(err)).toEqual(['page_token']);
   });
 
   it.each([4_000, 100_000])(
@@ -125,7 +109,7 @@ describe('the tracker refuses bad input with the field, never INTERNAL', () => {
         const err = await refusal(client.applyPipeline({ pipeline, validateOnly }));
         expect(err.code).toBe(Status.INVALID_ARGUMENT);
         expect(err.details).toContain(`has ${n} stages; at most 1000 are allowed`);
-        expect(fieldsOf(err)).toContain('pipeline.stages');
+        expect(violatedFields(err)).toContain('pipeline.stages');
       }
       await expect(client.getPipeline({ name: 'long', version: 0 })).rejects.toMatchObject({
         code: Status.NOT_FOUND,
@@ -142,11 +126,11 @@ describe('the tracker refuses bad input with the field, never INTERNAL', () => {
     const err = await refusal(client.applyPipeline({ pipeline: many, validateOnly: true }));
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/problems, the first 50:/);
-    expect(fieldsOf(err)).toHaveLength(50);
+    expect(violatedFields(err)).toHaveLength(50);
     const huge = pipeline('bad', [{ name: 'x'.repeat(200_000) }]);
     const named = await refusal(client.applyPipeline({ pipeline: huge, validateOnly: true }));
     expect(named.code).toBe(Status.INVALID_ARGUMENT);
-    expect(fieldsOf(named)).toEqual(['pipeline.stages[0].name']);
+    expect(violatedFields(named)).toEqual(['pipeline.stages[0].name']);
     const key = await refusal(
       client.purgeTasks({
         filter: { states: [], pipeline: '', stage: '', actionKey: 'k'.repeat(1_000_000) },
