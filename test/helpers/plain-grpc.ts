@@ -13,11 +13,19 @@ function load(file: string) {
   return grpc.loadPackageDefinition(def);
 }
 
-type Ctor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client;
+type Ctor = new (
+  address: string,
+  creds: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+) => grpc.Client;
 
-export function healthCheck(address: string, service = ''): Promise<string> {
+export function healthCheck(
+  address: string,
+  service = '',
+  options: grpc.ChannelOptions = {},
+): Promise<string> {
   const pkg = load('health.proto') as unknown as { grpc: { health: { v1: { Health: Ctor } } } };
-  const client = new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+  const client = new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure(), options);
   return new Promise((resolve, reject) => {
     (
       client as unknown as {

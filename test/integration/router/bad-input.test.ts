@@ -175,6 +175,51 @@ describe('bad input', () => {
     client.close();
   });
 
+  it('T16: a submit whose answer the client gave up on, sent again with its key, is one task, the same', async () => {
+    const router = createDsatClient(
+      RouterServiceDefinition,
+      createDsatChannel(mesh.router.address),
+      { retryMaxAttempts: 1 },
+    );
+    const keys = Array.from({ length: 30 }, (_, i) => `dropped-${i}`);
+    let dropped = 0;
+    for (const [i, key] of keys.entries()) {
+      // Deadlines of 1 to 5 ms: most answers are lost, some after the task was made.
+      const gaveUp = await router
+        .submitTask(request({ idempotencyKey: key }), { deadline: Date.now() + 1 + (i % 5) })
+        .then(
+          () => false,
+          (err: unknown) => (err as { code?: number }).code === Status.DEADLINE_EXCEEDED,
+        );
+      if (gaveUp) dropped++;
+    }
+    expect(dropped).toBeGreaterThan(0);
+    const again = await Promise.all(
+      keys.map((key) => router.submitTask(request({ idempotencyKey: key }))),
+    );
+    const once = await Promise.all(
+      keys.map((key) => router.submitTask(request({ idempotencyKey: key }))),
+    );
+    expect(once.map((r) => r.taskId)).toEqual(again.map((r) => r.taskId));
+    expect(once.every((r) => r.duplicate)).toBe(true);
+    expect(new Set(again.map((r) => r.taskId)).size).toBe(keys.length);
+    // Nothing else was made: the pipeline's tasks with these keys are exactly those answered.
+    const made = new Set(again.map((r) => r.taskId));
+    const withKey: string[] = [];
+    let token = '';
+    do {
+      const page = await mesh.status.listTasks({
+        filter: { pipeline: 'good', states: [], stage: '', actionKey: '' },
+        pageSize: 1000,
+        pageToken: token,
+      });
+      for (const t of page.tasks) if (keys.includes(t.idempotencyKey)) withKey.push(t.taskId);
+      token = page.nextPageToken;
+    } while (token !== '');
+    expect(new Set(withKey)).toEqual(made);
+    expect(withKey).toHaveLength(keys.length);
+  });
+
   it('the client SDK refuses an unknown content type before any call, naming content_type', async () => {
     const client = createClient({ router: mesh.router.address, status: mesh.statusAddress });
     await expect(
