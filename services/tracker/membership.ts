@@ -78,6 +78,8 @@ function checkMember(member: Member | undefined): Member {
   const problems: FieldViolation[] = [];
   if (member.memberId.length > 128) {
     problems.push({ field: 'member.member_id', description: 'is longer than 128 characters' });
+  } else if (/[\u0000-\u001f\u007f]/.test(member.memberId)) {
+    problems.push({ field: 'member.member_id', description: 'holds a control character' });
   }
   if (
     member.kind === MemberKind.MEMBER_KIND_UNSPECIFIED ||
@@ -94,11 +96,32 @@ function checkMember(member: Member | undefined): Member {
       field: 'member.address',
       description: 'a router must give the address it serves on',
     });
-  } else if (member.address !== '' && !ADDRESS.test(member.address)) {
+  } else if (member.address !== '') {
+    const port = Number(ADDRESS.exec(member.address)?.[2] ?? 0);
+    if (port < 1 || port > 65_535) {
+      problems.push({
+        field: 'member.address',
+        description: `${JSON.stringify(member.address.slice(0, 300))} is not host:port with a port from 1 to 65535`,
+      });
+    }
+  }
+  if (member.version.length > 64) {
+    problems.push({ field: 'member.version', description: 'is longer than 64 characters' });
+  }
+  const labels = Object.entries(member.labels);
+  if (labels.length > 64) {
     problems.push({
-      field: 'member.address',
-      description: `${JSON.stringify(member.address)} is not host:port`,
+      field: 'member.labels',
+      description: `has ${labels.length} labels, at most 64`,
     });
+  }
+  for (const [key, value] of labels) {
+    if (key.length > 128 || value.length > 256) {
+      problems.push({
+        field: `member.labels[${JSON.stringify(key.slice(0, 64))}]`,
+        description: 'keys are at most 128 characters, values 256',
+      });
+    }
   }
   member.stages.forEach((s, i) => {
     if (!NAME_PATTERN.test(s)) {
@@ -110,6 +133,38 @@ function checkMember(member: Member | undefined): Member {
   });
   if (problems.length > 0) throw invalidArguments(problems, 'INVALID_MEMBER');
   return member;
+}
+
+/** Most workers one router may say a stage has: more is a bad report, not a mesh. */
+const MAX_REPORTED_WORKERS = 100_000;
+
+/** A router's load report, checked before any of it counts (scaling advice reads these sums). */
+function checkLoads(loads: readonly StageLoad[]): void {
+  const problems: FieldViolation[] = [];
+  if (loads.length > 10_000) {
+    problems.push({ field: 'stages', description: `has ${loads.length} entries, at most 10000` });
+  }
+  loads.slice(0, 10_000).forEach((l, i) => {
+    if (!NAME_PATTERN.test(l.stage)) {
+      problems.push({
+        field: `stages[${i}].stage`,
+        description: `${JSON.stringify(l.stage.slice(0, 80))} is not a stage name`,
+      });
+    }
+    if (l.workers > MAX_REPORTED_WORKERS) {
+      problems.push({
+        field: `stages[${i}].workers`,
+        description: `${l.workers} is more than the ${MAX_REPORTED_WORKERS} a router can hold`,
+      });
+    }
+    if (!Number.isFinite(l.throughputPerS) || l.throughputPerS < 0) {
+      problems.push({
+        field: `stages[${i}].throughput_per_s`,
+        description: `must be a finite number of at least 0, not ${l.throughputPerS}`,
+      });
+    }
+  });
+  if (problems.length > 0) throw invalidArguments(problems, 'INVALID_LOAD');
 }
 
 const serves = (m: Member, stage: string) => m.stages.length === 0 || m.stages.includes(stage);
@@ -219,6 +274,7 @@ export function createMembership(options: MembershipOptions): Membership {
     },
 
     heartbeat(memberId, loads) {
+      checkLoads(loads);
       expire();
       const r = members.get(memberId);
       if (r === undefined) return false;

@@ -70,6 +70,54 @@ describe('membership', () => {
     expect(() => m.join(undefined)).toThrow(DsatError);
   });
 
+  it('refuses a port out of range, control characters, oversized labels and version, naming each field', () => {
+    const m = setup();
+    const fields = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return (e as DsatError).violations.map((v) => v.field);
+      }
+      return [];
+    };
+    expect(
+      fields(() =>
+        m.join(
+          member({
+            memberId: 'r\n1',
+            address: 'localhost:99999',
+            version: 'v'.repeat(65),
+            labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])),
+          }),
+        ),
+      ),
+    ).toEqual(['member.member_id', 'member.address', 'member.version', 'member.labels']);
+    expect(fields(() => m.join(member({ address: 'localhost:0' })))).toEqual(['member.address']);
+    expect(m.mesh().members).toEqual([]);
+  });
+
+  it('refuses a load report with a bad stage, an impossible worker count or throughput, and counts none of it', () => {
+    const m = setup();
+    m.join(member({ memberId: 'r1' }));
+    const bad = [
+      load('Bad Stage!', {}),
+      load('work', { workers: 4_294_967_295 }),
+      load('work', { throughputPerS: Number.NaN }),
+    ];
+    let err: unknown;
+    try {
+      m.heartbeat('r1', bad);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DsatError).violations.map((v) => v.field)).toEqual([
+      'stages[0].stage',
+      'stages[1].workers',
+      'stages[2].throughput_per_s',
+    ]);
+    expect(m.mesh().stages).toEqual([]);
+  });
+
   it('keeps a member that heartbeats and drops one silent past the TTL; it then rejoins', () => {
     const m = setup();
     m.join(member({ memberId: 'r1' }));
