@@ -78,7 +78,7 @@ function checkMember(member: Member | undefined): Member {
   const problems: FieldViolation[] = [];
   if (member.memberId.length > 128) {
     problems.push({ field: 'member.member_id', description: 'is longer than 128 characters' });
-  } else if (/[\u0000-\u001f\u007f]/.test(member.memberId)) {
+  } else if (/\p{Cc}/u.test(member.memberId)) {
     problems.push({ field: 'member.member_id', description: 'holds a control character' });
   }
   if (
