@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { ClientError, Status } from 'nice-grpc-common';
 import type { Task, Transition } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { StoredSpan } from '../../services/shared/span-store';
@@ -255,13 +256,27 @@ export function taskCommands(): Command[] {
           opts: Record<string, string | number | boolean | undefined>,
         ) => {
           const payload = readPayload(payloadArg);
-          const res = await ctx.clients.router.submitTask({
-            pipeline,
-            payload,
-            contentType: (opts.contentType as string | undefined) ?? guessContentType(payload),
-            idempotencyKey: (opts.idempotencyKey as string | undefined) ?? '',
-            priority: opts.priority as number,
-          });
+          const res = await ctx.clients.router
+            .submitTask({
+              pipeline,
+              payload,
+              contentType: (opts.contentType as string | undefined) ?? guessContentType(payload),
+              idempotencyKey: (opts.idempotencyKey as string | undefined) ?? '',
+              priority: opts.priority as number,
+            })
+            .catch((err: unknown) => {
+              // grpc-js refuses to send it at all, naming only its own message limit.
+              if (
+                err instanceof ClientError &&
+                err.code === Status.RESOURCE_EXHAUSTED &&
+                /message .*larger than/i.test(err.details)
+              ) {
+                throw new Error(
+                  `payload: ${payload.length} bytes is more than one gRPC message carries; a router takes at most its --max-payload-size (1 MiB unless set)`,
+                );
+              }
+              throw err;
+            });
           if (ctx.json) printJson(res);
           else
             process.stdout.write(

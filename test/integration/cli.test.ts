@@ -262,6 +262,12 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(get.out.length).toBeGreaterThan(3 * 65_536);
     expect(JSON.parse(get.out)).toMatchObject({ taskId, state: 'SUCCEEDED' });
 
+    const huge = path.join(tmp.path, 'huge.txt');
+    fs.writeFileSync(huge, 'a'.repeat(5_000_000));
+    const tooBig = await dsat(['submit', 'demo', `@${huge}`], env);
+    expect(tooBig.code).toBe(1);
+    expect(tooBig.err).toMatch(/^dsat: payload: 5000000 bytes is more than one gRPC message/m);
+
     const unknown = '00000000-0000-4000-8000-000000000000';
     const purge = await dsat(['dead-letters', 'purge', unknown], env);
     expect(purge.code).toBe(1);
