@@ -48,6 +48,50 @@ describe('the status service as its own process', () => {
     for (const d of dirs.splice(0)) d.cleanup();
   });
 
+  it('T15: a write whose 50 ms deadline passed while the service was stopped, sent again with its transition_id, is applied once and answered OK', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const status = await startStatus(tmp.path);
+    procs.push(status.p);
+    const client = createDsatClient(StatusServiceDefinition, createDsatChannel(status.address), {
+      retryMaxAttempts: 1,
+    });
+    await client.savePipeline({ pipeline: DEMO });
+    for (let round = 0; round < 5; round++) {
+      const taskId = crypto.randomUUID();
+      await client.commitTransitions({ writes: [createWrite(taskId)] });
+      const dispatch = {
+        transitionId: `d-${taskId}`,
+        taskId,
+        expectedState: TaskState.TASK_STATE_QUEUED,
+        expectedAttempt: 1,
+        toState: TaskState.TASK_STATE_DISPATCHED,
+        stage: 'parse',
+        attempt: 1,
+        workerId: 'w1',
+        reason: 'DISPATCHED',
+      };
+      status.p.child.kill('SIGSTOP');
+      const late = client
+        .commitTransitions({ writes: [dispatch] }, { deadline: Date.now() + 50 })
+        .catch((err: unknown) => err);
+      await new Promise((r) => setTimeout(r, 100 + round * 20));
+      status.p.child.kill('SIGCONT');
+      expect(await late).toMatchObject({ code: Status.DEADLINE_EXCEEDED });
+      // The client does not know whether it was applied: it sends the same write again.
+      for (let retry = 0; retry < 2; retry++) {
+        const again = await client.commitTransitions({ writes: [dispatch] });
+        expect(again.outcomes[0]).toMatchObject({ code: 0, taskId });
+      }
+      const history = (await client.getTaskHistory({ taskId })).transitions;
+      expect(history.filter((t) => t.transitionId === dispatch.transitionId)).toHaveLength(1);
+      expect((await client.getTask({ taskId })).task).toMatchObject({
+        state: TaskState.TASK_STATE_DISPATCHED,
+        attempt: 1,
+      });
+    }
+  });
+
   it('keeps acknowledged writes across kill -9 and streams a watch from a revision', async () => {
     const tmp = tempDir();
     dirs.push(tmp);
