@@ -378,6 +378,11 @@ export const statusConfigSpec = {
     'How long the global feed is kept for watches that resume.',
     86_400_000,
   ),
+  lockWait: opt.duration(
+    'DSAT_LOCK_WAIT',
+    'How long to wait for the process that holds the store to let it go (a rolling restart starts the new one first); 0 fails at once with LEVEL_LOCKED.',
+    0,
+  ),
 } as const;
 
 const statusAddress = opt.address(

@@ -20,6 +20,7 @@ export async function startStatusServer(
     retentionMs: config.retention,
     feedWindowMs: config.feedWindow,
     maxReplyBytes: replyBudget(config.maxMessageSize),
+    lockWaitMs: config.lockWait,
   });
   const report = store.openReport;
   deps.logger.info({ ...report, lost: report.lost.length }, 'status store open');

@@ -92,6 +92,56 @@ describe('the status service as its own process', () => {
     }
   });
 
+  it('T21: in a rolling restart the new process, started with --lock-wait before the old one stops, takes the store once it is let go; no acknowledged write is lost', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const old = await startStatus(tmp.path);
+    procs.push(old.p);
+    const clientOf = (address: string) =>
+      createDsatClient(StatusServiceDefinition, createDsatChannel(address), {
+        retryMaxAttempts: 1,
+        deadline: 2_000,
+      });
+    let client = clientOf(old.address);
+    await client.savePipeline({ pipeline: DEMO });
+    const acked: string[] = [];
+    let writing = true;
+    const writer = (async () => {
+      while (writing) {
+        const taskId = crypto.randomUUID();
+        const res = await client
+          .commitTransitions({ writes: [createWrite(taskId)] })
+          .catch(() => undefined);
+        if (res?.outcomes[0]?.code === 0) acked.push(taskId);
+        else await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const next = spawnDsat(['status', '--port', '0', '--data-dir', tmp.path, '--lock-wait', '20s']);
+    procs.push(next);
+    const listening = next.waitForLine(/^status listening on (\S+)$/, 30_000);
+    // It waits for the lock rather than failing: still there, not serving, while the old one works.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(next.child.exitCode).toBeNull();
+    expect(next.stdout.join('\n')).not.toMatch(/listening/);
+    const beforeStop = acked.length;
+    expect(beforeStop).toBeGreaterThan(0);
+    old.p.kill('SIGTERM');
+    expect(await within(old.p.exited, 20_000, 'the old process to stop')).toBe(0);
+    const m = await listening;
+    client = clientOf(m[1]!);
+    await new Promise((r) => setTimeout(r, 300));
+    writing = false;
+    await writer;
+    expect(acked.length).toBeGreaterThan(beforeStop);
+    const missing: string[] = [];
+    for (const taskId of acked) {
+      const found = await client.getTask({ taskId }).catch(() => undefined);
+      if (found?.task?.taskId !== taskId) missing.push(taskId);
+    }
+    expect(missing).toEqual([]);
+  });
+
   it('keeps acknowledged writes across kill -9 and streams a watch from a revision', async () => {
     const tmp = tempDir();
     dirs.push(tmp);
