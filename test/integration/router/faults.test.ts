@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { jsonEntry, ProcessMesh, ResultFeed, submitMany } from '../../helpers/process-mesh';
 import { eventually, linear } from '../../helpers/router-mesh';
@@ -102,6 +103,68 @@ describe('faults, with every service and worker in its own process', () => {
     expect(violations).toEqual([]);
     expect(requeued).toBeGreaterThanOrEqual(3);
     expect(b.p.child.exitCode).toBeNull();
+  });
+
+  it('T08 with real processes: a worker stopped (SIGSTOP) mid-attempt under a 2 s run timeout is timed out at 2 s ± 0.5 s, the task retried after its backoff on the other worker, and it ends once', async () => {
+    const tmp = tempDir();
+    dirs.push(tmp);
+    const log = path.join(tmp.path, 'executions.jsonl');
+    mesh = new ProcessMesh();
+    await mesh.startStatus(['--no-sync']);
+    await mesh.startTracker();
+    await mesh.startRouter();
+    await mesh.savePipeline(
+      Pipeline.fromPartial({
+        name: 't08',
+        stages: [
+          {
+            name: 'work',
+            runTimeout: { seconds: 2, nanos: 0 },
+            maxAttempts: 3,
+            backoff: { initial: { seconds: 1, nanos: 0 }, multiplier: 1 },
+          },
+        ],
+      }),
+    );
+    const env = { DSAT_TEST_EXEC_LOG: log };
+    const workers = [
+      await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '1'], mesh.routers, env),
+      await mesh.startWorker(SLEEPY, ['work'], ['--concurrency', '1'], mesh.routers, env),
+    ];
+    await mesh.waitForWorkers(['work'], mesh.routers[0], 2);
+    const feed = new ResultFeed();
+    await feed.start(mesh.status, 't08');
+    const ids = await submitMany(mesh.router(), [
+      jsonEntry('t08', 'only', { i: 0, firstAttemptMs: 10_000 }),
+    ]);
+    const taskId = ids.get('only')!;
+    // The worker that took attempt 1 stops in its 10 s of work: no result, no heartbeat.
+    const first = await eventually(() => executions(log).find((e) => e.attempt === 1), 10_000);
+    const stopped = workers.find((w) => w.p.child.pid === first.pid)!;
+    stopped.p.child.kill('SIGSTOP');
+    try {
+      await feed.waitFor(1, 30_000);
+    } finally {
+      stopped.p.child.kill('SIGCONT');
+    }
+    await feed.stop();
+    const history = (await mesh.status.getTaskHistory({ taskId })).transitions;
+    const at = (state: TaskState, attempt: number) =>
+      history.find((t) => t.toState === state && t.attempt === attempt)?.at?.getTime();
+    const ranFor = at(TaskState.TASK_STATE_TIMED_OUT, 1)! - at(TaskState.TASK_STATE_RUNNING, 1)!;
+    expect(ranFor).toBeGreaterThanOrEqual(1_500);
+    expect(ranFor).toBeLessThanOrEqual(2_500);
+    const waited = at(TaskState.TASK_STATE_QUEUED, 2)! - at(TaskState.TASK_STATE_TIMED_OUT, 1)!;
+    // 1 s less the default jitter (20%), and a little for the clocks of two processes.
+    expect(waited).toBeGreaterThanOrEqual(700);
+    const terminal = history.filter((t) =>
+      [TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED].includes(t.toState),
+    );
+    expect(terminal.map((t) => [t.toState, t.attempt])).toEqual([
+      [TaskState.TASK_STATE_SUCCEEDED, 2],
+    ]);
+    expect(executions(log).find((e) => e.attempt === 2)?.pid).not.toBe(first.pid);
+    expect(feed.finals.get(taskId)).toHaveLength(1);
   });
 
   it('T02: a router killed with -9 while 500 tasks wait and 50 run, started again 2 s later, rebuilds its queues; the attempts it had dispatched come back as ROUTER_RESTART, none runs more than twice, and the worker is back within its reconnect backoff', async () => {
