@@ -5,13 +5,15 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { parseAsyncToken } from '../shared/async-token';
 import { checkContentType } from '../shared/content-types';
 import { DsatError, failedPrecondition, invalidArgument } from '../shared/errors';
-import { checkTaskId, NAME } from '../status/write-validation';
+import { NAME_PATTERN as NAME } from '../shared/pipeline-validation';
+import { isTaskId } from '../shared/task-id';
+import { errorViolation } from '../shared/task-limits';
 import type { HeldTaskInit } from './held-task';
 import type { PipelineRegistry } from './pipeline-registry';
-import { errorViolation } from './report-limits';
 import type { StagePlan } from './stage-routing';
 import { planStageDone, queuedByPlan, REASONS } from './stage-routing';
 import type { StatusWriter } from './status-writer';
+import { checkPayloadSize } from './task-intake';
 import type { TransitionIds } from './transition-write';
 import { stateName, transitionWrite } from './transition-write';
 
@@ -23,16 +25,6 @@ export interface AsyncCompletionOptions {
   readonly maxPayloadSize: number;
   /** Holds or forwards the task queued at its next stage. */
   readonly accept: (task: HeldTaskInit) => void;
-}
-
-/** The status service's task id rule as a test, so the refusal can name the token. */
-function isTaskId(id: string): boolean {
-  try {
-    checkTaskId(id);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -66,14 +58,7 @@ export async function completeAsync(
     if (bad !== undefined) throw invalidArgument(bad.field, bad.description);
   }
   const contentType = checkContentType(req.contentType);
-  if (req.output.length > options.maxPayloadSize) {
-    throw new DsatError(
-      'RESOURCE_EXHAUSTED',
-      'PAYLOAD_TOO_LARGE',
-      `output: ${req.output.length} bytes is more than the ${options.maxPayloadSize} bytes allowed`,
-      { field: 'output' },
-    );
-  }
+  checkPayloadSize(req.output.length, options.maxPayloadSize, 'output');
   const task = await options.readTask(parts.taskId);
   if (task === undefined) {
     throw new DsatError(

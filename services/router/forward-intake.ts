@@ -4,12 +4,13 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { checkContentType } from '../shared/content-types';
 import { DsatError, invalidArgument, notFound } from '../shared/errors';
 import { traceIdOf } from '../shared/traceparent';
-import { checkTaskId, NAME } from '../status/write-validation';
+import { NAME_PATTERN as NAME } from '../shared/pipeline-validation';
+import { checkTaskId } from '../shared/task-id';
+import { progressViolation } from '../shared/task-limits';
 import type { Dispatcher } from './dispatcher';
 import type { HeldTaskInit } from './held-task';
 import type { CompiledPipeline, PipelineRegistry } from './pipeline-registry';
-import { progressViolation } from './report-limits';
-import { MAX_PRIORITY } from './task-intake';
+import { checkPayloadSize, checkPriority } from './task-intake';
 import { stateName } from './transition-write';
 
 export interface ForwardIntakeOptions {
@@ -90,26 +91,14 @@ function checkEntry(options: ForwardIntakeOptions, a: Assignment, at: string): v
   if (a.attempt < 1) throw invalidArgument(`${at}.attempt`, 'must be at least 1');
   if (!NAME.test(a.pipeline)) throw invalidArgument(`${at}.pipeline`, 'is not a pipeline name');
   if (a.pipelineVersion < 1) throw invalidArgument(`${at}.pipeline_version`, 'must be at least 1');
-  if (!Number.isInteger(a.priority) || Math.abs(a.priority) > MAX_PRIORITY) {
-    throw invalidArgument(
-      `${at}.priority`,
-      `must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`,
-    );
-  }
+  checkPriority(a.priority, `${at}.priority`);
   if (a.traceparent !== '' && traceIdOf(a.traceparent) === undefined) {
     throw invalidArgument(`${at}.traceparent`, 'is not a W3C traceparent');
   }
   if (a.parentTaskId !== '') checkTaskId(a.parentTaskId, `${at}.parent_task_id`);
   if (a.input !== undefined) {
     checkContentType(a.input.contentType, `${at}.input.content_type`);
-    if (a.input.data.length > options.maxPayloadSize) {
-      throw new DsatError(
-        'RESOURCE_EXHAUSTED',
-        'PAYLOAD_TOO_LARGE',
-        `${at}.input: ${a.input.data.length} bytes is more than the ${options.maxPayloadSize} bytes allowed`,
-        { field: `${at}.input` },
-      );
-    }
+    checkPayloadSize(a.input.data.length, options.maxPayloadSize, `${at}.input`);
   }
   if (a.progress !== undefined) {
     const bad = progressViolation(a.progress, `${at}.progress`);

@@ -1,7 +1,7 @@
 import type { Task } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { DsatError, failedPrecondition, notFound } from '../shared/errors';
-import { checkTaskId } from '../status/write-validation';
+import { checkTaskId } from '../shared/task-id';
 import type { Dispatcher } from './dispatcher';
 import { CANCEL_REASONS } from './dispatcher';
 import type { StatusWriter } from './status-writer';

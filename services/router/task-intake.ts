@@ -37,6 +37,24 @@ const PRINTABLE = /^[\x20-\x7e]*$/;
 export const MAX_PRIORITY = 1000;
 export const MAX_IDEMPOTENCY_KEY = 128;
 
+/** A payload the router takes (submit input, forwarded input, async output): at most `max` bytes. */
+export function checkPayloadSize(size: number, max: number, field: string): void {
+  if (size > max) {
+    throw new DsatError(
+      'RESOURCE_EXHAUSTED',
+      'PAYLOAD_TOO_LARGE',
+      `${field}: ${size} bytes is more than the ${max} bytes allowed (--max-payload-size)`,
+      { field, metadata: { limit: String(max), size: String(size) } },
+    );
+  }
+}
+
+export function checkPriority(priority: number, field = 'priority'): void {
+  if (!Number.isInteger(priority) || Math.abs(priority) > MAX_PRIORITY) {
+    throw invalidArgument(field, `must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`);
+  }
+}
+
 export interface TaskIntakeOptions {
   readonly writer: StatusWriter;
   readonly ids: TransitionIds;
@@ -106,15 +124,7 @@ export class TaskIntake {
       throw invalidArgument('pipeline', 'must be 1 to 63 lower case letters, digits, "-" or "_"');
     }
     const contentType = checkContentType(req.contentType);
-    const max = this.options.maxPayloadSize;
-    if (req.payload.length > max) {
-      throw new DsatError(
-        'RESOURCE_EXHAUSTED',
-        'PAYLOAD_TOO_LARGE',
-        `payload: ${req.payload.length} bytes is more than the ${max} bytes allowed (--max-payload-size)`,
-        { field: 'payload', metadata: { limit: String(max), size: String(req.payload.length) } },
-      );
-    }
+    checkPayloadSize(req.payload.length, this.options.maxPayloadSize, 'payload');
     if (req.payload.length === 0 && needsBytes(contentType)) {
       throw invalidArgument(
         'payload',
@@ -122,12 +132,7 @@ export class TaskIntake {
         'PAYLOAD_EMPTY',
       );
     }
-    if (!Number.isInteger(req.priority) || Math.abs(req.priority) > MAX_PRIORITY) {
-      throw invalidArgument(
-        'priority',
-        `must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`,
-      );
-    }
+    checkPriority(req.priority);
     const key = req.idempotencyKey;
     if (key.length > MAX_IDEMPOTENCY_KEY || !PRINTABLE.test(key)) {
       throw invalidArgument(

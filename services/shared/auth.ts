@@ -3,7 +3,7 @@ import { createPublicKey, createSecretKey } from 'node:crypto';
 import fs from 'node:fs';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { CallContext, ServerMiddleware } from 'nice-grpc';
-import { ServerError, Status } from 'nice-grpc-common';
+import { composeServerMiddleware, ServerError, Status } from 'nice-grpc-common';
 
 /**
  * Bearer tokens with scopes, checked per method: `submit` (hand tasks in, cancel them), `read`
@@ -54,7 +54,7 @@ export const METHOD_SCOPES: Readonly<Record<string, Scope | 'open'>> = {
 };
 
 export interface AuthSettings {
-  /** PEM public key (RS/ES/EdDSA tokens) or a file holding an HMAC secret (HS tokens); empty: no checks. */
+  /** PEM public key (RS/ES/EdDSA tokens) or a file holding an HMAC secret (HS tokens). */
   readonly authKey: string;
   readonly authIssuer?: string;
   readonly authAudience?: string;
@@ -109,11 +109,6 @@ function refusal(err: unknown): ServerError {
  * router opens many calls with one token).
  */
 export function createAuthMiddleware(settings: AuthSettings): ServerMiddleware {
-  if (!settings.authKey) {
-    return async function* open(call, context) {
-      return yield* call.next(call.request, context);
-    };
-  }
   const key = loadVerificationKey(settings.authKey);
   const options = {
     issuer: settings.authIssuer || undefined,
@@ -182,11 +177,6 @@ export function identityOf(context: CallContext): string {
  * handler runs, and other identities are not slowed. A stream counts once, when it opens.
  */
 export function createRateLimitMiddleware(perSecond: number): ServerMiddleware {
-  if (perSecond <= 0) {
-    return async function* unlimited(call, context) {
-      return yield* call.next(call.request, context);
-    };
-  }
   const buckets = new Map<string, { tokens: number; at: number }>();
   return async function* rateLimit(call, context: CallContext) {
     if (METHOD_SCOPES[call.method.path] !== 'open') {
@@ -211,4 +201,23 @@ export function createRateLimitMiddleware(perSecond: number): ServerMiddleware {
     }
     return yield* call.next(call.request, context);
   };
+}
+
+/**
+ * What a server checks before any handler: tokens (with --auth-key), then the caller's rate (with
+ * --rate-limit). One pass-through layer when neither is set.
+ */
+export function createAccessMiddleware(
+  settings: AuthSettings & { readonly rateLimit: number },
+): ServerMiddleware {
+  const auth = settings.authKey ? createAuthMiddleware(settings) : undefined;
+  const limit = settings.rateLimit > 0 ? createRateLimitMiddleware(settings.rateLimit) : undefined;
+  if (auth !== undefined && limit !== undefined) return composeServerMiddleware(auth, limit);
+  return (
+    auth ??
+    limit ??
+    async function* open(call, context) {
+      return yield* call.next(call.request, context);
+    }
+  );
 }

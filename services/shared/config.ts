@@ -203,32 +203,31 @@ export const opt = {
     option('<file>', parseReadableFile, env, description, ''),
 };
 
-/** A file that can be read now; the value stays its path (read again when used). */
-function parseReadableFile(raw: string): string {
+/** A file's text, or an error saying why it cannot be read in words a user acts on. */
+function readConfigFile(raw: string): string {
   try {
-    fs.accessSync(raw, fs.constants.R_OK);
-    if (fs.statSync(raw).isDirectory()) throw new Error('a directory');
+    return fs.readFileSync(raw, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      `cannot read ${raw}: ${code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
-    );
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'a directory'
+          : (err as Error).message;
+    throw new Error(`cannot read ${raw}: ${why}`);
   }
+}
+
+/** A file that can be read now; the value stays its path (read again when used). */
+function parseReadableFile(raw: string): string {
+  readConfigFile(raw);
   return raw;
 }
 
 /** A readable PEM file (certificate or key); the value stays its path. */
 function parsePemFile(raw: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(raw, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      `cannot read ${raw}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a directory' : (err as Error).message}`,
-    );
-  }
-  if (!text.includes('-----BEGIN ')) throw new Error(`${raw} is not a PEM file`);
+  if (!readConfigFile(raw).includes('-----BEGIN ')) throw new Error(`${raw} is not a PEM file`);
   return raw;
 }
 

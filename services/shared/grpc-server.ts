@@ -11,7 +11,7 @@ import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
 import type { TerminatorContext } from './terminator';
-import { createAuthMiddleware, createRateLimitMiddleware } from './auth';
+import { createAccessMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
 import { peerIdentityInterceptor } from './peer-identity';
 import { serverCredentials } from './transport-security';
@@ -92,8 +92,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     .use(createLoggingMiddleware(logger))
     .use(errorDetailsServerMiddleware)
     .use(createErrorMiddleware(logger))
-    .use(createAuthMiddleware(config))
-    .use(createRateLimitMiddleware(config.rateLimit))
+    .use(createAccessMiddleware(config))
     .use(terminator);
 
   const health = HealthState();

@@ -19,7 +19,7 @@ export function replyBudget(maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE): number {
 
 /**
  * What a task record holds besides its input and output, at most: progress and error within
- * WRITE_LIMITS (~150 KiB), ids, names and a few hundred branches.
+ * TASK_LIMITS (~150 KiB), ids, names and a few hundred branches.
  */
 const RECORD_ALLOWANCE = 256 * 1024;
 

@@ -38,8 +38,9 @@ import {
   isEmptyFilter,
   type CompiledFilter,
 } from './task-filter';
+import { decodePageToken, encodePageToken } from '../shared/page-token';
+import { checkTaskId } from '../shared/task-id';
 import {
-  checkTaskId,
   clampPage,
   defaultReason,
   edgeName,
@@ -56,10 +57,8 @@ import {
   IDEMPOTENCY,
   LIVE,
   decodeEnded,
-  decodePageToken,
   decodeRecord,
   encodeEnded,
-  encodePageToken,
   encodeRecord,
   encodeSegment,
   endedKey,

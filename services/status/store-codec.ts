@@ -6,7 +6,6 @@ import {
   type TaskError,
   type TaskProgress,
 } from '../../gen/dsat/task/v1/task';
-import { invalidArgument } from '../shared/errors';
 import { ByteReader, type ByteWriter } from './byte-codec';
 import { traceIdOf, type LogEntry } from './task-log';
 
@@ -527,25 +526,4 @@ export function decodeEnded(key: string, value: Uint8Array): EndedIndexValue {
   if (!Array.isArray(v) || v.length !== 4)
     throw new CorruptValueError(key, 'not an ended-index entry');
   return v as EndedIndexValue;
-}
-
-// ---- page tokens ----------------------------------------------------------------------------
-
-/** Page tokens are opaque to callers: base64url JSON with a kind tag checked on the way back. */
-export function encodePageToken(kind: string, cursor: readonly (string | number)[]): string {
-  return Buffer.from(JSON.stringify([kind, ...cursor])).toString('base64url');
-}
-
-export function decodePageToken(
-  token: string,
-  kind: string,
-  field = 'page_token',
-): (string | number)[] {
-  try {
-    const v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(v) && v[0] === kind) return v.slice(1) as (string | number)[];
-  } catch {
-    // fall through to the error below
-  }
-  throw invalidArgument(field, 'is not a token this list returned', 'INVALID_PAGE_TOKEN');
 }

@@ -15,7 +15,7 @@ import { bytesCeiling, fittingEnd } from './reply-size';
 import { compileFilter, type CompiledFilter } from './task-filter';
 import { toTransition, type TaskSlot } from './task-log';
 import { isTerminalState } from './task-state-machine';
-import { checkTaskId } from './write-validation';
+import { checkTaskId } from '../shared/task-id';
 
 /*
  * Watches: a snapshot or a replay from the store, then live commits from the hub. A watcher

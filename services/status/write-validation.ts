@@ -1,35 +1,14 @@
 import type { TransitionWrite } from '../../gen/dsat/status/v1/status';
-import {
-  TaskState,
-  type Payload,
-  type TaskError,
-  type TaskProgress,
-} from '../../gen/dsat/task/v1/task';
-import { DsatError, invalidArgument } from '../shared/errors';
+import { TaskState, type Payload } from '../../gen/dsat/task/v1/task';
+import { DsatError, invalidArgument, type FieldViolation } from '../shared/errors';
+import { NAME_PATTERN as NAME } from '../shared/pipeline-validation';
+import { checkTaskId } from '../shared/task-id';
+import { contentTypeViolation, errorViolation, progressViolation } from '../shared/task-limits';
 import { isTraceparent } from './task-log';
 import { isTaskState, stateName, type Move } from './task-state-machine';
 
-/** Task ids become LevelDB keys: plain ASCII without the key separators' ambiguity. */
-const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-/** Stage and pipeline names, as pipeline.proto defines them. */
-export const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const REASON = /^[A-Z][A-Z0-9_]{0,63}$/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const CONTROL = /\p{Cc}/u;
-
-/**
- * What a write may store besides its payload, so that a task record always fits one reply
- * (reply-size.ts): a record was once made unreadable by a 2 MB error. The error code and message
- * limits are the ones the router cuts a worker's error to (services/router/dispatcher.ts).
- */
-export const WRITE_LIMITS = {
-  progressMessageChars: 1024,
-  progressDetailsBytes: 64 * 1024,
-  errorCodeChars: 128,
-  errorMessageChars: 4096,
-  errorDetailsBytes: 64 * 1024,
-  contentTypeChars: 256,
-} as const;
 
 /**
  * The shape of a write, before the store looks at the task. Throws INVALID_ARGUMENT, or
@@ -62,8 +41,8 @@ export function validateWrite(w: TransitionWrite, maxPayloadBytes = Number.MAX_S
     }
   }
   if (w.payload !== undefined) checkPayload(w.payload, maxPayloadBytes);
-  if (w.progress !== undefined) checkProgress(w.progress);
-  if (w.error !== undefined) checkError(w.error);
+  if (w.progress !== undefined) refuse(progressViolation(w.progress, 'progress'));
+  if (w.error !== undefined) refuse(errorViolation(w.error, 'error'));
 }
 
 function checkPayload(p: Payload, maxBytes: number): void {
@@ -75,61 +54,11 @@ function checkPayload(p: Payload, maxBytes: number): void {
       { field: 'payload', metadata: { limit: String(maxBytes), size: String(p.data.length) } },
     );
   }
-  if (p.contentType.length > WRITE_LIMITS.contentTypeChars) {
-    throw tooLong('payload.content_type', p.contentType.length, WRITE_LIMITS.contentTypeChars);
-  }
+  refuse(contentTypeViolation(p.contentType, 'payload.content_type'));
 }
 
-function checkProgress(p: TaskProgress): void {
-  // Written so that NaN fails too.
-  if (!(p.fraction >= 0 && p.fraction <= 1)) {
-    throw invalidArgument('progress.fraction', `${p.fraction} is not a number from 0 to 1`);
-  }
-  if (p.message.length > WRITE_LIMITS.progressMessageChars) {
-    throw tooLong('progress.message', p.message.length, WRITE_LIMITS.progressMessageChars);
-  }
-  if (p.details.length > WRITE_LIMITS.progressDetailsBytes) {
-    throw tooLarge('progress.details', p.details.length, WRITE_LIMITS.progressDetailsBytes);
-  }
-}
-
-function checkError(e: TaskError): void {
-  if (e.code.length > WRITE_LIMITS.errorCodeChars || CONTROL.test(e.code)) {
-    // Not UPPER_SNAKE only: workers send their error type's name, which non_retryable_errors lists.
-    throw invalidArgument(
-      'error.code',
-      `must be an identifier of at most ${WRITE_LIMITS.errorCodeChars} characters without control characters`,
-    );
-  }
-  if (e.message.length > WRITE_LIMITS.errorMessageChars) {
-    throw tooLong('error.message', e.message.length, WRITE_LIMITS.errorMessageChars);
-  }
-  const bytes = detailsBytesOver(e.details, WRITE_LIMITS.errorDetailsBytes);
-  if (bytes !== undefined) throw tooLarge('error.details', bytes, WRITE_LIMITS.errorDetailsBytes);
-}
-
-/**
- * The UTF-8 bytes of a details map, each entry's framing counted too (so many tiny entries cannot
- * pass), when over `max`; undefined otherwise. A map that fits at 3 bytes a character is not
- * measured.
- */
-function detailsBytesOver(details: Record<string, string>, max: number): number | undefined {
-  let bound = 0;
-  for (const key in details) bound += 3 * (key.length + (details[key] as string).length) + 8;
-  if (bound <= max) return undefined;
-  let bytes = 0;
-  for (const key in details) {
-    bytes += Buffer.byteLength(key) + Buffer.byteLength(details[key] as string) + 8;
-  }
-  return bytes > max ? bytes : undefined;
-}
-
-function tooLong(field: string, length: number, max: number): DsatError {
-  return invalidArgument(field, `is ${length} characters, more than ${max}`);
-}
-
-function tooLarge(field: string, bytes: number, max: number): DsatError {
-  return invalidArgument(field, `is ${bytes} bytes, more than ${max}`);
+function refuse(violation: FieldViolation | undefined): void {
+  if (violation !== undefined) throw invalidArgument(violation.field, violation.description);
 }
 
 export function validateCreate(w: TransitionWrite): void {
@@ -154,11 +83,6 @@ export function validateCreate(w: TransitionWrite): void {
   if (create.traceparent !== '' && !isTraceparent(create.traceparent)) {
     throw invalidArgument('create.traceparent', 'is not a W3C traceparent');
   }
-}
-
-export function checkTaskId(taskId: string, field = 'task_id'): string {
-  if (!TASK_ID.test(taskId)) throw invalidArgument(field, 'must be 1 to 128 of [A-Za-z0-9._:-]');
-  return taskId;
 }
 
 export function clampPage(size: number, fallback: number, max: number): number {

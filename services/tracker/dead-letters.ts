@@ -4,7 +4,7 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
 import { checkPageToken } from '../shared/page-token';
 import { compileFilter } from '../status/task-filter';
-import { checkTaskId } from '../status/write-validation';
+import { checkTaskId } from '../shared/task-id';
 import { trackerTransitionId } from './timers';
 import type { TransitionSink } from './transition-sink';
 

@@ -10,7 +10,7 @@ import { createLogger } from '../../../services/shared/logger';
 import type { ServiceHandle } from '../../../services/shared/service-host';
 import { maxPayloadBytes, replyBudget } from '../../../services/status/reply-size';
 import { startStatusServer } from '../../../services/status/server';
-import { WRITE_LIMITS } from '../../../services/status/write-validation';
+import { TASK_LIMITS } from '../../../services/shared/task-limits';
 import { tempDir } from '../../helpers/temp-dir';
 
 /*
@@ -262,7 +262,7 @@ describe('write limits', () => {
         progress,
         ...over,
       });
-    const L = WRITE_LIMITS;
+    const L = TASK_LIMITS;
     const bad: [string, Partial<TransitionWrite>][] = [
       [
         'progress.details',
@@ -325,14 +325,14 @@ describe('write limits', () => {
     await move('full', S.TASK_STATE_RUNNING, {
       progress: {
         fraction: 1,
-        message: '\u{1F600}'.repeat(WRITE_LIMITS.progressMessageChars / 2),
-        details: Buffer.alloc(WRITE_LIMITS.progressDetailsBytes),
+        message: '\u{1F600}'.repeat(TASK_LIMITS.progressMessageChars / 2),
+        details: Buffer.alloc(TASK_LIMITS.progressDetailsBytes),
       },
       error: {
-        code: 'E'.repeat(WRITE_LIMITS.errorCodeChars),
-        message: '\u00e9'.repeat(WRITE_LIMITS.errorMessageChars),
+        code: 'E'.repeat(TASK_LIMITS.errorCodeChars),
+        message: '\u00e9'.repeat(TASK_LIMITS.errorMessageChars),
         retryable: true,
-        details: { d: 'x'.repeat(WRITE_LIMITS.errorDetailsBytes - 9) },
+        details: { d: 'x'.repeat(TASK_LIMITS.errorDetailsBytes - 9) },
       },
     });
     await move('full', S.TASK_STATE_SUCCEEDED, {

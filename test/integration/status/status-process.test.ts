@@ -40,6 +40,21 @@ function createWrite(taskId: string) {
   };
 }
 
+/** The task's attempt 1 handed to worker w1. */
+function dispatchWrite(taskId: string) {
+  return {
+    transitionId: `d-${taskId}`,
+    taskId,
+    expectedState: TaskState.TASK_STATE_QUEUED,
+    expectedAttempt: 1,
+    toState: TaskState.TASK_STATE_DISPATCHED,
+    stage: 'parse',
+    attempt: 1,
+    workerId: 'w1',
+    reason: 'DISPATCHED',
+  };
+}
+
 describe('the status service as its own process', () => {
   const dirs: { cleanup(): void }[] = [];
   const procs: RunningProcess[] = [];
@@ -60,17 +75,7 @@ describe('the status service as its own process', () => {
     for (let round = 0; round < 5; round++) {
       const taskId = crypto.randomUUID();
       await client.commitTransitions({ writes: [createWrite(taskId)] });
-      const dispatch = {
-        transitionId: `d-${taskId}`,
-        taskId,
-        expectedState: TaskState.TASK_STATE_QUEUED,
-        expectedAttempt: 1,
-        toState: TaskState.TASK_STATE_DISPATCHED,
-        stage: 'parse',
-        attempt: 1,
-        workerId: 'w1',
-        reason: 'DISPATCHED',
-      };
+      const dispatch = dispatchWrite(taskId);
       status.p.child.kill('SIGSTOP');
       const late = client
         .commitTransitions({ writes: [dispatch] }, { deadline: Date.now() + 50 })
@@ -153,19 +158,7 @@ describe('the status service as its own process', () => {
     const created = await client.commitTransitions({ writes: [createWrite(taskId)] });
     expect(created.outcomes[0]).toMatchObject({ code: 0, taskId });
     const dispatched = await client.commitTransitions({
-      writes: [
-        {
-          transitionId: `d-${taskId}`,
-          taskId,
-          expectedState: TaskState.TASK_STATE_QUEUED,
-          expectedAttempt: 1,
-          toState: TaskState.TASK_STATE_DISPATCHED,
-          stage: 'parse',
-          attempt: 1,
-          workerId: 'w1',
-          reason: 'DISPATCHED',
-        },
-      ],
+      writes: [dispatchWrite(taskId)],
     });
     expect(dispatched.outcomes[0]?.code).toBe(0);
 
