@@ -50,7 +50,9 @@ export function serviceCommand<S extends ConfigSpec>(
     const telemetry = startTelemetry({ serviceName: `dsat-${name}` });
     shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
     try {
-      const handle = await start(config, { logger, shutdown });
+      const onFatal = (err: Error) =>
+        void shutdown.run('fatal error').finally(() => exitWithError(err));
+      const handle = await start(config, { logger, shutdown, onFatal });
       process.stdout.write(`${name} listening on ${handle.address}\n`);
     } catch (err) {
       await shutdown.run('start-up failed');

@@ -7,6 +7,11 @@ export interface ServiceDeps {
   readonly logger: Logger;
   /** Steps are registered here; `dsat up` passes one Shutdown for all four services. */
   readonly shutdown?: Shutdown;
+  /**
+   * A service that cannot go on (its store failed a write) calls this: the host stops and exits
+   * non-zero, so that its supervisor restarts it. Without it, the service stops alone.
+   */
+  readonly onFatal?: (err: Error) => void;
 }
 
 /** A running service. */

@@ -21,6 +21,11 @@ export async function startStatusServer(
     feedWindowMs: config.feedWindow,
     maxReplyBytes: replyBudget(config.maxMessageSize),
     lockWaitMs: config.lockWait,
+    onFailure: (err) => {
+      deps.logger.fatal({ err }, 'status store failed a write; stopping, a restart recovers it');
+      if (deps.onFatal) deps.onFatal(err);
+      else void shutdown.run('status store failed a write');
+    },
   });
   const report = store.openReport;
   deps.logger.info({ ...report, lost: report.lost.length }, 'status store open');

@@ -85,7 +85,10 @@ export function createStatusService(
       void (async () => {
         try {
           for await (const req of requests) {
-            answers.push(store.submit(checkWrites(req.writes)).then((outcomes) => ({ outcomes })));
+            const answer = store.submit(checkWrites(req.writes)).then((outcomes) => ({ outcomes }));
+            // A failed answer ends the stream; those queued behind it are never awaited.
+            answer.catch(() => undefined);
+            answers.push(answer);
             wake?.();
           }
         } catch (err) {

@@ -131,6 +131,11 @@ export interface StatusStoreOptions {
    * before it, and a write's payload is capped so that a task record always fits it.
    */
   readonly maxReplyBytes?: number;
+  /**
+   * Called once when LevelDB fails a write (a full disk, an I/O error). The store then refuses
+   * every write; the process should stop, and its restart recovers (see `persist`).
+   */
+  readonly onFailure?: (error: DsatError) => void;
 }
 
 /** What opening found: a new store, a normal start, or a repair and what it lost. */
@@ -275,6 +280,9 @@ export class StatusStore {
   private readonly replyBudget: number;
   private readonly maxPayloadBytes: number;
   private lastSweepError = '';
+  /** Set by the first write LevelDB failed; from then on nothing is written. */
+  private failure: DsatError | undefined;
+  private readonly onFailure: ((error: DsatError) => void) | undefined;
   private readonly counters = {
     commits: 0,
     transitions: 0,
@@ -295,6 +303,7 @@ export class StatusStore {
     this.dir = opened.dir;
     this.db = opened.db;
     this.sync = options.sync ?? true;
+    this.onFailure = options.onFailure;
     this.retentionMs = options.retentionMs ?? 7 * 24 * HOUR;
     this.feedWindowMs = options.feedWindowMs ?? 24 * HOUR;
     this.feedWindowRevisions = options.feedWindowRevisions ?? 0;
@@ -335,6 +344,7 @@ export class StatusStore {
    */
   submit(writes: readonly TransitionWrite[]): Promise<TransitionOutcome[]> {
     if (this.closed) return Promise.reject(storeClosed(this.dir));
+    if (this.failure) return Promise.reject(this.failure);
     if (writes.length === 0) return Promise.resolve([]);
     return new Promise<TransitionOutcome[]>((resolve, reject) => {
       this.pending.push({ writes, resolve, reject });
@@ -370,6 +380,7 @@ export class StatusStore {
   /** Runs `fn` between commits, so it sees no half-built commit and no commit sees it half done. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     if (this.closed && this.closing !== undefined) return Promise.reject(storeClosed(this.dir));
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise<T>((resolve, reject) => {
       this.jobs.push(() => fn().then(resolve, reject));
       this.kick();
@@ -377,6 +388,10 @@ export class StatusStore {
   }
 
   private async commit(group: Waiter[]): Promise<void> {
+    if (this.failure) {
+      for (const w of group) w.reject(this.failure);
+      return;
+    }
     const build = new CommitBuild(this.revision + 1, this.now());
     let outcomes: TransitionOutcome[][];
     try {
@@ -393,18 +408,9 @@ export class StatusStore {
       try {
         bytes = this.fill(build, batch);
         puts = batch.length;
-        await batch.write({ sync: this.sync });
+        await this.persist(batch);
       } catch (err) {
-        await batch.close().catch(() => undefined);
-        const error = new DsatError(
-          'UNAVAILABLE',
-          'STORE_WRITE_FAILED',
-          `commit to ${this.dir} failed`,
-          {
-            cause: err,
-          },
-        );
-        for (const w of group) w.reject(error);
+        for (const w of group) w.reject(err);
         return;
       }
       this.publish(build, puts, bytes);
@@ -1211,13 +1217,13 @@ export class StatusStore {
         version: (latest?.version ?? 0) + 1,
         createdAt: new Date(this.now()),
       };
-      await this.db.put(
-        pipelineKey(stored.name, stored.version),
-        jsonValue(Pipeline.toJSON(stored)),
+      await this.write([
         {
-          sync: this.sync,
+          type: 'put',
+          key: pipelineKey(stored.name, stored.version),
+          value: jsonValue(Pipeline.toJSON(stored)),
         },
-      );
+      ]);
       this.addPipeline(stored);
       return { pipeline: stored, changed: true };
     });
@@ -1346,13 +1352,52 @@ export class StatusStore {
    * One atomic LevelDB batch. The chained form costs ~2.5 µs a put here; abstract-level's array
    * form with `{ sync }` costs ~18 µs a put (it copies the options into every operation).
    */
-  private write(ops: readonly Op[], sync = this.sync): Promise<void> {
+  private write(ops: readonly Op[]): Promise<void> {
     const batch = this.db.batch();
     for (const op of ops) {
       if (op.type === 'put') batch.put(op.key, op.value);
       else batch.del(op.key);
     }
-    return batch.write({ sync });
+    return this.persist(batch);
+  }
+
+  /**
+   * Every write to LevelDB. After LevelDB fails one (a full disk, an I/O error) the store writes
+   * nothing more: its log may end in a torn record, and the next recovery drops the rest of the
+   * log block after it — records appended there, acknowledged, would be lost (measured with a full
+   * tmpfs that was then grown). Stopping is safe: the torn tail is the failed write, which nobody
+   * was told succeeded, and a restart recovers into a new log.
+   */
+  private async persist(batch: Batch): Promise<void> {
+    if (this.failure) {
+      await batch.close().catch(() => undefined);
+      throw this.failure;
+    }
+    try {
+      await batch.write({ sync: this.sync });
+    } catch (err) {
+      await batch.close().catch(() => undefined);
+      throw this.fail(err);
+    }
+  }
+
+  private fail(cause: unknown): DsatError {
+    if (this.failure) return this.failure;
+    const why = cause instanceof Error ? cause.message : String(cause);
+    this.failure = new DsatError(
+      'UNAVAILABLE',
+      'STORE_WRITE_FAILED',
+      `the status store at ${this.dir} failed a write (${why}) and takes no more writes until ` +
+        'the status service restarts; nothing acknowledged is lost',
+      { cause, metadata: { dir: this.dir } },
+    );
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    // After the refused writers are answered: a shutdown started at once would end their streams
+    // with a bare "shutting down" before they read why.
+    const failure = this.failure;
+    setImmediate(() => this.onFailure?.(failure));
+    return failure;
   }
 
   private idle(): Promise<void> {

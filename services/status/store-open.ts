@@ -219,10 +219,19 @@ const TABLE_MAGIC = Buffer.from([0x57, 0xfb, 0x80, 0x8b, 0x24, 0x75, 0x47, 0xdb]
 export function checkLevelFiles(db: StatusLevel, dir: string): string[] {
   const problems: string[] = [];
   const log = readText(path.join(dir, 'LOG'));
-  for (const line of log.split('\n')) {
-    if (/dropping|corruption|ignoring error/i.test(line)) {
-      problems.push(`LevelDB dropped data while opening: ${line.replace(/^\S+ \S+ /, '').trim()}`);
-    }
+  const dropped = log
+    .split('\n')
+    .filter((line) => /dropping|corruption|ignoring error/i.test(line))
+    .map((line) => line.replace(/^\S+ \S+ /, '').trim());
+  // A log damaged all along its length reports every block: one line each would bury the message.
+  if (dropped.length > 3) {
+    const bytes = dropped.reduce((n, l) => n + Number(/dropping (\d+) bytes/.exec(l)?.[1] ?? 0), 0);
+    problems.push(
+      `LevelDB dropped data ${dropped.length} times while opening (${bytes} bytes in all); ` +
+        `the first: ${dropped[0]}; the last: ${dropped[dropped.length - 1]}`,
+    );
+  } else {
+    for (const line of dropped) problems.push(`LevelDB dropped data while opening: ${line}`);
   }
   const found = new Map<string, string>();
   for (const [number, size] of listedTables(db)) {

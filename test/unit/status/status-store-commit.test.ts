@@ -12,6 +12,7 @@ import {
   move,
   open,
   reopen,
+  TEST_PIPELINES,
   write,
 } from './store-harness';
 
@@ -120,8 +121,9 @@ describe('group commit', () => {
     expect(stats.commits).toBeLessThan(100);
   });
 
-  it('rejects every waiter of a failed batch and changes no state', async () => {
-    const store = await open();
+  it('rejects every waiter of a failed batch, changes no state, and writes nothing more until reopened', async () => {
+    const failures: unknown[] = [];
+    const store = await open({ onFailure: (err) => failures.push(err) });
     await createTask(store, 'a');
     const before = await store.getTask('a');
     const stats = store.stats();
@@ -141,16 +143,33 @@ describe('group commit', () => {
     const results = await failing;
     for (const r of results) {
       expect(r.status).toBe('rejected');
-      expect((r as PromiseRejectedResult).reason).toMatchObject({ reason: 'STORE_WRITE_FAILED' });
+      expect((r as PromiseRejectedResult).reason).toMatchObject({
+        kind: 'UNAVAILABLE',
+        reason: 'STORE_WRITE_FAILED',
+        message: expect.stringContaining('failed a write (disk full)'),
+      });
     }
     gate.restore();
+    await until(() => failures.length === 1);
     expect(await store.getTask('a')).toEqual(before);
     await expect(store.getTask('b')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
     expect(store.stats()).toEqual(stats);
-    // The store goes on, with no hole in the revisions.
-    const outcome = await move(store, 'a', S.TASK_STATE_DISPATCHED);
-    expect(outcome.revision).toBe(stats.revision + 1);
+    // Reads go on; writes of every kind are refused: LevelDB's log may end in a torn record, and
+    // records written after it would be dropped by the next recovery.
+    await expect(move(store, 'a', S.TASK_STATE_DISPATCHED)).rejects.toMatchObject({
+      reason: 'STORE_WRITE_FAILED',
+    });
+    await expect(
+      store.savePipeline({ ...TEST_PIPELINES[0]!, name: 'fresh' }),
+    ).rejects.toMatchObject({
+      reason: 'STORE_WRITE_FAILED',
+    });
+    await expect(store.deleteTasks(['a'])).rejects.toMatchObject({ reason: 'STORE_WRITE_FAILED' });
+    expect(failures).toHaveLength(1);
+    // A reopened store (what a restart does) goes on, with no hole in the revisions.
     const reopened = await reopen(store);
+    const outcome = await move(reopened, 'a', S.TASK_STATE_DISPATCHED);
+    expect(outcome.revision).toBe(stats.revision + 1);
     expect((await reopened.getHistory('a')).transitions.map((t) => t.revision)).toEqual([1, 2, 3]);
   });
 

@@ -192,6 +192,27 @@ describe('opening the store', () => {
     expect(again.message).toMatch(/earlier start/);
   });
 
+  it('sums up a log damaged in many blocks in one short message', async () => {
+    const dir = tempDir();
+    const store = await open({ dir });
+    // Tasks with 8 kB inputs: the log spans a few hundred 32 kB blocks.
+    const input = { data: Buffer.alloc(8_000, 7), contentType: 'application/octet-stream' };
+    for (let i = 0; i < 600; i++) await createTask(store, `a${i}`, { payload: input });
+    await (Reflect.get(store, 'db') as { close(): Promise<void> }).close(); // no clean close
+    const log = fs.readdirSync(dir).find((f) => f.endsWith('.log')) as string;
+    const fd = fs.openSync(path.join(dir, log), 'r+');
+    for (let block = 1; block <= 40; block++) {
+      fs.writeSync(fd, Buffer.alloc(100, 0x55), 0, 100, block * 32_768 + 500);
+    }
+    fs.closeSync(fd);
+    const err = await openError({ dir });
+    expect(err.reason).toBe('STORE_DAMAGED');
+    expect(err.message).toMatch(
+      /LevelDB dropped data \d+ times while opening \(\d+ bytes in all\)/,
+    );
+    expect(err.message.length).toBeLessThan(1_000);
+  });
+
   it('refuses a store whose revision counter disagrees with its newest feed segment', async () => {
     const dir = tempDir();
     const store = await open({ dir });
