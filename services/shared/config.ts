@@ -377,6 +377,11 @@ export const statusConfigSpec = {
     'How long the global feed is kept for watches that resume.',
     86_400_000,
   ),
+  maxUnfinishedBytes: opt.bytes(
+    'DSAT_MAX_UNFINISHED_BYTES',
+    'Most payload bytes the unfinished tasks may hold (kept in memory here and by the routers); a submit beyond gets RESOURCE_EXHAUSTED, tasks already in the mesh go on. 0: no limit.',
+    1024 * 1024 * 1024,
+  ),
   lockWait: opt.duration(
     'DSAT_LOCK_WAIT',
     'How long to wait for the process that holds the store to let it go (a rolling restart starts the new one first); 0 fails at once with LEVEL_LOCKED.',

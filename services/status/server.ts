@@ -21,6 +21,7 @@ export async function startStatusServer(
     feedWindowMs: config.feedWindow,
     maxReplyBytes: replyBudget(config.maxMessageSize),
     lockWaitMs: config.lockWait,
+    maxUnfinishedBytes: config.maxUnfinishedBytes || undefined,
     onFailure: (err) => {
       deps.logger.fatal({ err }, 'status store failed a write; stopping, a restart recovers it');
       if (deps.onFatal) deps.onFatal(err);

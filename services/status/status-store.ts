@@ -136,6 +136,12 @@ export interface StatusStoreOptions {
    * every write; the process should stop, and its restart recovers (see `persist`).
    */
   readonly onFailure?: (error: DsatError) => void;
+  /**
+   * Most payload bytes (inputs and outputs) the unfinished tasks may hold, all kept in memory here
+   * and by the routers; a submit that would pass it is refused with RESOURCE_EXHAUSTED, while tasks
+   * already in the mesh go on (default: no limit).
+   */
+  readonly maxUnfinishedBytes?: number;
 }
 
 /** What opening found: a new store, a normal start, or a repair and what it lost. */
@@ -219,6 +225,8 @@ class CommitBuild {
   readonly refused = { stale: 0, mismatch: 0, illegal: 0, invalid: 0, notFound: 0, other: 0 };
   duplicates = 0;
   created = 0;
+  /** Payload bytes of the tasks this commit creates. */
+  createdBytes = 0;
 
   /** Every transition of a commit is recorded at the commit's time: one Date for all. */
   readonly at: Date;
@@ -240,6 +248,11 @@ const HOUR = 3_600_000;
 /** The reason of a branch's first transitions, where a submitted task has SUBMITTED. */
 const REASON_BRANCHED = 'FANNED_OUT';
 const SWEEP_CHUNK = 2_000;
+
+/** The payload bytes a task record holds in memory. */
+function payloadBytes(task: Task): number {
+  return (task.input?.data.byteLength ?? 0) + (task.output?.data.byteLength ?? 0);
+}
 
 /** The bytes one put hands LevelDB: its key (UTF-8) and its value. */
 function putBytes(key: string, value: Uint8Array): number {
@@ -282,6 +295,9 @@ export class StatusStore {
   private lastSweepError = '';
   /** Set by the first write LevelDB failed; from then on nothing is written. */
   private failure: DsatError | undefined;
+  /** Payload bytes of the live tasks' records, held in `live`. */
+  private unfinishedBytes = 0;
+  private readonly maxUnfinishedBytes: number;
   private readonly onFailure: ((error: DsatError) => void) | undefined;
   private readonly counters = {
     commits: 0,
@@ -304,6 +320,7 @@ export class StatusStore {
     this.db = opened.db;
     this.sync = options.sync ?? true;
     this.onFailure = options.onFailure;
+    this.maxUnfinishedBytes = options.maxUnfinishedBytes ?? Number.POSITIVE_INFINITY;
     this.retentionMs = options.retentionMs ?? 7 * 24 * HOUR;
     this.feedWindowMs = options.feedWindowMs ?? 24 * HOUR;
     this.feedWindowRevisions = options.feedWindowRevisions ?? 0;
@@ -524,6 +541,7 @@ export class StatusStore {
       }
     }
     this.checkPinnedStage(create.pipeline, create.pipelineVersion, w.stage);
+    this.checkBacklogRoom(w.payload?.data.byteLength ?? 0, build);
     const queued = this.stageNewTask(
       build,
       {
@@ -543,6 +561,25 @@ export class StatusStore {
     );
     if (key !== '') build.idempotency.set(key, w.taskId);
     return ok(w.transitionId, w.taskId, queued.revision, queued.seq, false);
+  }
+
+  /**
+   * A submit is refused once the unfinished tasks' payloads would pass the limit: they are all in
+   * memory here and in the routers, and a backlog that outgrew memory would crash this process
+   * at every start.
+   */
+  private checkBacklogRoom(size: number, build: CommitBuild): void {
+    const held = this.unfinishedBytes + build.createdBytes;
+    if (held + size > this.maxUnfinishedBytes) {
+      throw new DsatError(
+        'RESOURCE_EXHAUSTED',
+        'BACKLOG_FULL',
+        `the unfinished tasks hold ${held} payload bytes, and this task's ${size} would pass ` +
+          `the ${this.maxUnfinishedBytes} allowed (--max-unfinished-bytes): retry once the backlog drains`,
+        { metadata: { limit: String(this.maxUnfinishedBytes), held: String(held) } },
+      );
+    }
+    build.createdBytes += size;
   }
 
   /** A task nobody could run is not created: its pipeline version must be saved, with its stage. */
@@ -879,8 +916,13 @@ export class StatusStore {
   private publish(build: CommitBuild, opCount: number, bytes: number): void {
     for (const [id, s] of build.staged) {
       const slot = s.slot;
+      const before = this.live.get(id);
+      if (before !== undefined) this.unfinishedBytes -= payloadBytes(before.task);
       if (isTerminalState(slot.task.state)) this.live.delete(id);
-      else this.live.set(id, slot);
+      else {
+        this.live.set(id, slot);
+        this.unfinishedBytes += payloadBytes(slot.task);
+      }
     }
     const last = build.next - 1;
     this.revision = last;
@@ -1415,7 +1457,10 @@ export class StatusStore {
   async load(): Promise<void> {
     const loaded = await loadStore(this.opened);
     for (const p of loaded.pipelines) this.addPipeline(p);
-    for (const slot of loaded.live) this.live.set(slot.task.taskId, slot);
+    for (const slot of loaded.live) {
+      this.live.set(slot.task.taskId, slot);
+      this.unfinishedBytes += payloadBytes(slot.task);
+    }
     this.revision = loaded.revision;
     this.feedStart = loaded.feedStart;
     this.report = {
