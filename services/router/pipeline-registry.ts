@@ -81,6 +81,24 @@ interface LatestEntry {
   loading: Promise<CompiledPipeline> | undefined;
 }
 
+/**
+ * How long a submit waits for the latest version to be read again before it takes the version it
+ * has: a status service that is away must not hold every submit until its call's deadline.
+ */
+const STALE_FALLBACK_MS = 250;
+
+/** The fresh read if it answers soon and well, else the version in hand. */
+function orStale(
+  fresh: Promise<CompiledPipeline>,
+  stale: CompiledPipeline,
+): Promise<CompiledPipeline> {
+  let timer: NodeJS.Timeout | undefined;
+  const fallback = new Promise<CompiledPipeline>((resolve) => {
+    timer = setTimeout(() => resolve(stale), STALE_FALLBACK_MS);
+  });
+  return Promise.race([fresh.catch(() => stale), fallback]).finally(() => clearTimeout(timer));
+}
+
 export function createPipelineRegistry(
   fetch: FetchPipeline,
   options: { ttlMs: number; now?: () => number },
@@ -121,10 +139,9 @@ export function createPipelineRegistry(
     latest(name) {
       let e = latest.get(name);
       const t = now();
-      if (e?.pipeline !== undefined && t - e.fetchedAt < options.ttlMs) {
-        return Promise.resolve(e.pipeline);
-      }
-      if (e?.loading) return e.loading;
+      const stale = e?.pipeline;
+      if (stale !== undefined && t - e!.fetchedAt < options.ttlMs) return Promise.resolve(stale);
+      if (e?.loading) return stale === undefined ? e.loading : orStale(e.loading, stale);
       if (e === undefined) {
         e = { pipeline: undefined, fetchedAt: 0, loading: undefined };
         latest.set(name, e);
@@ -143,7 +160,7 @@ export function createPipelineRegistry(
           throw err;
         },
       );
-      return entry.loading;
+      return stale === undefined ? entry.loading : orStale(entry.loading, stale);
     },
     version(name, version) {
       if (version === 0) return this.latest(name);

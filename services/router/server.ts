@@ -112,6 +112,7 @@ export async function startRouterServer(
     ids,
     pipelines,
     maxPayloadSize: config.maxPayloadSize,
+    maxWaitingWriteBytes: config.maxWaitingWriteBytes,
     logger,
     accept,
     readTask,

@@ -36,6 +36,8 @@ export interface StatusWriter {
   commit(writes: readonly TransitionWrite[]): Promise<TransitionOutcome[]>;
   /** Writes queued or in flight. */
   readonly pending: number;
+  /** Their bytes, payloads included: what waits in memory while the status service lags or is away. */
+  readonly pendingBytes: number;
   /** Waits up to `graceMs` for pending writes, then gives the rest up with code UNAVAILABLE. */
   close(graceMs: number): Promise<void>;
 }
@@ -66,6 +68,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
   let backoffMs = 100;
   let reconnectTimer: NodeJS.Timeout | undefined;
   let idleWaiters: (() => void)[] = [];
+  let pendingBytes = 0;
 
   const queued = () => queue.length - head;
   const pendingCount = () => queued() + inflightWrites;
@@ -95,6 +98,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     const outcomes = res.outcomes;
     for (let i = 0; i < writes.length; i++) {
       const p = writes[i]!;
+      pendingBytes -= p.bytes;
       const id = p.write.transitionId;
       let outcome = outcomes[i];
       if (outcome?.transitionId !== id) outcome = outcomes.find((o) => o.transitionId === id);
@@ -192,6 +196,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       return;
     }
     queue.push(p);
+    pendingBytes += p.bytes;
     scheduleFlush();
   }
 
@@ -213,6 +218,9 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     get pending() {
       return pendingCount();
     },
+    get pendingBytes() {
+      return pendingBytes;
+    },
     async close(graceMs) {
       if (pendingCount() > 0) {
         let timer: NodeJS.Timeout | undefined;
@@ -229,6 +237,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       head = 0;
       sent = [];
       inflightWrites = 0;
+      pendingBytes = 0;
       const s = stream;
       stream = undefined;
       s?.removeAllListeners();
@@ -240,12 +249,16 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
   };
 }
 
-function givenUp(w: TransitionWrite, message: string): TransitionOutcome {
+export function givenUp(
+  w: TransitionWrite,
+  message: string,
+  reason = 'ROUTER_SHUTTING_DOWN',
+): TransitionOutcome {
   return {
     transitionId: w.transitionId,
     taskId: w.taskId,
     code: UNAVAILABLE,
-    reason: 'ROUTER_SHUTTING_DOWN',
+    reason,
     message,
     revision: 0,
     seq: 0,

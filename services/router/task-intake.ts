@@ -29,12 +29,18 @@ import { DsatError, invalidArgument } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { HeldTaskInit } from './held-task';
 import type { CompiledPipeline, PipelineRegistry } from './pipeline-registry';
-import type { StatusWriter } from './status-writer';
+import { givenUp, type StatusWriter } from './status-writer';
 import type { TransitionIds } from './transition-write';
 
 const PIPELINE_NAME = /^[a-z0-9_-]{1,63}$/;
 const PRINTABLE = /^[\x20-\x7e]*$/;
 export const MAX_PRIORITY = 1000;
+/**
+ * Most bytes of writes waiting for the status service before a submit is refused: while it is
+ * away or slow they wait in this router's memory, and callers that keep submitting would grow it
+ * without end.
+ */
+export const MAX_WAITING_WRITE_BYTES = 64 * 1024 * 1024;
 export const MAX_IDEMPOTENCY_KEY = 128;
 
 /** A payload the router takes (submit input, forwarded input, async output): at most `max` bytes. */
@@ -60,6 +66,8 @@ export interface TaskIntakeOptions {
   readonly ids: TransitionIds;
   readonly pipelines: PipelineRegistry;
   readonly maxPayloadSize: number;
+  /** Most bytes of writes waiting for the status service before a submit is refused. */
+  readonly maxWaitingWriteBytes?: number;
   readonly logger: Logger;
   /** Holds (or forwards) a task once its create is committed. */
   readonly accept: (task: HeldTaskInit) => void;
@@ -197,6 +205,15 @@ export class TaskIntake {
       fanOutStages: [],
     };
     const ctx: CreateContext = { taskId, traceId, pipeline, checked, traceparent, span, done };
+    const waiting = this.options.writer.pendingBytes;
+    const most = this.options.maxWaitingWriteBytes ?? MAX_WAITING_WRITE_BYTES;
+    if (waiting + checked.payload.length > most) {
+      const message =
+        `${waiting} bytes of writes wait for the status service (away or slow), and this task ` +
+        `would pass the ${most} a router holds (--max-waiting-write-bytes): it was not created; retry later`;
+      this.onCreated(givenUp(w, message, 'STATUS_BACKLOGGED'), ctx);
+      return;
+    }
     this.options.writer.write(w, this.onCreated, ctx);
   }
 
@@ -322,10 +339,12 @@ function refusal(o: TransitionOutcome): DsatError {
             : o.code === Status.FAILED_PRECONDITION
               ? 'FAILED_PRECONDITION'
               : 'INTERNAL';
+  // Refusals of the router's own (it is stopping, or too much waits for the status service).
+  const own = o.reason === 'ROUTER_SHUTTING_DOWN' || o.reason === 'STATUS_BACKLOGGED';
   return new DsatError(
     kind,
     o.reason || 'CREATE_REFUSED',
-    `the status service refused the task: ${o.message}`,
+    own ? o.message : `the status service refused the task: ${o.message}`,
   );
 }
 

@@ -413,6 +413,11 @@ export const routerConfigSpec = {
     'round-robin',
   ),
   maxPayloadSize: opt.bytes('DSAT_MAX_PAYLOAD_SIZE', 'Largest task payload accepted.', 1024 * 1024),
+  maxWaitingWriteBytes: opt.bytes(
+    'DSAT_MAX_WAITING_WRITE_BYTES',
+    'Most bytes of writes this router holds while the status service is away or slow; a submit beyond gets UNAVAILABLE, and nothing is created.',
+    64 * 1024 * 1024,
+  ),
   heartbeatInterval: opt.duration(
     'DSAT_HEARTBEAT_INTERVAL',
     'How often workers heartbeat a running attempt (told to them in Welcome).',
@@ -438,7 +443,7 @@ export const routerConfigSpec = {
   ),
   pipelineCacheTtl: opt.duration(
     'DSAT_PIPELINE_CACHE_TTL',
-    'How long a submit may use a cached latest pipeline version before it is read again.',
+    'How long a submit may use a cached latest pipeline version before it is read again (a read slower than 250 ms, as with the status service away, leaves the cached one in use).',
     1_000,
   ),
 } as const;

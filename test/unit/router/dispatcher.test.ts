@@ -26,6 +26,9 @@ class FakeWriter implements StatusWriter {
   get pending() {
     return this.waiting.length;
   }
+  get pendingBytes() {
+    return this.waiting.reduce((n, { w }) => n + (w.payload?.data.length ?? 0), 0);
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -106,6 +106,34 @@ describe('the status write stream', () => {
     }
   });
 
+  it('counts the bytes waiting, queued, in flight or re-sent after a break, until answered', async () => {
+    const streams: FakeStream[] = [];
+    const writer = createStatusWriter({
+      connect: () => {
+        streams.push(new FakeStream());
+        return streams[streams.length - 1] as unknown as ApplyStream;
+      },
+      logger: createLogger('t', 'silent'),
+    });
+    const withPayload = (id: string, bytes: number) => ({
+      ...w(id),
+      payload: { data: Buffer.alloc(bytes), contentType: 'text/plain' },
+    });
+    writer.write(withPayload('a', 1_000));
+    writer.write(withPayload('b', 2_000));
+    expect(writer.pendingBytes).toBeGreaterThan(3_000);
+    await tick();
+    const inFlight = writer.pendingBytes;
+    expect(inFlight).toBeGreaterThan(3_000);
+    streams[0]!.emit('error', new Error('broken'));
+    expect(writer.pendingBytes).toBe(inFlight);
+    await new Promise((r) => setTimeout(r, 150)); // the first reconnect waits 100 ms
+    expect(streams).toHaveLength(2);
+    streams[1]!.answer(0);
+    expect(writer.pendingBytes).toBe(0);
+    await writer.close(0);
+  });
+
   it('gives up what is left at close with UNAVAILABLE, so nobody waits forever', async () => {
     const writer = createStatusWriter({
       connect: () => new FakeStream() as unknown as ApplyStream,

@@ -1,0 +1,66 @@
+import { Status } from 'nice-grpc-common';
+import { RouterServiceDefinition } from '../../../gen/dsat/router/v1/router';
+import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
+import { ProcessMesh } from '../../helpers/process-mesh';
+import { linear } from '../../helpers/router-mesh';
+
+jest.setTimeout(60_000);
+
+const PAYLOAD = Buffer.alloc(100_000, 7);
+
+describe('a router whose status service is away', () => {
+  let mesh: ProcessMesh | undefined;
+  afterEach(async () => {
+    for (const p of mesh?.procs ?? []) p.kill('SIGCONT');
+    await mesh?.stop();
+  });
+
+  it('refuses submits at once with UNAVAILABLE once --max-waiting-write-bytes of writes wait for it, creating nothing, and takes them again when it is back', async () => {
+    mesh = new ProcessMesh();
+    await mesh.startStatus();
+    const status = mesh.procs[0]!;
+    await mesh.savePipeline(linear('idle', ['waits']));
+    const router = await mesh.startRouter(['--max-waiting-write-bytes', '300KiB']);
+    const client = createDsatClient(RouterServiceDefinition, createDsatChannel(router.address), {
+      retryMaxAttempts: 0,
+    });
+    const submit = (deadlineMs: number) =>
+      client.submitTask(
+        { pipeline: 'idle', payload: PAYLOAD, contentType: 'application/octet-stream' },
+        { deadline: new Date(Date.now() + deadlineMs) },
+      );
+    await submit(10_000);
+
+    // The status service stops answering: each create waits in the router, payload and all.
+    status.child.kill('SIGSTOP');
+    const waiting = await Promise.allSettled([submit(1_000), submit(1_000), submit(1_000)]);
+    for (const r of waiting)
+      expect(r).toMatchObject({ reason: { code: Status.DEADLINE_EXCEEDED } });
+    const startedAt = Date.now();
+    const refused = await submit(20_000).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // Answered at once, not at its deadline, and saying why.
+    expect(Date.now() - startedAt).toBeLessThan(10_000);
+    expect(refused).toMatchObject({ code: Status.UNAVAILABLE });
+    expect(String((refused as Error).message)).toMatch(
+      /^\S+ UNAVAILABLE: \d+ bytes of writes wait for the status service.*--max-waiting-write-bytes.*not created/,
+    );
+
+    status.child.kill('SIGCONT');
+    // The waiting writes go through (their callers gave up: at-least-once, as a retry would be),
+    // and the router takes submits again, as soon as they are answered.
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const r = await submit(20_000).catch((err: { code?: Status }) => err);
+      if ('taskId' in r) break;
+      expect(r.code).toBe(Status.UNAVAILABLE);
+      if (Date.now() > until)
+        throw new Error('the router took no submit after the status came back');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const queued = await mesh.status.listTasks({ filter: { pipeline: 'idle' }, pageSize: 100 });
+    expect(queued.tasks).toHaveLength(5);
+  });
+});
