@@ -103,7 +103,8 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       let outcome = outcomes[i];
       if (outcome?.transitionId !== id) outcome = outcomes.find((o) => o.transitionId === id);
       outcome ??= givenUp(p.write, 'the status service answered without this write');
-      if (outcome.code !== 0 && outcome.code !== 9 && outcome.code !== 5) {
+      // Expected refusals (a moved task, an unknown one, a full backlog) are the caller's to report.
+      if (outcome.code !== 0 && outcome.code !== 9 && outcome.code !== 5 && outcome.code !== 8) {
         logger.warn(
           { transitionId: id, code: outcome.code, reason: outcome.reason },
           `status refused a write: ${outcome.message}`,
