@@ -48,6 +48,11 @@ interface StageState {
   /** Round-robin position in `links`. */
   rr: number;
   readonly stats: StageStats;
+  /**
+   * The pipeline's `concurrency` for the stage (of the task queued last: pipelines that share a
+   * stage name share its queue): no more attempts than this run at once.
+   */
+  limit: number;
 }
 
 /** The answer a report got, kept a while so that a repeated report gets the same answer. */
@@ -185,7 +190,7 @@ export class Dispatcher {
       this.publish(t);
       return true;
     }
-    this.stage(t.stage.name).queue.push(t);
+    this.queue(t);
     this.scheduleDispatch();
     return true;
   }
@@ -250,10 +255,31 @@ export class Dispatcher {
   private stage(name: string): StageState {
     let s = this.stages.get(name);
     if (!s) {
-      s = { name, queue: new ReadyQueue<HeldTask>(), links: [], rr: 0, stats: new StageStats() };
+      s = {
+        name,
+        queue: new ReadyQueue<HeldTask>(),
+        links: [],
+        rr: 0,
+        stats: new StageStats(),
+        limit: Number.POSITIVE_INFINITY,
+      };
       this.stages.set(name, s);
     }
     return s;
+  }
+
+  private queue(t: HeldTask) {
+    const s = this.stage(t.stage.name);
+    s.limit = t.stage.concurrency;
+    s.queue.push(t);
+  }
+
+  /** An attempt of the stage stopped running: a stage held at its limit may dispatch again. */
+  private leftStage(s: StageState) {
+    s.stats.inFlight--;
+    if (s.queue.size > 0 && s.stats.inFlight < s.limit && s.limit !== Number.POSITIVE_INFINITY) {
+      this.scheduleDispatch();
+    }
   }
 
   private scheduleDispatch() {
@@ -268,7 +294,7 @@ export class Dispatcher {
     const touched = new Set<WorkerLink>();
     let active: StageState[] = [];
     for (const s of this.stages.values())
-      if (s.queue.size > 0 && s.links.length > 0) active.push(s);
+      if (s.queue.size > 0 && s.links.length > 0 && s.stats.inFlight < s.limit) active.push(s);
     // One task per stage per turn, so that a worker serving several stages is shared fairly.
     while (active.length > 0) {
       const still: StageState[] = [];
@@ -278,7 +304,7 @@ export class Dispatcher {
         const t = s.queue.shift()!;
         this.start(t, link, s);
         touched.add(link);
-        if (s.queue.size > 0) still.push(s);
+        if (s.queue.size > 0 && s.stats.inFlight < s.limit) still.push(s);
       }
       active = still;
     }
@@ -372,7 +398,7 @@ export class Dispatcher {
     if (t.link) t.link.holding.delete(t.attemptKey);
     if (t.phase === 'running') {
       const s = this.stages.get(t.stage.name);
-      if (s) s.stats.inFlight--;
+      if (s) this.leftStage(s);
     }
   }
 
@@ -392,7 +418,7 @@ export class Dispatcher {
     const next = t.nextAttempt();
     if (!this.held.has(next.taskId) && !this.stopped) {
       this.held.set(next.taskId, next);
-      this.stage(next.stage.name).queue.push(next);
+      this.queue(next);
       this.scheduleDispatch();
     }
     this.writer.write(plan.writes[0]!, this.onRequeueOutcome, next);
@@ -530,7 +556,7 @@ export class Dispatcher {
 
   private leaveRunning(t: HeldTask) {
     const s = this.stages.get(t.stage.name);
-    if (s) s.stats.inFlight--;
+    if (s) this.leftStage(s);
     t.phase = 'reporting';
   }
 

@@ -19,6 +19,8 @@ export interface CompiledStage {
   readonly publish: boolean;
   readonly async: boolean;
   readonly nonRetryable: ReadonlySet<string>;
+  /** Most attempts of the stage running at once on this router's workers; Infinity: no limit. */
+  readonly concurrency: number;
 }
 
 export interface CompiledPipeline {
@@ -54,6 +56,7 @@ export function compilePipeline(p: Pipeline): CompiledPipeline {
       publish: s.decorators.includes(Decorator.DECORATOR_PUBLISH),
       async: s.decorators.includes(Decorator.DECORATOR_ASYNC),
       nonRetryable: new Set(s.nonRetryableErrors),
+      concurrency: s.concurrency > 0 ? s.concurrency : Number.POSITIVE_INFINITY,
     });
   }
   const entryName = p.entryStage !== '' ? p.entryStage : p.stages[0]?.name;

@@ -24,7 +24,7 @@ import { msDuration } from '../shared/proto-duration';
  *     max_attempts: 5
  *     backoff: { initial: 1s, max: 1m, multiplier: 2, jitter: 0.2 }
  *     non_retryable_errors: [BAD_INPUT]
- *     concurrency: 4
+ *     concurrency: 4            # most attempts running at once (per router serving the stage)
  *   - name: resize
  *     decorators: [ASYNC]       # PUBLISH or ASYNC
  *     async_timeout: 1h

@@ -26,6 +26,7 @@ export interface StageSpec {
   readonly publish?: boolean;
   readonly async?: boolean;
   readonly nonRetryable?: string[];
+  readonly concurrency?: number;
 }
 
 const dur = (ms: number | undefined) =>
@@ -42,7 +43,7 @@ export function stage(s: StageSpec): Stage {
     maxAttempts: s.maxAttempts ?? 3,
     backoff: undefined,
     nonRetryableErrors: s.nonRetryable ?? [],
-    concurrency: 0,
+    concurrency: s.concurrency ?? 0,
     decorators: [
       ...(s.publish ? [Decorator.DECORATOR_PUBLISH] : []),
       ...(s.async ? [Decorator.DECORATOR_ASYNC] : []),

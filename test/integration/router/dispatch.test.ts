@@ -106,6 +106,36 @@ describe('dispatch', () => {
     client.close();
   });
 
+  it("holds a stage to its pipeline's concurrency across workers, and runs every task", async () => {
+    mesh = await startRouterMesh();
+    await mesh.savePipeline(linear('limited', ['call'], { concurrency: 2 }));
+    let running = 0;
+    let most = 0;
+    const handler = async () => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 30));
+      running--;
+      return { ok: true };
+    };
+    for (let i = 0; i < 3; i++) {
+      const w = createWorker({
+        routers: [mesh.router.address],
+        logger: silent,
+        concurrency: 4,
+        handlers: { call: handler },
+      });
+      workers.push(w);
+      await w.connected();
+    }
+    const client = createClient({ router: mesh.router.address, status: mesh.statusAddress });
+    const ids = await Promise.all(
+      Array.from({ length: 24 }, async (_, i) => (await client.submit('limited', { i })).taskId),
+    );
+    for (const id of ids) await client.result(id, { timeoutMs: 20_000 });
+    expect(most).toBe(2);
+    client.close();
+  });
+
   it('cancel reaches a running handler through its signal and the task ends CANCELLED', async () => {
     mesh = await startRouterMesh();
     await mesh.savePipeline(linear('slow', ['work']));

@@ -111,7 +111,10 @@ export interface Stage {
     | undefined;
   /** Error codes that fail the task at once instead of retrying it. */
   nonRetryableErrors: string[];
-  /** The most tasks of this stage running at once across all workers. Zero means no limit. */
+  /**
+   * The most tasks of this stage running at once across all workers (each router serving the stage
+   * holds to it). Zero means no limit.
+   */
   concurrency: number;
   /** Decorators that change how the stage runs. */
   decorators: Decorator[];
