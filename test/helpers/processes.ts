@@ -51,6 +51,36 @@ export function upAddress(up: RunningProcess, name: string): string {
   return address;
 }
 
+/** `dsat up` on free ports with its store in `dataDir`, once it says it is up, and its client env. */
+export async function startDsatUp(
+  dataDir: string,
+  flags: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ up: RunningProcess; env: NodeJS.ProcessEnv }> {
+  const up = spawnDsat(['up', '--data-dir', dataDir, ...flags, ...UP_FREE_PORTS], env);
+  await up.waitForLine(/^dsat is up/, 60_000);
+  return { up, env: upClientEnv(up) };
+}
+
+/** Stops a `dsat up` as Ctrl-C does, and waits for it. */
+export async function stopDsatUp(up: RunningProcess): Promise<void> {
+  up.kill('SIGINT');
+  await within(up.exited, 15_000, 'dsat up to stop');
+}
+
+/** Where `dsat` client commands find the mesh a `dsat up` started (and its span receiver, if any). */
+export function upClientEnv(up: RunningProcess): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
+    DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
+    DSAT_TRACKER_ADDRESS: upAddress(up, 'tracker'),
+  };
+  if (up.stdout.some((l) => l.trim().startsWith('traces '))) {
+    env.DSAT_TRACES_URL = upAddress(up, 'traces');
+  }
+  return env;
+}
+
 /**
  * The environment that shifts a process's wall clock by `offset` ("+30s", "-30s") with libfaketime
  * (Debian package faketime), leaving its monotonic clock alone. Preloaded into node itself rather

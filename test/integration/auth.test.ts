@@ -11,7 +11,7 @@ import { createAuthMiddleware, METHOD_SCOPES } from '../../services/shared/auth'
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import type { GrpcServer } from '../../services/shared/grpc-server';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
+import { spawnDsat, UP_FREE_PORTS, upClientEnv, within } from '../helpers/processes';
 import { startStubStatus } from '../helpers/stub-status';
 import { tempDir } from '../helpers/temp-dir';
 
@@ -172,12 +172,7 @@ describe('bearer tokens with scopes', () => {
         { ...tls, DSAT_AUTH_KEY: keyFile, DSAT_AUTH_TOKEN_FILE: await files('services', 'admin') },
       );
       await up.waitForLine(/^dsat is up/, 90_000);
-      const at = {
-        DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
-        DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
-        DSAT_TRACKER_ADDRESS: upAddress(up, 'tracker'),
-        DSAT_TLS_CA: pem('ca'),
-      };
+      const at = { ...upClientEnv(up), DSAT_TLS_CA: pem('ca') };
       const as = async (scope: string | undefined, args: string[]) => {
         const env =
           scope === undefined

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
+import { spawnDsat, startDsatUp, stopDsatUp, within } from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -19,22 +19,12 @@ describe('a backlog that would outgrow memory', () => {
 
   beforeAll(async () => {
     // Every unfinished task's payload is held in memory by the status service and its router.
-    up = spawnDsat(
-      ['up', '--no-demo', '--data-dir', path.join(tmp.path, 'data'), ...UP_FREE_PORTS],
-      {
-        DSAT_MAX_UNFINISHED_BYTES: '250KiB',
-      },
-    );
-    await up.waitForLine(/^dsat is up/, 60_000);
-    env = {
-      DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
-      DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
-      DSAT_TRACKER_ADDRESS: upAddress(up, 'tracker'),
-    };
+    ({ up, env } = await startDsatUp(path.join(tmp.path, 'data'), ['--no-demo'], {
+      DSAT_MAX_UNFINISHED_BYTES: '250KiB',
+    }));
   });
   afterAll(async () => {
-    up.kill('SIGINT');
-    await within(up.exited, 15_000, 'dsat up to stop');
+    await stopDsatUp(up);
     tmp.cleanup();
   });
 

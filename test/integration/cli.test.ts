@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
+import {
+  spawnDsat,
+  startDsatUp,
+  stopDsatUp,
+  UP_FREE_PORTS,
+  upAddress,
+  within,
+} from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(180_000);
@@ -32,18 +39,10 @@ describe('the dsat CLI, as a user drives it', () => {
   let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
-    up = spawnDsat(['up', '--data-dir', path.join(tmp.path, 'data'), ...UP_FREE_PORTS]);
-    await up.waitForLine(/^dsat is up/, 60_000);
-    env = {
-      DSAT_ROUTER_ADDRESS: upAddress(up, 'router'),
-      DSAT_STATUS_ADDRESS: upAddress(up, 'status'),
-      DSAT_TRACKER_ADDRESS: upAddress(up, 'tracker'),
-      DSAT_TRACES_URL: upAddress(up, 'traces'),
-    };
+    ({ up, env } = await startDsatUp(path.join(tmp.path, 'data')));
   });
   afterAll(async () => {
-    up.kill('SIGINT');
-    await within(up.exited, 15_000, 'dsat up to stop');
+    await stopDsatUp(up);
     tmp.cleanup();
   });
 

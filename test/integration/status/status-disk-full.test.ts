@@ -1,7 +1,6 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { Status } from 'nice-grpc-common';
-import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
@@ -9,6 +8,7 @@ import type { RunningProcess } from '../../helpers/processes';
 import { spawnDsat, within } from '../../helpers/processes';
 import type { SmallDisk } from '../../helpers/small-disk';
 import { mountSmallDisk, smallDiskUnavailable } from '../../helpers/small-disk';
+import { createWrite, DEMO_PIPELINE } from '../../helpers/status-writes';
 
 jest.setTimeout(120_000);
 
@@ -16,7 +16,6 @@ const unavailable = smallDiskUnavailable();
 const describeDisk = unavailable === undefined ? describe : describe.skip;
 if (unavailable !== undefined) console.warn(`disk-full tests skipped: ${unavailable}`);
 
-const DEMO = Pipeline.fromPartial({ name: 'demo', stages: [{ name: 'parse' }] });
 /** A payload big enough that a 2 MiB disk fills after a dozen tasks. */
 const PAYLOAD_BYTES = 96 * 1024;
 
@@ -30,24 +29,8 @@ function payloadOf(taskId: string): Buffer {
   return out;
 }
 
-function createWrite(taskId: string) {
-  return {
-    transitionId: `create-${taskId}`,
-    taskId,
-    toState: TaskState.TASK_STATE_QUEUED,
-    stage: 'parse',
-    attempt: 1,
-    reason: 'SUBMITTED',
-    payload: { data: payloadOf(taskId), contentType: 'application/octet-stream' },
-    create: {
-      pipeline: 'demo',
-      pipelineVersion: 1,
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  };
-}
+const createBigWrite = (taskId: string) =>
+  createWrite(taskId, { data: payloadOf(taskId), contentType: 'application/octet-stream' });
 
 function startStatus(dir: string): RunningProcess {
   return spawnDsat(['status', '--port', '0', '--data-dir', dir, '--log-level', 'warn']);
@@ -80,7 +63,7 @@ async function fillUp(client: Client): Promise<{ acked: string[]; refusal: unkno
       const id = crypto.randomUUID();
       sent.push(id);
       unanswered++;
-      yield { writes: [createWrite(id)] };
+      yield { writes: [createBigWrite(id)] };
     }
   }
   try {
@@ -123,7 +106,7 @@ describeDisk('the status service on a disk that fills up', () => {
     const first = startStatus(dir);
     procs.push(first);
     const client = clientOf(await listening(first));
-    await client.savePipeline({ pipeline: DEMO });
+    await client.savePipeline({ pipeline: DEMO_PIPELINE });
     const { acked, refusal } = await fillUp(client);
     expect(acked.length).toBeGreaterThan(3);
     expect(refusal).toMatchObject({ code: Status.UNAVAILABLE });
@@ -150,7 +133,7 @@ describeDisk('the status service on a disk that fills up', () => {
     const again = clientOf(await listening(second));
     await expectAllPresent(again, acked);
     const later = Array.from({ length: 20 }, () => crypto.randomUUID());
-    for (const id of later) await again.commitTransitions({ writes: [createWrite(id)] });
+    for (const id of later) await again.commitTransitions({ writes: [createBigWrite(id)] });
 
     // The writes acknowledged after the episode survive a crash as well.
     second.kill('SIGKILL');

@@ -2,12 +2,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Status } from 'nice-grpc-common';
-import { Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
 import type { RunningProcess } from '../../helpers/processes';
 import { spawnDsat, within } from '../../helpers/processes';
+import { createWrite, DEMO_PIPELINE } from '../../helpers/status-writes';
 import { tempDir } from '../../helpers/temp-dir';
 
 jest.setTimeout(60_000);
@@ -16,28 +16,6 @@ async function startStatus(dir: string): Promise<{ p: RunningProcess; address: s
   const p = spawnDsat(['status', '--port', '0', '--data-dir', dir]);
   const m = await p.waitForLine(/^status listening on (\S+)$/);
   return { p, address: m[1]! };
-}
-
-/** The pipeline the tasks are created in: a create needs it saved. */
-const DEMO = Pipeline.fromPartial({ name: 'demo', stages: [{ name: 'parse' }] });
-
-function createWrite(taskId: string) {
-  return {
-    transitionId: `create-${taskId}`,
-    taskId,
-    toState: TaskState.TASK_STATE_QUEUED,
-    stage: 'parse',
-    attempt: 1,
-    reason: 'SUBMITTED',
-    payload: { data: Buffer.from('{"n":1}'), contentType: 'application/json' },
-    create: {
-      pipeline: 'demo',
-      pipelineVersion: 1,
-      idempotencyKey: '',
-      priority: 0,
-      traceparent: '',
-    },
-  };
 }
 
 /** The task's attempt 1 handed to worker w1. */
@@ -71,7 +49,7 @@ describe('the status service as its own process', () => {
     const client = createDsatClient(StatusServiceDefinition, createDsatChannel(status.address), {
       retryMaxAttempts: 1,
     });
-    await client.savePipeline({ pipeline: DEMO });
+    await client.savePipeline({ pipeline: DEMO_PIPELINE });
     for (let round = 0; round < 5; round++) {
       const taskId = crypto.randomUUID();
       await client.commitTransitions({ writes: [createWrite(taskId)] });
@@ -108,7 +86,7 @@ describe('the status service as its own process', () => {
         deadline: 2_000,
       });
     let client = clientOf(old.address);
-    await client.savePipeline({ pipeline: DEMO });
+    await client.savePipeline({ pipeline: DEMO_PIPELINE });
     const acked: string[] = [];
     let writing = true;
     const writer = (async () => {
@@ -153,7 +131,7 @@ describe('the status service as its own process', () => {
     const first = await startStatus(tmp.path);
     procs.push(first.p);
     let client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
-    await client.savePipeline({ pipeline: DEMO });
+    await client.savePipeline({ pipeline: DEMO_PIPELINE });
     const taskId = crypto.randomUUID();
     const created = await client.commitTransitions({ writes: [createWrite(taskId)] });
     expect(created.outcomes[0]).toMatchObject({ code: 0, taskId });
@@ -239,7 +217,7 @@ describe('the status service as its own process', () => {
       dirs.push(tmp);
       const first = await startStatus(tmp.path);
       const client = createDsatClient(StatusServiceDefinition, createDsatChannel(first.address));
-      await client.savePipeline({ pipeline: DEMO });
+      await client.savePipeline({ pipeline: DEMO_PIPELINE });
       const created = await client.commitTransitions({
         writes: [createWrite(crypto.randomUUID())],
       });
