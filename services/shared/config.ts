@@ -379,7 +379,7 @@ export const statusConfigSpec = {
   ),
   maxUnfinishedBytes: opt.bytes(
     'DSAT_MAX_UNFINISHED_BYTES',
-    'Most payload bytes the unfinished tasks may hold (kept in memory here and by the routers); a submit beyond gets RESOURCE_EXHAUSTED, tasks already in the mesh go on. 0: no limit.',
+    'Most memory the unfinished tasks may take, kept here and by the routers: their payloads, and 2 KiB a task. A submit beyond gets RESOURCE_EXHAUSTED; tasks already in the mesh go on. 0: no limit.',
     1024 * 1024 * 1024,
   ),
   lockWait: opt.duration(

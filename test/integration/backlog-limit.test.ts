@@ -44,7 +44,7 @@ describe('a backlog that would outgrow memory', () => {
     const refused = await submit();
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/RESOURCE_EXHAUSTED/);
-    expect(refused.err).toMatch(/200000 payload bytes.*--max-unfinished-bytes/);
+    expect(refused.err).toMatch(/take \d+ bytes of memory \(payloads, .*--max-unfinished-bytes/);
 
     const firstId = /submitted (\S+)/.exec(first.out)![1]!;
     expect((await dsat(['cancel', firstId], env)).code).toBe(0);

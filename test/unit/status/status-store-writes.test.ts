@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import type { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { StatusStore } from '../../../services/status/status-store';
+import { TASK_MEMORY_OVERHEAD } from '../../../services/status/status-store';
 import {
   ALL_TASK_STATES,
   stateName,
@@ -636,32 +637,33 @@ describe('several writes in one batch', () => {
 describe('the backlog limit (--max-unfinished-bytes)', () => {
   const payload = (bytes: number) => ({ data: Buffer.alloc(bytes, 1), contentType: 'text/plain' });
   const create = (id: string, bytes: number) => createWrite(id, { payload: payload(bytes) });
+  /** What a live task with `bytes` of payload is counted for. */
+  const taking = (bytes: number) => TASK_MEMORY_OVERHEAD + bytes;
 
   it('refuses a submit that would pass it, counting the creates of the same batch, and lets tasks in the mesh go on', async () => {
-    const store = await open({ maxUnfinishedBytes: 10_000 });
+    const limit = 3 * taking(3_000) + 1_000;
+    const store = await open({ maxUnfinishedBytes: limit });
     const first = await store.submit([create('a', 3_000), create('b', 3_000), create('c', 3_000)]);
     expect(first.map((o) => o.code)).toEqual([0, 0, 0]);
-    const [refused] = await store.submit([create('d', 3_000)]);
+    const [refused] = await store.submit([create('d', 0)]);
     expect(refused).toMatchObject({ code: 8, reason: 'BACKLOG_FULL' });
-    expect(refused?.message).toMatch(
-      /9000 payload bytes.*3000.*10000 allowed.*--max-unfinished-bytes/,
+    expect(refused?.message).toContain(
+      `take ${3 * taking(3_000)} bytes of memory (payloads, and ${TASK_MEMORY_OVERHEAD} a task), ` +
+        `and this one's ${taking(0)} would pass the ${limit} allowed (--max-unfinished-bytes)`,
     );
     await expect(store.getTask('d')).rejects.toMatchObject({ reason: 'TASK_NOT_FOUND' });
     // A task already in the mesh moves on, even with a larger input for its next stage.
     await move(store, 'a', S.TASK_STATE_DISPATCHED);
     await move(store, 'a', S.TASK_STATE_RUNNING);
     await move(store, 'a', S.TASK_STATE_QUEUED, { stage: 's2', payload: payload(5_000) });
-    // A small one still fits? 11000 held: no.
-    expect((await store.submit([create('e', 1)]))[0]).toMatchObject({ reason: 'BACKLOG_FULL' });
-    // Ending tasks makes room.
+    // Ending tasks makes room: with b gone, a task of 2,000 bytes fits exactly, one of 2,500 not.
     await move(store, 'b', S.TASK_STATE_CANCELLED);
-    await move(store, 'c', S.TASK_STATE_CANCELLED);
-    expect((await store.submit([create('f', 4_000)]))[0]?.code).toBe(0);
-    // The count is rebuilt at open: 5000 + 4000 held, so 1001 more does not fit.
-    const reopened = await reopen(store, { maxUnfinishedBytes: 10_000 });
-    expect((await reopened.submit([create('g', 1_001)]))[0]).toMatchObject({
-      reason: 'BACKLOG_FULL',
-    });
-    expect((await reopened.submit([create('h', 1_000)]))[0]?.code).toBe(0);
+    expect((await store.submit([create('e', 2_500)]))[0]).toMatchObject({ reason: 'BACKLOG_FULL' });
+    expect((await store.submit([create('f', 2_000)]))[0]?.code).toBe(0);
+    // The count is rebuilt at open: no room is left for even one more empty task.
+    const reopened = await reopen(store, { maxUnfinishedBytes: limit });
+    expect((await reopened.submit([create('g', 0)]))[0]).toMatchObject({ reason: 'BACKLOG_FULL' });
+    await move(reopened, 'c', S.TASK_STATE_CANCELLED);
+    expect((await reopened.submit([create('h', 3_000)]))[0]?.code).toBe(0);
   });
 });
