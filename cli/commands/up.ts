@@ -127,7 +127,8 @@ function embedded(logger: Logger, shutdown: Shutdown): StartService {
   const deps = (name: string): ServiceDeps => ({
     logger: logger.child({ service: name }),
     shutdown,
-    onFatal: (err) => void shutdown.run(`${name} cannot go on`).finally(() => exitWithError(err)),
+    onFatal: (err) =>
+      void shutdown.run(`${name} cannot go on`, { urgent: true }).finally(() => exitWithError(err)),
   });
   const servers: Record<ServiceName, (flags: FlagValues) => Promise<ServiceHandle>> = {
     status: (f) => startStatusServer(loadConfig(statusConfigSpec, f), deps('status')),

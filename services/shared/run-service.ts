@@ -51,7 +51,7 @@ export function serviceCommand<S extends ConfigSpec>(
     shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
     try {
       const onFatal = (err: Error) =>
-        void shutdown.run('fatal error').finally(() => exitWithError(err));
+        void shutdown.run('fatal error', { urgent: true }).finally(() => exitWithError(err));
       const handle = await start(config, { logger, shutdown, onFatal });
       process.stdout.write(`${name} listening on ${handle.address}\n`);
     } catch (err) {

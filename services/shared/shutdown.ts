@@ -13,14 +13,20 @@ export type ShutdownPhase = (typeof SHUTDOWN_PHASES)[number];
 
 export interface Shutdown {
   on(phase: ShutdownPhase, name: string, step: () => Promise<void> | void): void;
-  /** Runs every step once, phase by phase; later calls return the same promise. */
-  run(reason: string): Promise<void>;
+  /**
+   * Runs every step once, phase by phase; later calls return the same promise. `urgent`: the
+   * process cannot go on (its store failed), so steps skip waits that could change nothing, such
+   * as a worker's drain.
+   */
+  run(reason: string, options?: { urgent?: boolean }): Promise<void>;
   readonly started: boolean;
+  readonly urgent: boolean;
 }
 
 export function createShutdown(logger: Logger): Shutdown {
   const steps: { phase: ShutdownPhase; name: string; step: () => Promise<void> | void }[] = [];
   let running: Promise<void> | undefined;
+  let urgent = false;
   return {
     on(phase, name, step) {
       steps.push({ phase, name, step });
@@ -28,7 +34,11 @@ export function createShutdown(logger: Logger): Shutdown {
     get started() {
       return running !== undefined;
     },
-    run(reason) {
+    get urgent() {
+      return urgent;
+    },
+    run(reason, options) {
+      if (options?.urgent) urgent = true;
       running ??= (async () => {
         logger.info({ reason }, 'shutting down');
         for (const phase of SHUTDOWN_PHASES) {

@@ -25,7 +25,7 @@ export async function startStatusServer(
     onFailure: (err) => {
       deps.logger.fatal({ err }, 'status store failed a write; stopping, a restart recovers it');
       if (deps.onFatal) deps.onFatal(err);
-      else void shutdown.run('status store failed a write');
+      else void shutdown.run('status store failed a write', { urgent: true });
     },
   });
   const report = store.openReport;

@@ -1392,7 +1392,10 @@ export class StatusStore {
       await this.idle();
       this.hub.closeAll(storeClosed(this.dir));
       try {
-        writeMarker(this.dir, { revision: this.revision, cleanClose: true });
+        // After a failed write the close is not clean, and the disk may be full.
+        if (this.failure === undefined) {
+          writeMarker(this.dir, { revision: this.revision, cleanClose: true });
+        }
       } finally {
         await this.db.close();
       }

@@ -169,7 +169,8 @@ export async function startWorkerServer(
 
   stopServerOnShutdown(shutdown, 'worker', server);
   shutdown.on('stop-work', 'worker drain', async () => {
-    await worker?.drain(config.drainTimeout);
+    // A mesh that cannot go on records no result: nothing to wait for.
+    await worker?.drain(shutdown.urgent ? 0 : config.drainTimeout);
     await membership?.stop();
     membership = undefined;
   });

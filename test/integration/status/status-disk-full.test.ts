@@ -5,7 +5,8 @@ import { StatusServiceDefinition } from '../../../gen/dsat/status/v1/status';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
 import type { RunningProcess } from '../../helpers/processes';
-import { spawnDsat, within } from '../../helpers/processes';
+import { spawnDsat, startDsatUp, within } from '../../helpers/processes';
+import { createClient } from '../../../sdk/client';
 import type { SmallDisk } from '../../helpers/small-disk';
 import { mountSmallDisk, smallDiskUnavailable } from '../../helpers/small-disk';
 import { createWrite, DEMO_PIPELINE } from '../../helpers/status-writes';
@@ -141,5 +142,29 @@ describeDisk('the status service on a disk that fills up', () => {
     const third = startStatus(dir);
     procs.push(third);
     await expectAllPresent(clientOf(await listening(third)), [...acked, ...later]);
+  });
+
+  it('dsat up stops the whole mesh promptly, exit 1, with the cause as its last line', async () => {
+    disk = await mountSmallDisk(2);
+    const { up, env } = await startDsatUp(path.join(disk.path, 'store'));
+    procs.push(up);
+    const client = createClient({
+      router: env.DSAT_ROUTER_ADDRESS,
+      status: env.DSAT_STATUS_ADDRESS,
+    });
+    let refusal: unknown;
+    for (let i = 0; i < 200 && refusal === undefined; i++) {
+      await client.submit('demo', payloadOf(String(i))).catch((err: unknown) => (refusal = err));
+    }
+    const refusedAt = performance.now();
+    // What the client reads last may be the mesh going away (it retries UNAVAILABLE), not the cause.
+    expect(refusal).toBeInstanceOf(Error);
+    // The worker does not wait out its 30 s drain: no result could be recorded.
+    expect(await within(up.exited, 20_000, 'dsat up to stop')).toBe(1);
+    expect(performance.now() - refusedAt).toBeLessThan(20_000);
+    expect(up.stderr.filter((l) => !l.startsWith('{')).pop()).toMatch(
+      /^dsat: the status store at .* failed a write \(.*No space left on device\)/,
+    );
+    client.close();
   });
 });
