@@ -667,3 +667,24 @@ describe('the backlog limit (--max-unfinished-bytes)', () => {
     expect((await reopened.submit([create('h', 3_000)]))[0]?.code).toBe(0);
   });
 });
+
+describe('payload bytes', () => {
+  it("keeps its own copy of a write's payload: not a view that holds the caller's whole message", async () => {
+    const store = await open();
+    // A decoded gRPC message: every payload in it is a view into one buffer.
+    const message = Buffer.alloc(64 * 1024, 1);
+    await store.submit([
+      createWrite('a', { payload: { data: message.subarray(0, 100), contentType: 'text/plain' } }),
+    ]);
+    await move(store, 'a', S.TASK_STATE_DISPATCHED);
+    await move(store, 'a', S.TASK_STATE_RUNNING);
+    const next = { data: message.subarray(100, 300), contentType: 'text/plain' };
+    await move(store, 'a', S.TASK_STATE_QUEUED, { stage: 's2', payload: next });
+    message.fill(9); // the caller reuses its buffer
+    const task = await store.getTask('a');
+    expect(task.input?.data).toEqual(Buffer.alloc(200, 1));
+    expect(task.input?.data.buffer).not.toBe(message.buffer);
+    const history = await store.getHistory('a');
+    for (const t of history.transitions) expect(t.payload?.data.buffer).not.toBe(message.buffer);
+  });
+});
