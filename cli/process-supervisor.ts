@@ -19,6 +19,8 @@ export interface ChildSpec {
   readonly args: readonly string[];
   /** The port asked for; 0 picks one at the first start, which every restart then reuses. */
   readonly port: number;
+  /** The Prometheus metrics port (`--metrics-port`), reused like `port`; undefined serves none. */
+  readonly metricsPort?: number;
   readonly env?: NodeJS.ProcessEnv;
   /** How long it may take to stop after SIGTERM before it is killed (a worker drains first). */
   readonly stopGraceMs?: number;
@@ -28,6 +30,8 @@ export interface StartedChild {
   readonly name: string;
   readonly address: string;
   readonly pid: number;
+  /** Where Prometheus scrapes it, when it serves metrics. */
+  readonly metricsUrl?: string;
 }
 
 export interface SupervisorEvents {
@@ -40,6 +44,7 @@ export interface SupervisorEvents {
 interface Supervised {
   readonly spec: ChildSpec;
   port: number;
+  metricsPort: number | undefined;
   proc?: ChildProcess;
   startedAt: number;
   quickCrashes: number;
@@ -58,7 +63,13 @@ export class ProcessSupervisor {
 
   /** Spawns a child; resolves once it listens, rejects if it exits first (not restarted). */
   start(spec: ChildSpec): Promise<StartedChild> {
-    const child: Supervised = { spec, port: spec.port, startedAt: 0, quickCrashes: 0 };
+    const child: Supervised = {
+      spec,
+      port: spec.port,
+      metricsPort: spec.metricsPort,
+      startedAt: 0,
+      quickCrashes: 0,
+    };
     this.children.push(child);
     return this.spawn(child, false);
   }
@@ -95,6 +106,7 @@ export class ProcessSupervisor {
         ...args,
         '--port',
         String(child.port),
+        ...(child.metricsPort === undefined ? [] : ['--metrics-port', String(child.metricsPort)]),
       ],
       {
         env: { ...process.env, ...env },
@@ -110,15 +122,21 @@ export class ProcessSupervisor {
     child.startedAt = Date.now();
     return new Promise((resolve, reject) => {
       let address: string | undefined;
+      let metricsUrl: string | undefined;
       // The child's own error line, "dsat: ...", told with its exit instead of forwarded.
       let lastError = '';
       const onLine = (line: string) => {
         const listening = address === undefined && /^\S+ listening on (\S+)$/.exec(line);
-        if (listening) {
+        // Printed just before "listening on".
+        const metrics = address === undefined && /^\S+ metrics at (\S+)$/.exec(line);
+        if (metrics) {
+          metricsUrl = metrics[1]!;
+          child.metricsPort = Number(new URL(metricsUrl).port);
+        } else if (listening) {
           address = listening[1]!;
           child.port = Number(address.split(':').pop());
           if (restarted) this.events.notice(`${name} is back on ${address} (pid ${proc.pid})`);
-          resolve({ name, address, pid: proc.pid! });
+          resolve({ name, address, pid: proc.pid!, ...(metricsUrl ? { metricsUrl } : {}) });
         } else if (line.startsWith('dsat: ')) {
           lastError = line.slice('dsat: '.length);
         } else {

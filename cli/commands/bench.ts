@@ -263,6 +263,8 @@ async function runTraced(base: BenchOptions, both: boolean) {
     system: `${system}-traced`,
     env: {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      // The traced runs measure tracing alone; the receiver takes no metrics.
+      OTEL_METRICS_EXPORTER: process.env.OTEL_METRICS_EXPORTER ?? 'none',
       // Big, frequent batches: the default queue of 2048 would drop spans, and cost less. Values
       // set in the environment win, to measure other settings.
       OTEL_BSP_SCHEDULE_DELAY: process.env.OTEL_BSP_SCHEDULE_DELAY ?? '500',

@@ -6,6 +6,7 @@ import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-
 import { tlsSettings } from '../../services/shared/transport-security';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
+import { startMetrics } from '../../services/shared/metrics';
 import { startTelemetry } from '../../services/shared/telemetry';
 import { readPipelineFile } from '../../services/tracker/pipeline-file';
 import type { ConfigProblem, ConfigSpec, FlagValues } from '../../services/shared/config';
@@ -45,6 +46,7 @@ interface UpOptions {
   demo?: boolean;
   traceReceiver?: boolean;
   traceReceiverPort?: number;
+  metricsPort?: number;
   reflection?: boolean;
   processes?: boolean;
 }
@@ -54,11 +56,11 @@ const DEMO_HANDLERS = path.join(__dirname, '../../deploy/demo-handlers.js');
 
 type ServiceName = 'status' | 'tracker' | 'router' | 'worker';
 
-/** Starts one service from its flags; `pid` is set when it runs as a child process. */
+/** Starts one service from its flags; `pid` (and `metricsUrl`) are set for a child process. */
 type StartService = (
   name: ServiceName,
   flags: FlagValues,
-) => Promise<{ address: string; pid?: number }>;
+) => Promise<{ address: string; pid?: number; metricsUrl?: string }>;
 
 function defined(values: Record<string, string | boolean | undefined>): FlagValues {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
@@ -139,9 +141,27 @@ function embedded(logger: Logger, shutdown: Shutdown): StartService {
   return (name, flags) => servers[name](flags);
 }
 
+/**
+ * Where the children's metrics go over OTLP: the endpoint the shell names, never the span receiver
+ * that OTEL_EXPORTER_OTLP_ENDPOINT points them at (it takes no metrics); none without one.
+ */
+function metricsExportFromShell(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const protocol = env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, '');
+  const endpoint =
+    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ??
+    (base === undefined ? undefined : protocol === 'grpc' ? base : `${base}/v1/metrics`);
+  return {
+    OTEL_METRICS_EXPORTER: env.OTEL_METRICS_EXPORTER ?? (endpoint === undefined ? 'none' : 'otlp'),
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: protocol,
+  };
+}
+
 /** Children export their spans to the receiver of this process, whatever OTEL_* the shell has. */
 function exportTo(url: string, service: string): NodeJS.ProcessEnv {
   return {
+    ...metricsExportFromShell(process.env),
     OTEL_TRACES_EXPORTER: 'otlp',
     OTEL_EXPORTER_OTLP_ENDPOINT: url,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: undefined,
@@ -156,12 +176,21 @@ function exportTo(url: string, service: string): NodeJS.ProcessEnv {
   };
 }
 
+/** With --processes, each service serves its metrics on the next port up from --metrics-port. */
+const METRICS_PORT_OFFSET: Record<ServiceName, number> = {
+  status: 0,
+  tracker: 1,
+  router: 2,
+  worker: 3,
+};
+
 /** Each service its own `dsat <service>` child process, supervised. */
 function processes(
   ports: Record<ServiceName, number>,
   traces: string | undefined,
   shutdown: Shutdown,
   workerDrainMs: number,
+  metricsPort: number | undefined,
 ): StartService {
   const supervisor = new ProcessSupervisor({
     notice: (line) => process.stderr.write(`dsat: ${line}\n`),
@@ -175,6 +204,9 @@ function processes(
       // The supervisor passes --port: the one asked for, then the one first bound.
       args: [name, ...flagArgs({ ...flags, port: undefined })],
       port: ports[name],
+      ...(metricsPort === undefined
+        ? {}
+        : { metricsPort: metricsPort === 0 ? 0 : metricsPort + METRICS_PORT_OFFSET[name] }),
       env: traces === undefined ? {} : exportTo(traces, name),
       // A stopping worker first lets its running tasks finish, for up to its drain timeout.
       ...(name === 'worker' ? { stopGraceMs: workerDrainMs + STOP_GRACE_MS } : {}),
@@ -230,6 +262,15 @@ export function upCommand(): Command {
         65535,
       ),
     )
+    .addOption(
+      wholeNumberOption(
+        '--metrics-port <port>',
+        'Serve Prometheus metrics at http://HOST:PORT/metrics; with --processes each service serves its own, on the next port up (0 picks free ones) [env DSAT_METRICS_PORT]',
+        undefined,
+        0,
+        65535,
+      ),
+    )
     .option(
       '--processes',
       'Run each service as its own child process (`dsat status`, …), restarted on the same port if it dies, all stopped on Ctrl-C; their logs go to stderr, each line prefixed with [service]',
@@ -250,9 +291,12 @@ export function upCommand(): Command {
         stopped: () =>
           process.stdout.write(`dsat stopped; the data stays in ${statusConfig.dataDir}\n`),
       });
-      const print = (name: string, address: string, pid?: number) =>
+      const metricsPort = opts.metricsPort ?? statusConfig.metricsPort;
+      const print = (name: string, address: string, pid?: number, metricsUrl?: string) =>
         process.stdout.write(
-          `  ${name.padEnd(8)} ${address}${pid === undefined ? '' : `  (pid ${pid})`}\n`,
+          `  ${name.padEnd(8)} ${address}${pid === undefined ? '' : `  (pid ${pid})`}${
+            metricsUrl === undefined ? '' : `  metrics ${metricsUrl}`
+          }\n`,
         );
       try {
         process.stdout.write('dsat is starting:\n');
@@ -275,12 +319,22 @@ export function upCommand(): Command {
           traces = receiver.url;
           print('traces', traces);
         }
+        if (!opts.processes) {
+          // Before the services start: each makes its instruments as it starts.
+          const metrics = await startMetrics({
+            serviceName: 'dsat',
+            prometheusPort: metricsPort,
+            prometheusHost: statusConfig.host,
+          });
+          shutdown.on('flush-telemetry', 'metrics', () => metrics.shutdown());
+          if (metrics.prometheusUrl) print('metrics', metrics.prometheusUrl);
+        }
         const start = opts.processes
-          ? processes(ports, traces, shutdown, workerDrainMs)
+          ? processes(ports, traces, shutdown, workerDrainMs, metricsPort)
           : embedded(logger, shutdown);
         const started = async (name: ServiceName, f: FlagValues) => {
           const s = await start(name, f);
-          print(name, s.address, s.pid);
+          print(name, s.address, s.pid, s.metricsUrl);
           return s.address;
         };
 

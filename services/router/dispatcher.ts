@@ -39,6 +39,8 @@ export interface DispatcherOptions {
   readonly now?: () => number;
   /** How often the lease and progress sweep runs; 0 disables its timer (tests call sweep()). */
   readonly sweepIntervalMs?: number;
+  /** Told of every attempt that ended the stage, done or failed, with its seconds since dispatch. */
+  readonly onAttemptEnded?: (stage: string, ok: boolean, seconds: number) => void;
 }
 
 interface StageState {
@@ -274,6 +276,11 @@ export class Dispatcher {
     s.queue.push(t);
   }
 
+  private attemptEnded(t: HeldTask, ok: boolean) {
+    this.stage(t.stage.name).stats.finished(ok);
+    this.options.onAttemptEnded?.(t.stage.name, ok, (this.now() - t.startedAt) / 1000);
+  }
+
   /** An attempt of the stage stopped running: a stage held at its limit may dispatch again. */
   private leftStage(s: StageState) {
     s.stats.inFlight--;
@@ -344,6 +351,7 @@ export class Dispatcher {
     t.phase = 'running';
     t.link = link;
     t.lastBeat = this.now();
+    t.startedAt = t.lastBeat;
     t.progressStoredAt = t.lastBeat;
     if (t.stage.runTimeoutMs > 0) t.deadline = new Date(Date.now() + t.stage.runTimeoutMs);
     link.credit--;
@@ -411,7 +419,7 @@ export class Dispatcher {
     this.remember(t, false, 'STALE_ATTEMPT');
     const plan = planRequeue(t, from, reason, t.link?.workerId ?? '', this.ids.next);
     if (plan.kind !== 'requeued') {
-      this.stage(t.stage.name).stats.finished(false);
+      this.attemptEnded(t, false);
       for (const w of plan.writes) this.writer.write(w);
       return;
     }
@@ -641,7 +649,7 @@ export class Dispatcher {
     }
     const ok =
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
-    this.stage(t.stage.name).stats.finished(ok);
+    this.attemptEnded(t, ok);
     if ((plan.kind === 'advanced' || plan.kind === 'fanned-out') && 'next' in plan) {
       this.follow(queuedByPlan(t, first.seq, plan.next));
     }
@@ -693,7 +701,7 @@ export class Dispatcher {
     this.held.delete(t.taskId);
     this.release(t);
     this.remember(t, false, CANCEL_REASONS.leaseLost);
-    this.stage(t.stage.name).stats.finished(false);
+    this.attemptEnded(t, false);
     link.cancel({ taskId: t.taskId, attempt: t.attempt }, CANCEL_REASONS.leaseLost);
     this.logger.info(
       { taskId: t.taskId, attempt: t.attempt, workerId: link.workerId, stage: t.stage.name },

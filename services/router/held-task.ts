@@ -64,6 +64,8 @@ export class HeldTask implements Queueable {
   link: WorkerLink | undefined = undefined;
   /** Monotonic ms of the dispatch or the last heartbeat. */
   lastBeat = 0;
+  /** Monotonic ms of the attempt's dispatch. */
+  startedAt = 0;
   deadline: Date | undefined = undefined;
   progressDirty = false;
   progressStoredAt = 0;

@@ -14,6 +14,7 @@ import { startMembership } from '../shared/membership';
 import { openBidiStream, rawClient } from '../shared/raw-stream';
 import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
+import { routerMetrics } from './router-metrics';
 import { Dispatcher } from './dispatcher';
 import type { HeldTaskInit } from './held-task';
 import { createFeedFollower, FOLLOWED_STATES } from './feed-follower';
@@ -92,7 +93,9 @@ export async function startRouterServer(
     logger,
     channel: channelSettings,
   });
+  const metrics = routerMetrics();
   const dispatcher = new Dispatcher({
+    onAttemptEnded: metrics.attemptEnded,
     writer,
     ids,
     logger,
@@ -103,6 +106,7 @@ export async function startRouterServer(
     progressCheckpointMs: config.progressCheckpoint,
   });
   for (const s of stages) dispatcher.ensureStage(s);
+  metrics.observe(dispatcher);
   const accept = (init: HeldTaskInit) => {
     if (serves(init.stage.name)) dispatcher.enqueue(init);
     else forwarder.forward([init]);
@@ -235,6 +239,7 @@ export async function startRouterServer(
     membership = undefined;
   });
   shutdown.on('close-store', 'router status link', async () => {
+    metrics.stop();
     forwarder.close();
     await writer.close(config.shutdownGrace);
     raw.close();

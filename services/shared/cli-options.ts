@@ -5,6 +5,7 @@ import { flagName } from './config';
 
 function showDefault(o: ConfigSpec[string]): string {
   const v = o.default;
+  if (v === undefined) return '';
   if (Array.isArray(v)) return v.join(',');
   if (typeof v === 'number' && o.valueName === '<duration>') {
     const units: [number, string][] = [

@@ -179,6 +179,9 @@ export const opt = {
     option('<n>', parseInteger(min, max), env, description, def),
   port: (env: string, description: string, def: number) =>
     option('<port>', parseInteger(0, 65535), env, description, def),
+  /** A port, or none when unset. */
+  optionalPort: (env: string, description: string) =>
+    option<number | undefined>('<port>', parseInteger(0, 65535), env, description, undefined),
   bool: (env: string, description: string, def: boolean): OptionSpec<boolean> => ({
     ...option('', parseBool, env, description, def),
     boolean: true,
@@ -339,6 +342,10 @@ export function serverOptions(svc: string, defaultPort: number) {
       'Most concurrent streams on one connection.',
       1000,
       1,
+    ),
+    metricsPort: opt.optionalPort(
+      'DSAT_METRICS_PORT',
+      'Serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port); unset, none are served (OTEL_METRICS_EXPORTER=otlp sends them to a collector instead).',
     ),
     reflection: opt.bool(
       'DSAT_REFLECTION',

@@ -6,6 +6,7 @@ import type { LogLevel } from './logger';
 import { createLogger } from './logger';
 import type { ServiceDeps, ServiceHandle } from './service-host';
 import { createShutdown, exitOnSignals } from './shutdown';
+import { startMetrics } from './metrics';
 import { startTelemetry } from './telemetry';
 import type { TlsSettings } from './transport-security';
 import { checkTlsSettings } from './transport-security';
@@ -50,9 +51,20 @@ export function serviceCommand<S extends ConfigSpec>(
     const telemetry = startTelemetry({ serviceName: `dsat-${name}` });
     shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
     try {
+      const served = config as { metricsPort?: number; host?: string };
+      const metrics = await startMetrics({
+        serviceName: `dsat-${name}`,
+        prometheusPort: served.metricsPort,
+        prometheusHost: served.host,
+      });
+      shutdown.on('flush-telemetry', 'metrics', () => metrics.shutdown());
       const onFatal = (err: Error) =>
         void shutdown.run('fatal error', { urgent: true }).finally(() => exitWithError(err));
       const handle = await start(config, { logger, shutdown, onFatal });
+      // Before "listening on", which `dsat up --processes` reads as the child's start.
+      if (metrics.prometheusUrl) {
+        process.stdout.write(`${name} metrics at ${metrics.prometheusUrl}\n`);
+      }
       process.stdout.write(`${name} listening on ${handle.address}\n`);
     } catch (err) {
       await shutdown.run('start-up failed');

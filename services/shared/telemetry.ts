@@ -95,6 +95,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const sdk = new (load.sdk().NodeSDK)({
     ...(env.OTEL_SERVICE_NAME ? {} : { serviceName: options.serviceName }),
     spanProcessors: [...processors],
+    // Metrics are started on their own (metrics.ts), never by default to the OTLP endpoint.
+    metricReaders: [],
     instrumentations: [],
   });
   sdk.start();

@@ -5,6 +5,7 @@ import type { ServiceDeps, ServiceHandle } from '../shared/service-host';
 import { hostShutdown } from '../shared/service-host';
 import { replyBudget } from './reply-size';
 import { createStatusService } from './status-service';
+import { statusMetrics } from './status-metrics';
 import { openStatusStore } from './status-store';
 
 export async function startStatusServer(
@@ -13,7 +14,9 @@ export async function startStatusServer(
 ): Promise<ServiceHandle> {
   const shutdown = hostShutdown(deps);
   // Opening checks the store and fails fast (LEVEL_LOCKED, damage) before any port is bound.
+  const metrics = statusMetrics();
   const store = await openStatusStore({
+    onCommitted: metrics.onCommitted,
     dir: config.dataDir,
     sync: config.sync,
     repair: config.repair,
@@ -28,6 +31,7 @@ export async function startStatusServer(
       else void shutdown.run('status store failed a write', { urgent: true });
     },
   });
+  metrics.observe(() => store.stats());
   const report = store.openReport;
   deps.logger.info({ ...report, lost: report.lost.length }, 'status store open');
   if (report.repaired)
@@ -41,10 +45,14 @@ export async function startStatusServer(
       services: [serviceEntry(StatusServiceDefinition, createStatusService(store))],
     });
   } catch (err) {
+    metrics.stop();
     await store.close();
     throw err;
   }
   stopServerOnShutdown(shutdown, 'status', server);
-  shutdown.on('close-store', 'status store', () => store.close());
+  shutdown.on('close-store', 'status store', () => {
+    metrics.stop();
+    return store.close();
+  });
   return { name: 'status', address: server.address, shutdown: () => shutdown.run('stop') };
 }

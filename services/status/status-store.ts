@@ -143,6 +143,11 @@ export interface StatusStoreOptions {
    * limit).
    */
   readonly maxUnfinishedBytes?: number;
+  /**
+   * Told of every durable commit: its transitions, and the tasks it ended (for metrics). Called
+   * after the store's state moved, before watchers hear of it; it must not throw.
+   */
+  readonly onCommitted?: (entries: readonly FeedEntry[], ended: readonly Task[]) => void;
 }
 
 /** What opening found: a new store, a normal start, or a repair and what it lost. */
@@ -167,6 +172,8 @@ export interface StoreStats extends GetStoreStatsResponse {
   readonly invalidRefused: number;
   readonly notFoundRefused: number;
   readonly feedStartRevision: number;
+  /** What the unfinished tasks count against `maxUnfinishedBytes`. */
+  readonly unfinishedBytes: number;
   readonly watchers: number;
   readonly lastSweepError: string;
 }
@@ -326,6 +333,7 @@ export class StatusStore {
   private unfinishedBytes = 0;
   private readonly maxUnfinishedBytes: number;
   private readonly onFailure: ((error: DsatError) => void) | undefined;
+  private readonly onCommitted: StatusStoreOptions['onCommitted'];
   private readonly counters = {
     commits: 0,
     transitions: 0,
@@ -347,6 +355,7 @@ export class StatusStore {
     this.db = opened.db;
     this.sync = options.sync ?? true;
     this.onFailure = options.onFailure;
+    this.onCommitted = options.onCommitted;
     this.maxUnfinishedBytes = options.maxUnfinishedBytes ?? Number.POSITIVE_INFINITY;
     this.retentionMs = options.retentionMs ?? 7 * 24 * HOUR;
     this.feedWindowMs = options.feedWindowMs ?? 24 * HOUR;
@@ -943,12 +952,16 @@ export class StatusStore {
 
   /** After the batch is synced: the staged state becomes the store's, then watchers hear of it. */
   private publish(build: CommitBuild, opCount: number, bytes: number): void {
+    const observer = this.onCommitted;
+    const ended: Task[] | undefined = observer ? [] : undefined;
     for (const [id, s] of build.staged) {
       const slot = s.slot;
       const before = this.live.get(id);
       if (before !== undefined) this.unfinishedBytes -= memoryOf(before.task);
-      if (isTerminalState(slot.task.state)) this.live.delete(id);
-      else {
+      if (isTerminalState(slot.task.state)) {
+        this.live.delete(id);
+        if (s.wasLive || s.before === undefined) ended?.push(slot.task);
+      } else {
         this.live.set(id, slot);
         this.unfinishedBytes += memoryOf(slot.task);
       }
@@ -960,6 +973,7 @@ export class StatusStore {
     this.counters.puts += opCount;
     this.counters.writtenBytes += bytes;
     this.counters.tasksCreated += build.created;
+    if (observer) observer(build.entries, ended!);
     this.hub.publish({ first: build.first, last, entries: build.entries });
   }
 
@@ -1394,6 +1408,7 @@ export class StatusStore {
     return {
       revision: this.revision,
       unfinishedTasks: this.live.size,
+      unfinishedBytes: this.unfinishedBytes,
       ...this.counters,
       feedStartRevision: this.feedStart,
       watchers: this.hub.watcherCount,

@@ -9,6 +9,7 @@ import { createDeadLetters } from './dead-letters';
 import type { FeedFollower } from './feed-follower';
 import { followFeed } from './feed-follower';
 import { createMembership } from './membership';
+import { observeTracker } from './tracker-metrics';
 import type { Clock } from './monotonic-clock';
 import { systemClock } from './monotonic-clock';
 import { createPipelineCatalog } from './pipeline-catalog';
@@ -66,6 +67,7 @@ export async function startTrackerServer(
   });
   const deadLetters = createDeadLetters({ tasks: statusTaskStore(status), sink, pin: timers.pin });
   const pipelines = createPipelines(pipelineStore, catalog);
+  const stopMetrics = observeTracker(timers, membership);
 
   const server = await startGrpcServer({
     name: 'tracker',
@@ -102,7 +104,10 @@ export async function startTrackerServer(
     ]);
     clearTimeout(grace);
   });
-  shutdown.on('close-store', 'tracker status channel', () => channel.close());
+  shutdown.on('close-store', 'tracker status channel', () => {
+    stopMetrics();
+    channel.close();
+  });
   return {
     name: 'tracker',
     address: server.address,

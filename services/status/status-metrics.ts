@@ -1,0 +1,153 @@
+import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
+import { taskStateToJSON } from '../../gen/dsat/task/v1/task';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { DURATION_BUCKETS_S, dsatMeter, metricsActive, observableInts } from '../shared/metrics';
+import type { FeedEntry } from './store-codec';
+import type { StoreStats } from './status-store';
+
+/** Series of dsat.task.transitions kept at most; later new ones are counted as one overflow. */
+const MAX_TRANSITION_SERIES = 4096;
+/** A reason is a label only when it looks like one of dsat's codes (bounded, not free text). */
+const REASON_LABEL = /^[A-Z][A-Z0-9_]{0,47}$/;
+
+const stateName = (state: number) => taskStateToJSON(state).replace(/^TASK_STATE_/, '');
+
+/**
+ * The status service's metrics: every committed transition by pipeline, stage, state and reason
+ * (so retries are RETRY_WAIT, timeouts TIMED_OUT, dead letters DEAD_LETTERED, per stage), how long
+ * tasks took from submit to their end, and the store's own figures. Transitions are counted in a
+ * map here and read at collection, so a commit costs a map increment per transition.
+ */
+export interface StatusMetrics {
+  /** The store's `onCommitted`; undefined when the process exports no metrics. */
+  readonly onCommitted:
+    ((entries: readonly FeedEntry[], ended: readonly Task[]) => void) | undefined;
+  /** Reads the store's figures at each collection, until `stop()`. */
+  observe(stats: () => StoreStats): void;
+  stop(): void;
+}
+
+export function statusMetrics(): StatusMetrics {
+  if (!metricsActive()) return { onCommitted: undefined, observe: () => {}, stop: () => {} };
+  const meter = dsatMeter();
+  const { gauge, counter, observe: readEachCollection } = observableInts(meter);
+  const transitions = counter(
+    'dsat.task.transitions',
+    'Transitions committed, by pipeline, stage, state entered and reason: RETRY_WAIT counts retries, TIMED_OUT timeouts, DEAD_LETTERED dead letters.',
+    '{transition}',
+  );
+  const duration = meter.createHistogram('dsat.task.duration', {
+    description: 'Seconds from a task’s submit to its end, by pipeline and final state.',
+    unit: 's',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
+  });
+  const commits = counter('dsat.status.commits', 'LevelDB batches committed.', '{commit}');
+  const written = counter(
+    'dsat.status.written',
+    'Bytes of keys and values put into LevelDB.',
+    'By',
+  );
+  const refused = counter(
+    'dsat.status.writes.refused',
+    'Transition writes refused, by reason (STALE_ATTEMPT, ILLEGAL_TRANSITION, STATE_MISMATCH, INVALID_ARGUMENT, NOT_FOUND).',
+    '{write}',
+  );
+  const duplicates = counter(
+    'dsat.status.writes.duplicate',
+    'Writes answered as duplicates of one already applied.',
+    '{write}',
+  );
+  const unfinished = gauge(
+    'dsat.status.tasks.unfinished',
+    'Tasks not yet ended (kept in memory).',
+    '{task}',
+  );
+  const unfinishedBytes = gauge(
+    'dsat.status.tasks.unfinished.size',
+    'Memory the unfinished tasks count against --max-unfinished-bytes.',
+    'By',
+  );
+  const watchers = gauge(
+    'dsat.status.watchers',
+    'Open WatchEvents and WatchTask streams.',
+    '{stream}',
+  );
+
+  const counts = new Map<string, { attributes: Attributes; n: number }>();
+  const overflow = { attributes: { 'otel.metric.overflow': true }, n: 0 };
+  const count = (e: FeedEntry) => {
+    const reason = REASON_LABEL.test(e.entry.reason) ? e.entry.reason : 'OTHER';
+    const key = `${e.pipeline}\0${e.entry.stage}\0${e.entry.to}\0${reason}`;
+    let c = counts.get(key);
+    if (c === undefined) {
+      if (counts.size >= MAX_TRANSITION_SERIES) {
+        overflow.n++;
+        return;
+      }
+      c = {
+        attributes: {
+          'dsat.pipeline': e.pipeline,
+          'dsat.stage': e.entry.stage,
+          'dsat.state': stateName(e.entry.to),
+          'dsat.reason': reason,
+        },
+        n: 0,
+      };
+      counts.set(key, c);
+    }
+    c.n++;
+  };
+  const endedAttributes = new Map<string, Attributes>();
+  const ended = (t: Task) => {
+    const key = `${t.pipeline}\0${t.state}`;
+    let a = endedAttributes.get(key);
+    if (a === undefined) {
+      a = { 'dsat.pipeline': t.pipeline, 'dsat.state': stateName(t.state) };
+      if (endedAttributes.size < MAX_TRANSITION_SERIES) endedAttributes.set(key, a);
+    }
+    const created = t.createdAt?.getTime();
+    const endedAt = t.updatedAt?.getTime() ?? Date.now();
+    if (created !== undefined) duration.record(Math.max(0, endedAt - created) / 1000, a);
+  };
+
+  const observers: (() => void)[] = [];
+  return {
+    onCommitted(entries, endedTasks) {
+      for (let i = 0; i < entries.length; i++) count(entries[i]!);
+      for (let i = 0; i < endedTasks.length; i++) ended(endedTasks[i]!);
+    },
+    observe(stats) {
+      const callback = (result: BatchObservableResult) => {
+        for (const c of counts.values()) result.observe(transitions, c.n, c.attributes);
+        if (overflow.n > 0) result.observe(transitions, overflow.n, overflow.attributes);
+        const s = stats();
+        result.observe(commits, s.commits);
+        result.observe(written, s.writtenBytes);
+        const illegal = s.illegalRefused - s.stateMismatchRefused;
+        result.observe(refused, s.staleRefused, { 'dsat.reason': 'STALE_ATTEMPT' });
+        result.observe(refused, illegal, { 'dsat.reason': 'ILLEGAL_TRANSITION' });
+        result.observe(refused, s.stateMismatchRefused, { 'dsat.reason': 'STATE_MISMATCH' });
+        result.observe(refused, s.invalidRefused, { 'dsat.reason': 'INVALID_ARGUMENT' });
+        result.observe(refused, s.notFoundRefused, { 'dsat.reason': 'NOT_FOUND' });
+        result.observe(duplicates, s.duplicates);
+        result.observe(unfinished, s.unfinishedTasks);
+        result.observe(unfinishedBytes, s.unfinishedBytes);
+        result.observe(watchers, s.watchers);
+      };
+      const all = [
+        transitions,
+        commits,
+        written,
+        refused,
+        duplicates,
+        unfinished,
+        unfinishedBytes,
+        watchers,
+      ];
+      observers.push(readEachCollection(all, callback));
+    },
+    stop() {
+      for (const remove of observers.splice(0)) remove();
+    },
+  };
+}
