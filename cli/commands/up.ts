@@ -6,7 +6,7 @@ import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-
 import { tlsSettings } from '../../services/shared/transport-security';
 import { startOtlpReceiver } from '../../services/shared/otlp-receiver';
 import { SpanStore } from '../../services/shared/span-store';
-import { startMetrics } from '../../services/shared/metrics';
+import { otlpMetricsTarget, startMetrics } from '../../services/shared/metrics';
 import { startTelemetry } from '../../services/shared/telemetry';
 import { readPipelineFile } from '../../services/tracker/pipeline-file';
 import type { ConfigProblem, ConfigSpec, FlagValues } from '../../services/shared/config';
@@ -146,14 +146,10 @@ function embedded(logger: Logger, shutdown: Shutdown): StartService {
  * that OTEL_EXPORTER_OTLP_ENDPOINT points them at (it takes no metrics); none without one.
  */
 function metricsExportFromShell(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const protocol = env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
-  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, '');
-  const endpoint =
-    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ??
-    (base === undefined ? undefined : protocol === 'grpc' ? base : `${base}/v1/metrics`);
+  const { protocol, url } = otlpMetricsTarget(env);
   return {
-    OTEL_METRICS_EXPORTER: env.OTEL_METRICS_EXPORTER ?? (endpoint === undefined ? 'none' : 'otlp'),
-    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: endpoint,
+    OTEL_METRICS_EXPORTER: env.OTEL_METRICS_EXPORTER ?? (url === undefined ? 'none' : 'otlp'),
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: url,
     OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: protocol,
   };
 }

@@ -96,12 +96,26 @@ export function metricExportersFromEnv(env: NodeJS.ProcessEnv): string[] {
   return endpoint === undefined ? [] : ['otlp'];
 }
 
-function otlpExporter(env: NodeJS.ProcessEnv): SdkMetrics.PushMetricExporter {
+/** The OTLP protocol and URL of metrics, as the OTEL_EXPORTER_OTLP_* variables give them. */
+export function otlpMetricsTarget(env: NodeJS.ProcessEnv): {
+  protocol: string;
+  url: string | undefined;
+} {
   const protocol =
     env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
-  if (protocol === 'grpc') return new (load.grpc().OTLPMetricExporter)();
-  if (protocol === 'http/json') return new (load.http().OTLPMetricExporter)();
-  return new (load.proto().OTLPMetricExporter)();
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, '');
+  const url =
+    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ??
+    (base === undefined ? undefined : protocol === 'grpc' ? base : `${base}/v1/metrics`);
+  return { protocol, url };
+}
+
+function otlpExporter(env: NodeJS.ProcessEnv): SdkMetrics.PushMetricExporter {
+  const { protocol, url } = otlpMetricsTarget(env);
+  const config = url === undefined ? {} : { url };
+  if (protocol === 'grpc') return new (load.grpc().OTLPMetricExporter)(config);
+  if (protocol === 'http/json') return new (load.http().OTLPMetricExporter)(config);
+  return new (load.proto().OTLPMetricExporter)(config);
 }
 
 function positiveMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {

@@ -1,6 +1,10 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import {
+  dsatMeter,
   metricExportersFromEnv,
   metricsActive,
+  otlpMetricsTarget,
   startMetrics,
 } from '../../../services/shared/metrics';
 
@@ -21,6 +25,24 @@ describe('metric exporters from the OTEL_* variables', () => {
     expect(
       metricExportersFromEnv({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://c:4318/v1/metrics' }),
     ).toEqual(['otlp']);
+  });
+});
+
+describe('the OTLP target of metrics', () => {
+  it('is the metrics endpoint as set, else the base endpoint with /v1/metrics (as is for gRPC)', () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' };
+    expect(otlpMetricsTarget(base)).toEqual({
+      protocol: 'http/protobuf',
+      url: 'http://collector:4318/v1/metrics',
+    });
+    expect(otlpMetricsTarget({ ...base, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toEqual({
+      protocol: 'grpc',
+      url: 'http://collector:4318',
+    });
+    expect(
+      otlpMetricsTarget({ ...base, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://m:4318/x' }).url,
+    ).toBe('http://m:4318/x');
+    expect(otlpMetricsTarget({}).url).toBeUndefined();
   });
 });
 
@@ -48,5 +70,43 @@ describe('startMetrics', () => {
     }
     expect(metricsActive()).toBe(false);
     await expect(fetch(metrics.prometheusUrl!)).rejects.toThrow();
+  });
+
+  it('sends them over OTLP/HTTP protobuf when OTEL_METRICS_EXPORTER says otlp', async () => {
+    const posts: { path: string; type: string; bytes: number }[] = [];
+    const collector = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        posts.push({
+          path: req.url ?? '',
+          type: req.headers['content-type'] ?? '',
+          bytes: Buffer.concat(chunks).length,
+        });
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
+    const { port } = collector.address() as AddressInfo;
+    const metrics = await startMetrics({
+      serviceName: 'dsat-test',
+      env: {
+        OTEL_METRICS_EXPORTER: 'otlp',
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_METRIC_EXPORT_INTERVAL: '100',
+      },
+    });
+    try {
+      expect(metrics.prometheusUrl).toBeUndefined();
+      dsatMeter().createCounter('dsat.test.counted').add(3);
+      const deadline = Date.now() + 10_000;
+      while (posts.length === 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(posts[0]).toMatchObject({ path: '/v1/metrics', type: 'application/x-protobuf' });
+      expect(posts[0]!.bytes).toBeGreaterThan(0);
+    } finally {
+      await metrics.shutdown();
+      collector.close();
+    }
   });
 });
