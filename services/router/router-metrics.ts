@@ -1,5 +1,10 @@
-import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
-import { DURATION_BUCKETS_S, dsatMeter, metricsActive, observableInts } from '../shared/metrics';
+import type { BatchObservableResult } from '@opentelemetry/api';
+import {
+  dsatMeter,
+  metricsActive,
+  observableInts,
+  stageOutcomeAttributes,
+} from '../shared/metrics';
 import type { Dispatcher } from './dispatcher';
 
 /**
@@ -18,7 +23,7 @@ export interface RouterMetrics {
 export function routerMetrics(): RouterMetrics {
   if (!metricsActive()) return { attemptEnded: undefined, observe: () => {}, stop: () => {} };
   const meter = dsatMeter();
-  const { gauge, counter, observe: readEachCollection } = observableInts(meter);
+  const { gauge, counter, seconds, observe: readEachCollection } = observableInts(meter);
   const queued = gauge(
     'dsat.router.queue.depth',
     'Tasks queued at the stage, not yet dispatched.',
@@ -45,24 +50,12 @@ export function routerMetrics(): RouterMetrics {
     'Results and failures refused because they named an attempt no longer running.',
     '{report}',
   );
-  const duration = meter.createHistogram('dsat.router.attempt.duration', {
-    description: 'Seconds from an attempt’s dispatch to its end, by stage and outcome.',
-    unit: 's',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
-  });
-  // One attributes object per stage and outcome, not one per attempt.
-  const byStage = new Map<string, { done: Attributes; failed: Attributes }>();
-  const attrs = (stage: string, ok: boolean): Attributes => {
-    let a = byStage.get(stage);
-    if (!a) {
-      a = {
-        done: { 'dsat.stage': stage, 'dsat.outcome': 'done' },
-        failed: { 'dsat.stage': stage, 'dsat.outcome': 'failed' },
-      };
-      byStage.set(stage, a);
-    }
-    return ok ? a.done : a.failed;
-  };
+  const duration = seconds(
+    'dsat.router.attempt.duration',
+    'Seconds from an attempt’s dispatch to its end, by stage and outcome.',
+  );
+  const stageOutcome = stageOutcomeAttributes();
+  const attrs = (stage: string, ok: boolean) => stageOutcome(stage, ok ? 'done' : 'failed');
   const observers: (() => void)[] = [];
   return {
     attemptEnded: (stage, ok, seconds) => duration.record(seconds, attrs(stage, ok)),

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { BatchObservableCallback, Meter, Observable } from '@opentelemetry/api';
+import type { Attributes, BatchObservableCallback, Meter, Observable } from '@opentelemetry/api';
 import { metrics, ValueType } from '@opentelemetry/api';
 import type * as OtlpGrpc from '@opentelemetry/exporter-metrics-otlp-grpc';
 import type * as OtlpHttp from '@opentelemetry/exporter-metrics-otlp-http';
@@ -49,10 +49,31 @@ export function observableInts(meter: Meter = dsatMeter()) {
       meter.createObservableGauge(name, { description, unit, valueType: ValueType.INT }),
     counter: (name: string, description: string, unit: string) =>
       meter.createObservableCounter(name, { description, unit, valueType: ValueType.INT }),
+    /** A histogram of seconds, with buckets from 1 ms to 10 min. */
+    seconds: (name: string, description: string) =>
+      meter.createHistogram(name, {
+        description,
+        unit: 's',
+        advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
+      }),
     observe(instruments: Observable[], callback: BatchObservableCallback): () => void {
       meter.addBatchObservableCallback(callback, instruments);
       return () => meter.removeBatchObservableCallback(callback, instruments);
     },
+  };
+}
+
+/** The attributes of a stage and an outcome, made once each rather than on every record. */
+export function stageOutcomeAttributes(): (stage: string, outcome: string) => Attributes {
+  const made = new Map<string, Attributes>();
+  return (stage, outcome) => {
+    const key = `${stage}\0${outcome}`;
+    let a = made.get(key);
+    if (a === undefined) {
+      a = { 'dsat.stage': stage, 'dsat.outcome': outcome };
+      made.set(key, a);
+    }
+    return a;
   };
 }
 

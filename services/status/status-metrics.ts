@@ -1,7 +1,7 @@
 import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
 import { taskStateToJSON } from '../../gen/dsat/task/v1/task';
 import type { Task } from '../../gen/dsat/task/v1/task';
-import { DURATION_BUCKETS_S, dsatMeter, metricsActive, observableInts } from '../shared/metrics';
+import { dsatMeter, metricsActive, observableInts } from '../shared/metrics';
 import type { FeedEntry } from './store-codec';
 import type { StoreStats } from './status-store';
 
@@ -30,17 +30,16 @@ export interface StatusMetrics {
 export function statusMetrics(): StatusMetrics {
   if (!metricsActive()) return { onCommitted: undefined, observe: () => {}, stop: () => {} };
   const meter = dsatMeter();
-  const { gauge, counter, observe: readEachCollection } = observableInts(meter);
+  const { gauge, counter, seconds, observe: readEachCollection } = observableInts(meter);
   const transitions = counter(
     'dsat.task.transitions',
     'Transitions committed, by pipeline, stage, state entered and reason: RETRY_WAIT counts retries, TIMED_OUT timeouts, DEAD_LETTERED dead letters.',
     '{transition}',
   );
-  const duration = meter.createHistogram('dsat.task.duration', {
-    description: 'Seconds from a task’s submit to its end, by pipeline and final state.',
-    unit: 's',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
-  });
+  const duration = seconds(
+    'dsat.task.duration',
+    'Seconds from a task’s submit to its end, by pipeline and final state.',
+  );
   const commits = counter('dsat.status.commits', 'LevelDB batches committed.', '{commit}');
   const written = counter(
     'dsat.status.written',

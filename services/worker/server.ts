@@ -2,6 +2,7 @@ import { WorkerServiceDefinition } from '../../gen/dsat/worker/v1/worker';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { Worker } from '../../sdk/worker';
+import { processSpanHooks } from '../../sdk/process-span';
 import { createWorker, WorkerPhase } from '../../sdk/worker';
 import type { WorkerConfig } from '../shared/config';
 import { ConfigError } from '../shared/config';
@@ -16,6 +17,7 @@ import { hostShutdown } from '../shared/service-host';
 import { durationMs, formatMs } from '../shared/proto-duration';
 import { withUnimplemented } from '../shared/unimplemented';
 import { loadHandlerModule } from './handler-module';
+import { workerMetrics } from './worker-metrics';
 
 /** The longest DrainWorker waits before it answers; the drain itself goes on after it. */
 export const MAX_DRAIN_WAIT_MS = 3_600_000;
@@ -57,6 +59,7 @@ export async function startWorkerServer(
   const shutdown = hostShutdown(deps);
   const logger = deps.logger;
   let worker: Worker | undefined;
+  const metrics = workerMetrics();
   if (config.handler === '' && config.stages.length > 0) {
     // Stages with nothing to run them would join the mesh as a worker that never takes a task.
     throw new ConfigError([
@@ -74,7 +77,9 @@ export async function startWorkerServer(
     for (const s of stages) {
       if (!handlers[s]) throw new Error(`${config.handler} exports no handler for stage ${s}`);
     }
+    const hooks = metrics.timed(processSpanHooks(() => worker?.workerId ?? ''));
     worker = createWorker({
+      hooks,
       routers: config.routers,
       handlers,
       stages,
@@ -93,6 +98,7 @@ export async function startWorkerServer(
   } else {
     logger.warn('no --handler given: this worker process runs no stages');
   }
+  const stopMetrics = worker ? metrics.observe(worker) : () => {};
   const startedAt = new Date();
   const idle = {
     workerId: config.workerId,
@@ -174,6 +180,9 @@ export async function startWorkerServer(
     await membership?.stop();
     membership = undefined;
   });
-  shutdown.on('close-store', 'worker channels', () => trackerChannel.close());
+  shutdown.on('close-store', 'worker channels', () => {
+    stopMetrics();
+    trackerChannel.close();
+  });
   return { name: 'worker', address: server.address, worker, shutdown: () => shutdown.run('stop') };
 }

@@ -125,6 +125,30 @@ describe('Prometheus metrics of dsat up', () => {
     expect(value(m, 'dsat_status_commits_total')).toBeGreaterThan(0);
     expect(value(m, 'target_info', { service_name: 'dsat' })).toBe(1);
 
+    const worker = (stage: string, outcome: string) =>
+      value(m, 'dsat_worker_handler_duration_count', { dsat_stage: stage, dsat_outcome: outcome });
+    expect(worker('parse', 'succeeded')).toBe(1);
+    expect(worker('parse', 'failed')).toBe(1);
+    expect(worker('upper', 'succeeded')).toBe(1);
+    expect(value(m, 'dsat_worker_reports_total', { dsat_outcome: 'succeeded' })).toBe(3);
+    expect(value(m, 'dsat_worker_reports_total', { dsat_outcome: 'failed' })).toBe(1);
+    expect(value(m, 'dsat_worker_slots')).toBeGreaterThan(0);
+    // Each timed-out attempt is taken from its handler, the last one as the task is dead-lettered.
+    const deadline = Date.now() + 15_000;
+    let aborted = 0;
+    while (
+      (aborted = value(
+        await scrape(upAddress(up, 'metrics')),
+        'dsat_worker_handler_duration_count',
+        { dsat_stage: 'parse', dsat_outcome: 'aborted' },
+      )) < 2 &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(aborted).toBe(2);
+    expect(value(await scrape(upAddress(up, 'metrics')), 'dsat_worker_running')).toBe(0);
+
     const elsewhere = await fetch(upAddress(up, 'metrics').replace(/\/metrics$/, '/'));
     expect(elsewhere.status).toBe(404);
   });
@@ -172,6 +196,7 @@ describe('Prometheus metrics of dsat up --processes', () => {
     expect(value(tracker, 'dsat_tracker_members', { dsat_kind: 'WORKER' })).toBe(1);
     const worker = await scrape(urls.worker!);
     expect(value(worker, 'target_info', { service_name: 'dsat-worker' })).toBe(1);
+    expect(value(worker, 'dsat_worker_reports_total', { dsat_outcome: 'succeeded' })).toBe(3);
   });
 });
 
