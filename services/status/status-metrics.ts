@@ -66,6 +66,11 @@ export function statusMetrics(): StatusMetrics {
     'Memory the unfinished tasks count against --max-unfinished-bytes.',
     'By',
   );
+  const unfinishedLimit = gauge(
+    'dsat.status.tasks.unfinished.limit',
+    'The --max-unfinished-bytes past which submits are refused (absent when there is none).',
+    'By',
+  );
   const watchers = gauge(
     'dsat.status.watchers',
     'Open WatchEvents and WatchTask streams.',
@@ -131,6 +136,9 @@ export function statusMetrics(): StatusMetrics {
         result.observe(duplicates, s.duplicates);
         result.observe(unfinished, s.unfinishedTasks);
         result.observe(unfinishedBytes, s.unfinishedBytes);
+        if (Number.isFinite(s.maxUnfinishedBytes)) {
+          result.observe(unfinishedLimit, s.maxUnfinishedBytes);
+        }
         result.observe(watchers, s.watchers);
       };
       const all = [
@@ -141,6 +149,7 @@ export function statusMetrics(): StatusMetrics {
         duplicates,
         unfinished,
         unfinishedBytes,
+        unfinishedLimit,
         watchers,
       ];
       observers.push(readEachCollection(all, callback));

@@ -174,6 +174,8 @@ export interface StoreStats extends GetStoreStatsResponse {
   readonly feedStartRevision: number;
   /** What the unfinished tasks count against `maxUnfinishedBytes`. */
   readonly unfinishedBytes: number;
+  /** The limit on `unfinishedBytes`; Infinity when there is none. */
+  readonly maxUnfinishedBytes: number;
   readonly watchers: number;
   readonly lastSweepError: string;
 }
@@ -1409,6 +1411,7 @@ export class StatusStore {
       revision: this.revision,
       unfinishedTasks: this.live.size,
       unfinishedBytes: this.unfinishedBytes,
+      maxUnfinishedBytes: this.maxUnfinishedBytes,
       ...this.counters,
       feedStartRevision: this.feedStart,
       watchers: this.hub.watcherCount,

@@ -1,8 +1,16 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import YAML from 'yaml';
 import type { RunningProcess } from '../helpers/processes';
-import { spawnDsat, startDsatUp, stopDsatUp, upAddress, within } from '../helpers/processes';
+import {
+  REPO_ROOT,
+  spawnDsat,
+  startDsatUp,
+  stopDsatUp,
+  upAddress,
+  within,
+} from '../helpers/processes';
 import { tempDir } from '../helpers/temp-dir';
 
 jest.setTimeout(120_000);
@@ -148,6 +156,26 @@ describe('Prometheus metrics of dsat up', () => {
     }
     expect(aborted).toBe(2);
     expect(value(await scrape(upAddress(up, 'metrics')), 'dsat_worker_running')).toBe(0);
+
+    // The alerting rules shipped in deploy/ name only metrics that exist.
+    const rules = YAML.parse(
+      fs.readFileSync(path.join(REPO_ROOT, 'deploy/prometheus/dsat-alerts.yaml'), 'utf8'),
+    ) as { groups: { rules: { alert: string; expr: string; labels: { severity: string } }[] }[] };
+    const served = new Set(m.map((s) => s.name));
+    const exprs = rules.groups.flatMap((g) => g.rules);
+    expect(exprs.length).toBeGreaterThan(5);
+    for (const rule of exprs) {
+      expect(rule.labels.severity).toMatch(/^(critical|warning|info)$/);
+      // Label names stand in `by (…)` and in selectors `{…}`; what is left names metrics.
+      const metrics = rule.expr.replace(/by \([^)]*\)/g, '').replace(/\{[^}]*\}/g, '');
+      for (const [name] of metrics.matchAll(/\bdsat_[a-z_]+/g)) {
+        expect({ alert: rule.alert, metric: name, served: served.has(name) }).toEqual({
+          alert: rule.alert,
+          metric: name,
+          served: true,
+        });
+      }
+    }
 
     const elsewhere = await fetch(upAddress(up, 'metrics').replace(/\/metrics$/, '/'));
     expect(elsewhere.status).toBe(404);
