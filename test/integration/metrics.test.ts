@@ -225,6 +225,15 @@ describe('Prometheus metrics of dsat up --processes', () => {
     const worker = await scrape(urls.worker!);
     expect(value(worker, 'target_info', { service_name: 'dsat-worker' })).toBe(1);
     expect(value(worker, 'dsat_worker_reports_total', { dsat_outcome: 'succeeded' })).toBe(3);
+
+    // A child restarted after a crash serves its metrics where it did before.
+    const routerPid = Number(
+      /\(pid (\d+)\)/.exec(up.stdout.find((l) => l.trim().startsWith('router '))!)![1],
+    );
+    process.kill(routerPid, 'SIGKILL');
+    await up.waitForLine(/router is back on/, 30_000, 'stderr');
+    const again = await scrape(urls.router!);
+    expect(value(again, 'target_info', { service_name: 'dsat-router' })).toBe(1);
   });
 });
 
