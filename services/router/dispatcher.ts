@@ -278,7 +278,11 @@ export class Dispatcher {
 
   private attemptEnded(t: HeldTask, ok: boolean) {
     this.stage(t.stage.name).stats.finished(ok);
-    this.options.onAttemptEnded?.(t.stage.name, ok, (this.now() - t.startedAt) / 1000);
+    try {
+      this.options.onAttemptEnded?.(t.stage.name, ok, (this.now() - t.startedAt) / 1000);
+    } catch {
+      // Metrics must never disturb dispatch.
+    }
   }
 
   /** An attempt of the stage stopped running: a stage held at its limit may dispatch again. */

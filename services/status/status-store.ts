@@ -975,7 +975,13 @@ export class StatusStore {
     this.counters.puts += opCount;
     this.counters.writtenBytes += bytes;
     this.counters.tasksCreated += build.created;
-    if (observer) observer(build.entries, ended!);
+    if (observer) {
+      try {
+        observer(build.entries, ended!);
+      } catch {
+        // Metrics must never fail a commit that is already durable.
+      }
+    }
     this.hub.publish({ first: build.first, last, entries: build.entries });
   }
 

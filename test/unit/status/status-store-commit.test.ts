@@ -75,6 +75,31 @@ describe('group commit', () => {
     expect(store.stats()).toMatchObject({ commits: 1, transitions: 2 });
   });
 
+  it('tells onCommitted of each commit: its transitions and the tasks it ended', async () => {
+    const seen: { states: number[]; ended: string[] }[] = [];
+    const store = await open({
+      onCommitted: (entries, ended) =>
+        seen.push({ states: entries.map((e) => e.entry.to), ended: ended.map((t) => t.taskId) }),
+    });
+    await createTask(store, 'a');
+    await move(store, 'a', S.TASK_STATE_CANCELLED);
+    expect(seen).toEqual([
+      { states: [S.TASK_STATE_SUBMITTED, S.TASK_STATE_QUEUED], ended: [] },
+      { states: [S.TASK_STATE_CANCELLED], ended: ['a'] },
+    ]);
+  });
+
+  it('answers a durable commit OK even when onCommitted throws', async () => {
+    const store = await open({
+      onCommitted: () => {
+        throw new Error('a broken metrics hook');
+      },
+    });
+    await createTask(store, 'a');
+    expect((await store.getTask('a')).state).toBe(S.TASK_STATE_QUEUED);
+    expect(store.stats()).toMatchObject({ commits: 1, transitions: 2 });
+  });
+
   it('counts the bytes it puts: a 10 kB input is written once, in the record', async () => {
     const store = await open();
     const data = Buffer.alloc(10_000, 7);
