@@ -1,10 +1,5 @@
 import type { BatchObservableResult } from '@opentelemetry/api';
-import {
-  dsatMeter,
-  metricsActive,
-  observableInts,
-  stageOutcomeAttributes,
-} from '../shared/metrics';
+import { dsatMeter, metricsActive, observableInts, attributeSets } from '../shared/metrics';
 import type { Dispatcher } from './dispatcher';
 
 /**
@@ -54,7 +49,7 @@ export function routerMetrics(): RouterMetrics {
     'dsat.router.attempt.duration',
     'Seconds from an attempt’s dispatch to its end, by stage and outcome.',
   );
-  const stageOutcome = stageOutcomeAttributes();
+  const stageOutcome = attributeSets(['dsat.stage', 'dsat.outcome']);
   const attrs = (stage: string, ok: boolean) => stageOutcome(stage, ok ? 'done' : 'failed');
   const observers: (() => void)[] = [];
   return {

@@ -8,6 +8,7 @@ import type * as OtlpProto from '@opentelemetry/exporter-metrics-otlp-proto';
 import type * as Prometheus from '@opentelemetry/exporter-prometheus';
 import type * as Resources from '@opentelemetry/resources';
 import type * as SdkMetrics from '@opentelemetry/sdk-metrics';
+import { exportersFromEnv, otlpProtocol, positiveFromEnv } from './otel-env';
 
 /*
  * Metrics of a dsat process through OpenTelemetry: a Prometheus endpoint (`--metrics-port`) and
@@ -63,14 +64,27 @@ export function observableInts(meter: Meter = dsatMeter()) {
   };
 }
 
-/** The attributes of a stage and an outcome, made once each rather than on every record. */
-export function stageOutcomeAttributes(): (stage: string, outcome: string) => Attributes {
+/** Series of one metric kept at most; later new ones are counted as one overflow series. */
+export const MAX_SERIES = 4096;
+
+/** The attributes of the overflow series, as the SDK names it. */
+export const OVERFLOW_ATTRIBUTES: Attributes = Object.freeze({ 'otel.metric.overflow': true });
+
+/**
+ * The attribute sets of one metric by their values (in the order of `names`), each made once and
+ * kept, so a record reuses an object instead of making one; past `max` sets, the overflow set.
+ */
+export function attributeSets(
+  names: readonly string[],
+  max = MAX_SERIES,
+): (...values: string[]) => Attributes {
   const made = new Map<string, Attributes>();
-  return (stage, outcome) => {
-    const key = `${stage}\0${outcome}`;
+  return (...values) => {
+    const key = values.join('\0');
     let a = made.get(key);
     if (a === undefined) {
-      a = { 'dsat.stage': stage, 'dsat.outcome': outcome };
+      if (made.size >= max) return OVERFLOW_ATTRIBUTES;
+      a = Object.fromEntries(names.map((name, i) => [name, values[i]]));
       made.set(key, a);
     }
     return a;
@@ -101,29 +115,12 @@ export interface Metrics {
 
 const OFF: Metrics = { enabled: false, shutdown: () => Promise.resolve() };
 
-/**
- * The exporters OTEL_METRICS_EXPORTER names (otlp, prometheus, console, none). Unset, metrics go
- * over OTLP only when an OTLP endpoint is set, as traces do: a process with no OTEL_* variables
- * sends nothing anywhere.
- */
-export function metricExportersFromEnv(env: NodeJS.ProcessEnv): string[] {
-  const named = (env.OTEL_METRICS_EXPORTER ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  if (named.includes('none')) return [];
-  if (named.length > 0) return [...new Set(named)];
-  const endpoint = env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  return endpoint === undefined ? [] : ['otlp'];
-}
-
 /** The OTLP protocol and URL of metrics, as the OTEL_EXPORTER_OTLP_* variables give them. */
 export function otlpMetricsTarget(env: NodeJS.ProcessEnv): {
   protocol: string;
   url: string | undefined;
 } {
-  const protocol =
-    env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
+  const protocol = otlpProtocol(env, 'METRICS');
   const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, '');
   const url =
     env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ??
@@ -137,11 +134,6 @@ function otlpExporter(env: NodeJS.ProcessEnv): SdkMetrics.PushMetricExporter {
   if (protocol === 'grpc') return new (load.grpc().OTLPMetricExporter)(config);
   if (protocol === 'http/json') return new (load.http().OTLPMetricExporter)(config);
   return new (load.proto().OTLPMetricExporter)(config);
-}
-
-function positiveMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const v = Number(env[name]?.trim() || NaN);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
 /** An HTTP server answering GET /metrics from the exporter; errors name the address. */
@@ -181,11 +173,11 @@ async function servePrometheus(
 export async function startMetrics(options: MetricsOptions): Promise<Metrics> {
   const env = options.env ?? process.env;
   if (env.OTEL_SDK_DISABLED === 'true') return OFF;
-  const exporters = metricExportersFromEnv(env);
+  const exporters = exportersFromEnv(env, 'METRICS');
   const prometheusPort =
     options.prometheusPort ??
     (exporters.includes('prometheus')
-      ? positiveMs(env, 'OTEL_EXPORTER_PROMETHEUS_PORT', 9464)
+      ? positiveFromEnv(env, 'OTEL_EXPORTER_PROMETHEUS_PORT', 9464)
       : undefined);
   const push = exporters.filter((e) => e === 'otlp' || e === 'console');
   if (prometheusPort === undefined && push.length === 0) return OFF;
@@ -202,7 +194,7 @@ export async function startMetrics(options: MetricsOptions): Promise<Metrics> {
     prometheusUrl = `http://${host.includes(':') ? `[${host}]` : host}:${port}/metrics`;
     readers.push(exporter);
   }
-  const exportIntervalMillis = positiveMs(env, 'OTEL_METRIC_EXPORT_INTERVAL', 60_000);
+  const exportIntervalMillis = positiveFromEnv(env, 'OTEL_METRIC_EXPORT_INTERVAL', 60_000);
   for (const name of push) {
     readers.push(
       new sdk.PeriodicExportingMetricReader({
@@ -210,7 +202,7 @@ export async function startMetrics(options: MetricsOptions): Promise<Metrics> {
         exportIntervalMillis,
         exportTimeoutMillis: Math.min(
           exportIntervalMillis,
-          positiveMs(env, 'OTEL_METRIC_EXPORT_TIMEOUT', 30_000),
+          positiveFromEnv(env, 'OTEL_METRIC_EXPORT_TIMEOUT', 30_000),
         ),
       }),
     );

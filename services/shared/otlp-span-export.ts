@@ -12,6 +12,7 @@ import {
 } from '@opentelemetry/otlp-exporter-base/node-http';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { positiveFromEnv } from './otel-env';
 import { SpanBatch } from './otlp-span-encoder';
 
 /*
@@ -32,10 +33,7 @@ export interface BatchSettings {
 
 /** The BatchSpanProcessor's defaults and OTEL_BSP_* variables; a bad value means its default. */
 export function batchSettingsFromEnv(env: NodeJS.ProcessEnv): BatchSettings {
-  const positive = (name: string, fallback: number) => {
-    const value = Number(env[name]?.trim() || NaN);
-    return Number.isFinite(value) && value > 0 ? value : fallback;
-  };
+  const positive = (name: string, fallback: number) => positiveFromEnv(env, name, fallback);
   const maxQueueSize = positive('OTEL_BSP_MAX_QUEUE_SIZE', 2048);
   return {
     scheduledDelayMillis: positive('OTEL_BSP_SCHEDULE_DELAY', 5000),

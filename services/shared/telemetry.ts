@@ -5,6 +5,7 @@ import type { ReadableSpan, SpanExporter, SpanProcessor } from '@opentelemetry/s
 import type * as TraceBase from '@opentelemetry/sdk-trace-base';
 import type * as SpanExport from './otlp-span-export';
 import type * as TaskSpan from './task-span';
+import { exportersFromEnv, otlpProtocol } from './otel-env';
 import { dsatTracer, useTaskSpanMaker } from './task-tracing';
 
 /*
@@ -45,15 +46,8 @@ export interface TelemetryOptions {
 
 /** The processor that exports over OTLP, or undefined when the OTEL_* variables ask for none. */
 function otlpProcessorFromEnv(env: NodeJS.ProcessEnv): SpanProcessor | undefined {
-  const exporters = (env.OTEL_TRACES_EXPORTER ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  const wanted = exporters.length > 0 ? exporters.includes('otlp') : endpoint !== undefined;
-  if (!wanted) return undefined;
-  const protocol =
-    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
+  if (!exportersFromEnv(env, 'TRACES').includes('otlp')) return undefined;
+  const protocol = otlpProtocol(env, 'TRACES');
   const batch = (exporter: SpanExporter) => new (load.base().BatchSpanProcessor)(exporter);
   if (protocol === 'grpc') return batch(new (load.grpc().OTLPTraceExporter)());
   if (protocol === 'http/json') return batch(new (load.http().OTLPTraceExporter)());

@@ -1,16 +1,23 @@
 import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
 import { taskStateToJSON } from '../../gen/dsat/task/v1/task';
 import type { Task } from '../../gen/dsat/task/v1/task';
-import { dsatMeter, metricsActive, observableInts } from '../shared/metrics';
+import { attributeSets, dsatMeter, metricsActive, observableInts } from '../shared/metrics';
 import type { FeedEntry } from './store-codec';
 import type { StoreStats } from './status-store';
 
-/** Series of dsat.task.transitions kept at most; later new ones are counted as one overflow. */
-const MAX_TRANSITION_SERIES = 4096;
 /** A reason is a label only when it looks like one of dsat's codes (bounded, not free text). */
 const REASON_LABEL = /^[A-Z][A-Z0-9_]{0,47}$/;
 
-const stateName = (state: number) => taskStateToJSON(state).replace(/^TASK_STATE_/, '');
+/** TaskState names without their prefix, by number: SUCCEEDED, RETRY_WAIT, … */
+const STATE_NAMES = new Map<number, string>();
+const stateName = (state: number) => {
+  let name = STATE_NAMES.get(state);
+  if (name === undefined) {
+    name = taskStateToJSON(state).replace(/^TASK_STATE_/, '');
+    STATE_NAMES.set(state, name);
+  }
+  return name;
+};
 
 /**
  * The status service's metrics: every committed transition by pipeline, stage, state and reason
@@ -77,41 +84,28 @@ export function statusMetrics(): StatusMetrics {
     '{stream}',
   );
 
-  const counts = new Map<string, { attributes: Attributes; n: number }>();
-  const overflow = { attributes: { 'otel.metric.overflow': true }, n: 0 };
+  // By attribute set: the overflow set, past MAX_SERIES, is one more key.
+  const counts = new Map<Attributes, number>();
+  const transitionSets = attributeSets([
+    'dsat.pipeline',
+    'dsat.stage',
+    'dsat.state',
+    'dsat.reason',
+  ]);
   const count = (e: FeedEntry) => {
     const reason = REASON_LABEL.test(e.entry.reason) ? e.entry.reason : 'OTHER';
-    const key = `${e.pipeline}\0${e.entry.stage}\0${e.entry.to}\0${reason}`;
-    let c = counts.get(key);
-    if (c === undefined) {
-      if (counts.size >= MAX_TRANSITION_SERIES) {
-        overflow.n++;
-        return;
-      }
-      c = {
-        attributes: {
-          'dsat.pipeline': e.pipeline,
-          'dsat.stage': e.entry.stage,
-          'dsat.state': stateName(e.entry.to),
-          'dsat.reason': reason,
-        },
-        n: 0,
-      };
-      counts.set(key, c);
-    }
-    c.n++;
+    const a = transitionSets(e.pipeline, e.entry.stage, stateName(e.entry.to), reason);
+    counts.set(a, (counts.get(a) ?? 0) + 1);
   };
-  const endedAttributes = new Map<string, Attributes>();
+  const endedSets = attributeSets(['dsat.pipeline', 'dsat.state']);
   const ended = (t: Task) => {
-    const key = `${t.pipeline}\0${t.state}`;
-    let a = endedAttributes.get(key);
-    if (a === undefined) {
-      a = { 'dsat.pipeline': t.pipeline, 'dsat.state': stateName(t.state) };
-      if (endedAttributes.size < MAX_TRANSITION_SERIES) endedAttributes.set(key, a);
-    }
     const created = t.createdAt?.getTime();
+    if (created === undefined) return;
     const endedAt = t.updatedAt?.getTime() ?? Date.now();
-    if (created !== undefined) duration.record(Math.max(0, endedAt - created) / 1000, a);
+    duration.record(
+      Math.max(0, endedAt - created) / 1000,
+      endedSets(t.pipeline, stateName(t.state)),
+    );
   };
 
   const observers: (() => void)[] = [];
@@ -122,8 +116,7 @@ export function statusMetrics(): StatusMetrics {
     },
     observe(stats) {
       const callback = (result: BatchObservableResult) => {
-        for (const c of counts.values()) result.observe(transitions, c.n, c.attributes);
-        if (overflow.n > 0) result.observe(transitions, overflow.n, overflow.attributes);
+        for (const [attributes, n] of counts) result.observe(transitions, n, attributes);
         const s = stats();
         result.observe(commits, s.commits);
         result.observe(written, s.writtenBytes);

@@ -145,7 +145,7 @@ export interface StatusStoreOptions {
   readonly maxUnfinishedBytes?: number;
   /**
    * Told of every durable commit: its transitions, and the tasks it ended (for metrics). Called
-   * after the store's state moved, before watchers hear of it; it must not throw.
+   * after the store's state moved, before watchers hear of it; what it throws is ignored.
    */
   readonly onCommitted?: (entries: readonly FeedEntry[], ended: readonly Task[]) => void;
 }

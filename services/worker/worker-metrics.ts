@@ -1,10 +1,5 @@
 import type { TaskContext, Worker, WorkerHooks } from '../../sdk/worker';
-import {
-  dsatMeter,
-  metricsActive,
-  observableInts,
-  stageOutcomeAttributes,
-} from '../shared/metrics';
+import { dsatMeter, metricsActive, observableInts, attributeSets } from '../shared/metrics';
 
 /**
  * A worker process's metrics: how long its handlers take per stage and how they end (as the
@@ -41,7 +36,7 @@ export function workerMetrics(): WorkerMetrics {
     'Results and failures the router answered, by outcome: succeeded, failed, or refused (the attempt was no longer running).',
     '{report}',
   );
-  const attrs = stageOutcomeAttributes();
+  const attrs = attributeSets(['dsat.stage', 'dsat.outcome']);
   const record = (ctx: TaskContext, outcome: Outcome, started: number) =>
     duration.record(
       (performance.now() - started) / 1000,

@@ -1,30 +1,49 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  attributeSets,
   dsatMeter,
-  metricExportersFromEnv,
   metricsActive,
+  OVERFLOW_ATTRIBUTES,
   otlpMetricsTarget,
   startMetrics,
 } from '../../../services/shared/metrics';
+import { exportersFromEnv } from '../../../services/shared/otel-env';
 
 describe('metric exporters from the OTEL_* variables', () => {
   it('are those OTEL_METRICS_EXPORTER names, none with "none"', () => {
-    expect(metricExportersFromEnv({ OTEL_METRICS_EXPORTER: 'prometheus, otlp,otlp' })).toEqual([
-      'prometheus',
-      'otlp',
-    ]);
-    expect(metricExportersFromEnv({ OTEL_METRICS_EXPORTER: 'otlp,none' })).toEqual([]);
+    expect(exportersFromEnv({ OTEL_METRICS_EXPORTER: 'prometheus, otlp,otlp' }, 'METRICS')).toEqual(
+      ['prometheus', 'otlp'],
+    );
+    expect(exportersFromEnv({ OTEL_METRICS_EXPORTER: 'otlp,none' }, 'METRICS')).toEqual([]);
   });
 
   it('default to OTLP only when an OTLP endpoint is set, so nothing is sent anywhere unasked', () => {
-    expect(metricExportersFromEnv({})).toEqual([]);
+    expect(exportersFromEnv({}, 'METRICS')).toEqual([]);
     expect(
-      metricExportersFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' }),
+      exportersFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' }, 'METRICS'),
     ).toEqual(['otlp']);
     expect(
-      metricExportersFromEnv({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://c:4318/v1/metrics' }),
+      exportersFromEnv(
+        { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://c:4318/v1/metrics' },
+        'METRICS',
+      ),
     ).toEqual(['otlp']);
+  });
+});
+
+describe('trace exporters from the OTEL_* variables', () => {
+  it('follow the same rule, with the variables of traces', () => {
+    expect(exportersFromEnv({ OTEL_TRACES_EXPORTER: 'otlp' }, 'TRACES')).toEqual(['otlp']);
+    expect(
+      exportersFromEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces' }, 'TRACES'),
+    ).toEqual(['otlp']);
+    expect(
+      exportersFromEnv(
+        { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://c:4318/v1/metrics' },
+        'TRACES',
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -43,6 +62,18 @@ describe('the OTLP target of metrics', () => {
       otlpMetricsTarget({ ...base, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://m:4318/x' }).url,
     ).toBe('http://m:4318/x');
     expect(otlpMetricsTarget({}).url).toBeUndefined();
+  });
+});
+
+describe('attribute sets', () => {
+  it('are made once per values and named in order; past the most kept, the overflow set', () => {
+    const sets = attributeSets(['dsat.stage', 'dsat.outcome'], 2);
+    const done = sets('parse', 'done');
+    expect(done).toEqual({ 'dsat.stage': 'parse', 'dsat.outcome': 'done' });
+    expect(sets('parse', 'done')).toBe(done);
+    expect(sets('parse', 'failed')).toEqual({ 'dsat.stage': 'parse', 'dsat.outcome': 'failed' });
+    expect(sets('hash', 'done')).toBe(OVERFLOW_ATTRIBUTES);
+    expect(sets('parse', 'done')).toBe(done);
   });
 });
 
