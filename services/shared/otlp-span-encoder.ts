@@ -1,5 +1,6 @@
 import type { HrTime, SpanContext } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { SharedAttributes } from './task-tracing';
 
 /*
  * Encodes finished spans as an OTLP ExportTraceServiceRequest (protobuf), byte for byte what
@@ -250,7 +251,19 @@ function keyField(key: string): Uint8Array | undefined {
 
 function keyValues(w: Writer, attributes: Record<string, unknown>, field: number): void {
   const keys = Object.keys(attributes);
-  for (let i = 0; i < keys.length; i++) {
+  keyValueRange(w, attributes, keys, 0, keys.length, field);
+}
+
+/** The KeyValues of `keys[from, to)`. */
+function keyValueRange(
+  w: Writer,
+  attributes: Record<string, unknown>,
+  keys: readonly string[],
+  from: number,
+  to: number,
+  field: number,
+): void {
+  for (let i = from; i < to; i++) {
     const key = keys[i]!;
     const value = attributes[key];
     const kf = keyField(key);
@@ -310,6 +323,25 @@ function shortKeyValue(w: Writer, field: number, kf: Uint8Array, value: unknown)
   return true;
 }
 
+/** A span's attributes (field 9): those it shares with others (a task span's) copied as encoded once. */
+function spanAttributes(w: Writer, s: ReadableSpan): void {
+  const shared = (s as { sharedAttributes?: SharedAttributes }).sharedAttributes;
+  if (shared === undefined) return keyValues(w, s.attributes, 9);
+  const keys = Object.keys(s.attributes);
+  const own = keys.length - shared.count;
+  if (own < 0) return keyValues(w, s.attributes, 9);
+  keyValueRange(w, s.attributes, keys, 0, own, 9);
+  let bytes = shared.encoded;
+  if (bytes === undefined) {
+    const once = new Writer(256);
+    keyValueRange(once, s.attributes, keys, own, keys.length, 9);
+    bytes = shared.encoded = once.buf.subarray(0, once.pos);
+  }
+  w.ensure(bytes.length);
+  w.buf.set(bytes, w.pos);
+  w.pos += bytes.length;
+}
+
 function flags(traceFlags: number, isRemote: boolean | undefined): number {
   return (traceFlags & 0xff) | HAS_IS_REMOTE | (isRemote ? IS_REMOTE : 0);
 }
@@ -356,7 +388,7 @@ function span(w: Writer, s: ReadableSpan): void {
   w.hrTime(s.startTime);
   w.byte(tag(8, I64));
   w.hrTime(s.endTime);
-  if (s.attributes) keyValues(w, s.attributes, 9);
+  if (s.attributes) spanAttributes(w, s);
   w.byte(tag(10, VARINT));
   w.varint(s.droppedAttributesCount);
   for (const e of s.events) {

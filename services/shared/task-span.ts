@@ -24,6 +24,7 @@ import {
 } from '@opentelemetry/core';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { randomHexId } from './random-ids';
+import type { SharedAttributes } from './task-tracing';
 
 /*
  * dsat's own spans (submit, dispatch, process) made without the SDK's general tracer. Its
@@ -64,6 +65,7 @@ export class TaskSpanRecorder {
     parent: SpanContext | undefined,
     attributes: Attributes,
     links: readonly Link[],
+    shared?: SharedAttributes,
   ): Span {
     const spanId = randomHexId(8);
     if (parent && this.options.parentBased && (parent.traceFlags & TraceFlags.SAMPLED) === 0) {
@@ -80,7 +82,7 @@ export class TaskSpanRecorder {
       traceFlags: TraceFlags.SAMPLED,
       traceState: parent?.traceState,
     };
-    const span = new TaskSpan(this.options, name, kind, spanContext, parent, attributes);
+    const span = new TaskSpan(this.options, name, kind, spanContext, parent, attributes, shared);
     for (const link of links) span.addLink(link);
     const parentContext = new ParentContext(parent);
     for (const p of this.options.processors) p.onStart(span, parentContext);
@@ -137,6 +139,8 @@ class TaskSpan implements Span, ReadableSpan {
     private readonly context: SpanContext,
     readonly parentSpanContext: SpanContext | undefined,
     readonly attributes: Attributes,
+    /** The last of `attributes` shared with other spans; dropped once an attribute is set. */
+    public sharedAttributes: SharedAttributes | undefined,
   ) {
     this.resource = recorder.resource;
     this.instrumentationScope = recorder.scope;
@@ -167,6 +171,7 @@ class TaskSpan implements Span, ReadableSpan {
       return this;
     }
     this.attributes[key] = value;
+    this.sharedAttributes = undefined;
     if (isNew) this.attributeCount++;
     return this;
   }

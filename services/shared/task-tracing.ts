@@ -66,25 +66,60 @@ export interface TaskSpanFacts {
   readonly parentTaskId?: string;
 }
 
-/** `dsat.*` attributes plus the OpenTelemetry messaging conventions. */
 export type TaskOperation = 'send' | 'receive' | 'process';
 
+/**
+ * The attributes that every span of one operation on one stage shares in a process (pipeline,
+ * stage, operation, worker): the last `count` of a task span's attributes, in the same order each
+ * time. The span encoder writes their bytes once and copies them into every span after
+ * (otlp-span-encoder.ts); written anew per span, they were most of a task span's encoding.
+ */
+export interface SharedAttributes {
+  readonly count: number;
+  /** Their OTLP KeyValue fields as a span's attributes; set by the encoder on first use. */
+  encoded: Uint8Array | undefined;
+}
+
+const sharedAttributes = new Map<string, SharedAttributes>();
+/** Kinds of span remembered; past it (a process with thousands of stages), none is shared. */
+const SHARED_ATTRIBUTES_MAX = 4096;
+
+/** The attributes `taskAttributes` gives every span of this operation, stage and worker. */
+export function sharedTaskAttributes(
+  facts: TaskSpanFacts,
+  operation: TaskOperation,
+): SharedAttributes | undefined {
+  // \u0001 stands for an absent stage or worker, which no name contains (names are checked).
+  const key = `${operation}\u0000${facts.pipeline}\u0000${facts.stage ?? '\u0001'}\u0000${facts.workerId ?? '\u0001'}`;
+  let shared = sharedAttributes.get(key);
+  if (shared === undefined && sharedAttributes.size < SHARED_ATTRIBUTES_MAX) {
+    const count = 4 + (facts.stage !== undefined ? 2 : 0) + (facts.workerId !== undefined ? 1 : 0);
+    shared = { count, encoded: undefined };
+    sharedAttributes.set(key, shared);
+  }
+  return shared;
+}
+
+/**
+ * `dsat.*` attributes plus the OpenTelemetry messaging conventions: the task's own first, then
+ * those shared by every span of its operation and stage (`sharedTaskAttributes`).
+ */
 export function taskAttributes(facts: TaskSpanFacts, operation: TaskOperation): Attributes {
   const a: Attributes = {
     'dsat.task_id': facts.taskId,
-    'dsat.pipeline': facts.pipeline,
-    'messaging.system': 'dsat',
-    'messaging.operation.type': operation,
-    'messaging.operation.name': operation,
     'messaging.message.id': facts.taskId,
   };
+  if (facts.attempt !== undefined) a['dsat.attempt'] = facts.attempt;
+  if (facts.parentTaskId) a['dsat.parent_task_id'] = facts.parentTaskId;
+  a['dsat.pipeline'] = facts.pipeline;
+  a['messaging.system'] = 'dsat';
+  a['messaging.operation.type'] = operation;
+  a['messaging.operation.name'] = operation;
   if (facts.stage !== undefined) {
     a['dsat.stage'] = facts.stage;
     a['messaging.destination.name'] = facts.stage;
   }
-  if (facts.attempt !== undefined) a['dsat.attempt'] = facts.attempt;
   if (facts.workerId !== undefined) a['dsat.worker_id'] = facts.workerId;
-  if (facts.parentTaskId) a['dsat.parent_task_id'] = facts.parentTaskId;
   return a;
 }
 
@@ -129,6 +164,7 @@ export function startTaskSpan(
         parseTraceparent(parentTraceparent),
         taskAttributes(facts, operation),
         options.links ?? [],
+        sharedTaskAttributes(facts, operation),
       );
     }
     if (!taskTracingActive()) return NO_TASK_SPAN;

@@ -12,7 +12,14 @@ import {
 import fc from 'fast-check';
 import { otlpJsonFromProtobuf } from '../../../services/shared/otlp-protobuf';
 import { SpanBatch } from '../../../services/shared/otlp-span-encoder';
-import { SPAN_NAMES, taskAttributes } from '../../../services/shared/task-tracing';
+import { TaskSpanRecorder } from '../../../services/shared/task-span';
+import {
+  SPAN_NAMES,
+  sharedTaskAttributes,
+  taskAttributes,
+  type TaskOperation,
+  type TaskSpanFacts,
+} from '../../../services/shared/task-tracing';
 
 /** The request a batch of these spans makes, as the export processor sends it. */
 function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
@@ -186,6 +193,57 @@ describe('the OTLP span encoder', () => {
       key: 'dsat.task_id',
       value: { stringValue: 'task-7' },
     });
+  });
+
+  it('copies the attributes task spans share, as encoded once, only while they still hold', () => {
+    const exporter = new InMemorySpanExporter();
+    const recorder = new TaskSpanRecorder({
+      resource: resources[0]!,
+      scope: scopes[0]!,
+      processors: [new SimpleSpanProcessor(exporter)],
+      parentBased: true,
+    });
+    const facts: fc.Arbitrary<TaskSpanFacts> = fc.record(
+      {
+        taskId: fc.uuid(),
+        pipeline: fc.constantFrom('demo', 'etl'),
+        stage: fc.constantFrom('parse', 'hash'),
+        attempt: fc.integer({ min: 1, max: 200 }),
+        workerId: fc.constantFrom('w-1', 'wörker-2'),
+        parentTaskId: fc.constantFrom('', 'a1.1.hash'),
+      },
+      { requiredKeys: ['taskId', 'pipeline'] },
+    );
+    // A handler may set or overwrite attributes after the start, shared ones too.
+    const change = fc.option(
+      fc.tuple(fc.constantFrom('dsat.stage', 'messaging.system', 'http.route', 'k'), text),
+      { nil: undefined },
+    );
+    const started = fc.record({
+      facts,
+      operation: fc.constantFrom<TaskOperation>('send', 'receive', 'process'),
+      change,
+    });
+    fc.assert(
+      fc.property(fc.array(started, { minLength: 1, maxLength: 12 }), (list) => {
+        exporter.reset();
+        for (const { facts: f, operation, change: c } of list) {
+          const s = recorder.start(
+            SPAN_NAMES.process(f.stage ?? 'none'),
+            SpanKind.CONSUMER,
+            undefined,
+            taskAttributes(f, operation),
+            [],
+            sharedTaskAttributes(f, operation),
+          );
+          if (c) s.setAttribute(c[0], c[1]);
+          s.end();
+        }
+        const spans = exporter.getFinishedSpans();
+        expect(Buffer.from(encodeSpans(spans)).equals(reference(spans))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('encodes no spans as an empty request', () => {
