@@ -46,7 +46,7 @@ export function createRouterService(
   deps: RouterServiceDeps,
 ): RouterServiceImplementation<TerminatorContext> {
   return {
-    submitTask: (req, context) => deps.intake.submit(req, callTraceparent(context)),
+    submitTask: (req, context) => deps.intake.submit(req, callTraceparent(context), context.signal),
 
     submitTasks: (requests, context) =>
       runSubmitStream(

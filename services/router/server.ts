@@ -65,6 +65,11 @@ export async function startRouterServer(
         StatusServiceDefinition.fullName,
         StatusServiceDefinition.methods.applyTransitions,
       ),
+    // Writes wait unsent (withdrawable) until a connection is up, rather than on a dead stream.
+    ready: () =>
+      new Promise<void>((resolve, reject) =>
+        raw.waitForReady(Date.now() + 5_000, (err) => (err ? reject(err) : resolve())),
+      ),
     logger,
     window: config.statusWindow,
     maxMessageBytes: Math.max(64 * 1024, Math.floor(config.maxMessageSize / 2)),

@@ -15,6 +15,12 @@ export type ApplyStream = ClientDuplexStream<ApplyTransitionsRequest, ApplyTrans
 export interface StatusWriterOptions {
   /** Opens a new ApplyTransitions stream (after a break, again). */
   readonly connect: () => ApplyStream;
+  /**
+   * Resolves once a connection to the status service is up. Without it a stream is opened at
+   * once, and writes put on a stream that never connected count as sent: they can no longer be
+   * withdrawn, though they never left.
+   */
+  readonly ready?: () => Promise<void>;
   readonly logger: Logger;
   /** Most messages in flight at once; more writes wait and ride in the next, larger message. */
   readonly window?: number;
@@ -30,8 +36,19 @@ export interface StatusWriterOptions {
  * are idempotent by transition_id, so re-sending one that was committed is answered OK again.
  */
 export interface StatusWriter {
-  /** Queues a write; `onOutcome` runs once when it is committed or refused. Never awaited here. */
-  write<C>(write: TransitionWrite, onOutcome?: OutcomeHandler<C>, context?: C): void;
+  /**
+   * Queues a write; `onOutcome` runs once when it is committed or refused. Never awaited here.
+   * A write whose `abandoned` signal (its caller's call) has fired before it was first sent is
+   * withdrawn instead: never sent, answered CANCELLED (CALLER_GONE).
+   */
+  write<C>(
+    write: TransitionWrite,
+    onOutcome?: OutcomeHandler<C>,
+    context?: C,
+    abandoned?: AbortSignal,
+  ): void;
+  /** Withdraws every queued write never sent whose caller is gone; returns how many. */
+  withdrawAbandoned(): number;
   /** Queues writes (one atomic message if they fit) and resolves with their outcomes, in order. */
   commit(writes: readonly TransitionWrite[]): Promise<TransitionOutcome[]>;
   /** Writes queued or in flight. */
@@ -47,8 +64,12 @@ interface Pending {
   readonly handler: OutcomeHandler<unknown> | undefined;
   readonly context: unknown;
   readonly bytes: number;
+  readonly abandoned: AbortSignal | undefined;
+  /** Sent at least once: it may be committed, so it is never withdrawn. */
+  sent: boolean;
 }
 
+const CANCELLED = 1;
 const UNAVAILABLE = 14;
 const WRITE_OVERHEAD = 160;
 
@@ -67,6 +88,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
   let closed = false;
   let backoffMs = 100;
   let reconnectTimer: NodeJS.Timeout | undefined;
+  let connecting = false;
   let idleWaiters: (() => void)[] = [];
   let pendingBytes = 0;
 
@@ -116,7 +138,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     checkIdle();
   }
 
-  function onBroken(stream_: ApplyStream, err: unknown) {
+  function onBroken(stream_: ApplyStream | undefined, err: unknown) {
     if (stream !== stream_) return;
     stream = undefined;
     // Everything sent and not answered goes back in front, in its original order.
@@ -140,35 +162,59 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     reconnectTimer = setTimeout(() => {
       reconnectTimer = undefined;
       open();
-      flush();
     }, wait);
   }
 
+  /** A new stream, once the connection is up, then whatever waits is sent. */
   function open() {
+    if (closed || stream || connecting) return;
+    if (!options.ready) return openNow();
+    connecting = true;
+    options.ready().then(
+      () => {
+        connecting = false;
+        openNow();
+      },
+      (err: unknown) => {
+        connecting = false;
+        if (!closed) onBroken(undefined, err);
+      },
+    );
+  }
+
+  function openNow() {
     if (closed || stream) return;
     const s = connect();
     stream = s;
     s.on('data', onResponse);
     s.on('error', (err) => onBroken(s, err));
     s.on('end', () => onBroken(s, new Error('stream ended')));
+    flush();
   }
 
   function flush() {
     flushScheduled = false;
     if (!stream) {
-      if (!reconnectTimer && !closed) open();
-      if (!stream) return;
+      if (!reconnectTimer) open();
+      return;
     }
     while (queued() > 0 && sent.length < window) {
       const writes: Pending[] = [];
       let bytes = 0;
       while (queued() > 0) {
         const p = queue[head]!;
+        if (!p.sent && p.abandoned?.aborted) {
+          head++;
+          withdraw(p);
+          continue;
+        }
         if (writes.length > 0 && bytes + p.bytes > maxBytes) break;
         head++;
+        p.sent = true;
         writes.push(p);
         bytes += p.bytes;
       }
+      if (writes.length === 0) break;
       sent.push(writes);
       inflightWrites += writes.length;
       stream.write({ writes: writes.map((p) => p.write) });
@@ -179,18 +225,56 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     }
   }
 
+  function withdraw(p: Pending) {
+    pendingBytes -= p.bytes;
+    queueMicrotask(checkIdle);
+    settle(p, {
+      ...givenUp(
+        p.write,
+        'the caller gave up before the write was sent to the status service; nothing was written',
+        'CALLER_GONE',
+      ),
+      code: CANCELLED,
+    });
+  }
+
+  function withdrawAbandoned(): number {
+    const kept: Pending[] = [];
+    let withdrawn = 0;
+    for (let i = head; i < queue.length; i++) {
+      const p = queue[i]!;
+      if (!p.sent && p.abandoned?.aborted) {
+        withdraw(p);
+        withdrawn++;
+      } else kept.push(p);
+    }
+    if (withdrawn > 0) {
+      queue = kept;
+      head = 0;
+      checkIdle();
+    }
+    return withdrawn;
+  }
+
   function scheduleFlush() {
     if (flushScheduled) return;
     flushScheduled = true;
     setImmediate(flush);
   }
 
-  function write<C>(w: TransitionWrite, onOutcome?: OutcomeHandler<C>, context?: C) {
+  function write<C>(
+    w: TransitionWrite,
+    onOutcome?: OutcomeHandler<C>,
+    context?: C,
+    abandoned?: AbortSignal,
+  ) {
     const p: Pending = {
       write: w,
       handler: onOutcome as OutcomeHandler<unknown> | undefined,
       context,
       bytes: WRITE_OVERHEAD + (w.payload?.data.length ?? 0) + (w.progress?.details.length ?? 0),
+      abandoned,
+      sent: false,
     };
     if (closed) {
       settle(p, givenUp(w, 'the router is shutting down'));
@@ -203,6 +287,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
 
   return {
     write,
+    withdrawAbandoned,
     commit(writes) {
       return new Promise((resolve) => {
         const outcomes: TransitionOutcome[] = new Array<TransitionOutcome>(writes.length);

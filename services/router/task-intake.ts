@@ -169,7 +169,13 @@ export class TaskIntake {
     };
   }
 
-  private create(checked: CheckedSubmit, pipeline: CompiledPipeline, done: CreateContext['done']) {
+  /** `abandoned`: the caller's call; a create not yet sent when it fires is never made. */
+  private create(
+    checked: CheckedSubmit,
+    pipeline: CompiledPipeline,
+    done: CreateContext['done'],
+    abandoned?: AbortSignal,
+  ) {
     const taskId = crypto.randomUUID();
     // The submit span parents the whole task: its context is what the task stores and carries.
     const span = startTaskSpan(
@@ -205,8 +211,11 @@ export class TaskIntake {
       fanOutStages: [],
     };
     const ctx: CreateContext = { taskId, traceId, pipeline, checked, traceparent, span, done };
-    const waiting = this.options.writer.pendingBytes;
+    const writer = this.options.writer;
     const most = this.options.maxWaitingWriteBytes ?? MAX_WAITING_WRITE_BYTES;
+    // Creates whose callers gave up while the status service was away need not hold the room.
+    if (writer.pendingBytes + checked.payload.length > most) writer.withdrawAbandoned();
+    const waiting = writer.pendingBytes;
     if (waiting + checked.payload.length > most) {
       const message =
         `${waiting} bytes of writes wait for the status service (away or slow), and this task ` +
@@ -214,7 +223,7 @@ export class TaskIntake {
       this.onCreated(givenUp(w, message, 'STATUS_BACKLOGGED'), ctx);
       return;
     }
-    this.options.writer.write(w, this.onCreated, ctx);
+    writer.write(w, this.onCreated, ctx, abandoned);
   }
 
   private readonly onCreated = (o: TransitionOutcome, ctx: CreateContext) => {
@@ -237,11 +246,16 @@ export class TaskIntake {
   };
 
   /** SubmitTask: resolves once the task is durably QUEUED at its entry stage. */
-  async submit(req: SubmitTaskRequest, metadataTraceparent = ''): Promise<SubmitTaskResponse> {
+  async submit(
+    req: SubmitTaskRequest,
+    metadataTraceparent = '',
+    abandoned?: AbortSignal,
+  ): Promise<SubmitTaskResponse> {
     const checked = this.check(req, metadataTraceparent);
     const pipeline = await this.options.pipelines.latest(checked.pipeline);
     const { outcome, ctx } = await new Promise<{ outcome: TransitionOutcome; ctx: CreateContext }>(
-      (resolve) => this.create(checked, pipeline, (outcome, ctx) => resolve({ outcome, ctx })),
+      (resolve) =>
+        this.create(checked, pipeline, (outcome, ctx) => resolve({ outcome, ctx }), abandoned),
     );
     if (outcome.code !== 0) throw refusal(outcome);
     if (outcome.duplicate || outcome.taskId !== ctx.taskId) {
@@ -259,6 +273,7 @@ export class TaskIntake {
     entries: readonly SubmitTasksEntry[],
     onAck: (ack: SubmitTasksAck) => void,
     metadataTraceparent = '',
+    abandoned?: AbortSignal,
   ): Promise<void> {
     const checked: (CheckedSubmit | undefined)[] = [];
     const names = new Set<string>();
@@ -295,21 +310,26 @@ export class TaskIntake {
         onAck(errorAck(e.clientRef, p));
         return;
       }
-      this.create(c, p, (o, ctx) => {
-        if (o.code !== 0) {
-          onAck(errorAck(e.clientRef, refusal(o)));
-          return;
-        }
-        const duplicate = o.duplicate || o.taskId !== ctx.taskId;
-        onAck({
-          clientRef: e.clientRef,
-          taskId: o.taskId,
-          traceId: duplicate ? '' : ctx.traceId,
-          code: 0,
-          message: '',
-          duplicate,
-        });
-      });
+      this.create(
+        c,
+        p,
+        (o, ctx) => {
+          if (o.code !== 0) {
+            onAck(errorAck(e.clientRef, refusal(o)));
+            return;
+          }
+          const duplicate = o.duplicate || o.taskId !== ctx.taskId;
+          onAck({
+            clientRef: e.clientRef,
+            taskId: o.taskId,
+            traceId: duplicate ? '' : ctx.traceId,
+            code: 0,
+            message: '',
+            duplicate,
+          });
+        },
+        abandoned,
+      );
     });
   }
 }
@@ -330,17 +350,22 @@ function refusal(o: TransitionOutcome): DsatError {
   const kind: ErrorKind =
     o.code === Status.UNAVAILABLE
       ? 'UNAVAILABLE'
-      : o.code === Status.INVALID_ARGUMENT
-        ? 'INVALID_ARGUMENT'
-        : o.code === Status.RESOURCE_EXHAUSTED
-          ? 'RESOURCE_EXHAUSTED'
-          : o.code === Status.NOT_FOUND
-            ? 'NOT_FOUND'
-            : o.code === Status.FAILED_PRECONDITION
-              ? 'FAILED_PRECONDITION'
-              : 'INTERNAL';
+      : o.code === Status.CANCELLED
+        ? 'CANCELLED'
+        : o.code === Status.INVALID_ARGUMENT
+          ? 'INVALID_ARGUMENT'
+          : o.code === Status.RESOURCE_EXHAUSTED
+            ? 'RESOURCE_EXHAUSTED'
+            : o.code === Status.NOT_FOUND
+              ? 'NOT_FOUND'
+              : o.code === Status.FAILED_PRECONDITION
+                ? 'FAILED_PRECONDITION'
+                : 'INTERNAL';
   // Refusals of the router's own (it is stopping, or too much waits for the status service).
-  const own = o.reason === 'ROUTER_SHUTTING_DOWN' || o.reason === 'STATUS_BACKLOGGED';
+  const own =
+    o.reason === 'ROUTER_SHUTTING_DOWN' ||
+    o.reason === 'STATUS_BACKLOGGED' ||
+    o.reason === 'CALLER_GONE';
   return new DsatError(
     kind,
     o.reason || 'CREATE_REFUSED',
@@ -412,7 +437,7 @@ export async function* runSubmitStream(
   const reading = (async () => {
     for await (const req of requests) {
       pending += req.entries.length;
-      intake.submitBatch(req.entries, onAck, metadataTraceparent).catch((err: unknown) => {
+      intake.submitBatch(req.entries, onAck, metadataTraceparent, signal).catch((err: unknown) => {
         logger.error({ err }, 'submit batch failed');
       });
       while (pending >= maxPending && !signal.aborted) {

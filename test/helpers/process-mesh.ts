@@ -26,9 +26,12 @@ export class ProcessMesh {
   env: NodeJS.ProcessEnv = {};
   status!: DsatClient<typeof StatusServiceDefinition>;
 
+  private statusDir = '';
+
   async startStatus(extra: string[] = []): Promise<string> {
     const dir = tempDir('dsat-e2e-');
     this.dirs.push(dir);
+    this.statusDir = dir.path;
     const p = this.spawn(['status', '--port', '0', '--data-dir', dir.path, ...extra]);
     const m = await p.waitForLine(/^status listening on (\S+)$/);
     this.statusAddress = m[1]!;
@@ -36,6 +39,14 @@ export class ProcessMesh {
     this.channels.push(channel);
     this.status = createDsatClient(StatusServiceDefinition, channel);
     return this.statusAddress;
+  }
+
+  /** The status service again, on the same port and store (after the test stopped it). */
+  async restartStatus(extra: string[] = []): Promise<RunningProcess> {
+    const port = this.statusAddress.slice(this.statusAddress.lastIndexOf(':') + 1);
+    const p = this.spawn(['status', '--port', port, '--data-dir', this.statusDir, ...extra]);
+    await p.waitForLine(/^status listening on (\S+)$/);
+    return p;
   }
 
   /** A tracker; routers and workers started after it join it. */

@@ -63,4 +63,40 @@ describe('a router whose status service is away', () => {
     const queued = await mesh.status.listTasks({ filter: { pipeline: 'idle' }, pageSize: 100 });
     expect(queued.tasks).toHaveLength(5);
   });
+
+  it('never creates a task whose caller gave up before its create reached the status service', async () => {
+    mesh = new ProcessMesh();
+    await mesh.startStatus();
+    const status = mesh.procs[0]!;
+    await mesh.savePipeline(linear('idle', ['waits']));
+    const router = await mesh.startRouter();
+    const client = createDsatClient(RouterServiceDefinition, createDsatChannel(router.address), {
+      retryMaxAttempts: 0,
+    });
+    const submit = (deadlineMs: number) =>
+      client.submitTask(
+        { pipeline: 'idle', payload: PAYLOAD, contentType: 'application/octet-stream' },
+        { deadline: new Date(Date.now() + deadlineMs) },
+      );
+    const first = await submit(10_000);
+
+    // The status service is gone: creates wait in the router, unsent, until their callers give up.
+    status.kill('SIGKILL');
+    await status.exited;
+    const abandoned = await Promise.allSettled([submit(800), submit(800), submit(800)]);
+    for (const r of abandoned)
+      expect(r).toMatchObject({ reason: { code: Status.DEADLINE_EXCEEDED } });
+
+    await mesh.restartStatus();
+    let second: { taskId: string } | undefined;
+    const until = Date.now() + 20_000;
+    while (!second) {
+      second = await submit(5_000).catch(() => undefined);
+      if (Date.now() > until)
+        throw new Error('the router took no submit after the status came back');
+    }
+    // Only the two tasks whose callers were answered exist.
+    const tasks = await mesh.status.listTasks({ filter: { pipeline: 'idle' }, pageSize: 100 });
+    expect(tasks.tasks.map((t) => t.taskId).sort()).toEqual([first.taskId, second.taskId].sort());
+  });
 });

@@ -32,6 +32,9 @@ class FakeWriter implements StatusWriter {
   close(): Promise<void> {
     return Promise.resolve();
   }
+  withdrawAbandoned(): number {
+    return 0;
+  }
   /** Answers every waiting write: OK, or what `refuse` says. */
   answer(
     refuse: (w: TransitionWrite) => { code: number; reason: string } | undefined = () => undefined,

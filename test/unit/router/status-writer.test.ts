@@ -106,6 +106,59 @@ describe('the status write stream', () => {
     }
   });
 
+  it('withdraws a write whose caller gave up before it was first sent, never one already sent', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'queueMicrotask'] });
+    try {
+      const streams: FakeStream[] = [];
+      const writer = createStatusWriter({
+        connect: () => {
+          const s = new FakeStream();
+          streams.push(s);
+          return s as unknown as ApplyStream;
+        },
+        logger: createLogger('t', 'silent'),
+      });
+      const outcomes = new Map<string, TransitionOutcome>();
+      const cb = (o: TransitionOutcome) => outcomes.set(o.transitionId, o);
+      const callers = new Map(
+        ['sent', 'queued', 'kept', 'late'].map((k) => [k, new AbortController()]),
+      );
+      const signal = (k: string) => callers.get(k)!.signal;
+      writer.write(w('sent'), cb, undefined, signal('sent'));
+      await tick();
+      // The stream breaks: `sent` goes back to the queue, to be re-sent; new writes wait with it.
+      streams[0]!.emit('error', new Error('reset'));
+      writer.write(w('queued'), cb, undefined, signal('queued'));
+      writer.write(w('kept'), cb, undefined, signal('kept'));
+      writer.write(w('late'), cb, undefined, signal('late'));
+      writer.write(w('plain'), cb);
+      expect(writer.pending).toBe(5);
+      for (const k of ['sent', 'queued']) callers.get(k)!.abort();
+      // Withdrawn at once when asked (a full backlog asks), without waiting for the stream.
+      expect(writer.withdrawAbandoned()).toBe(1);
+      expect(outcomes.get('queued')).toMatchObject({ code: 1, reason: 'CALLER_GONE' });
+      expect(writer.pending).toBe(4);
+      callers.get('late')!.abort();
+      jest.advanceTimersByTime(200);
+      await tick();
+      const again = streams[1]!;
+      // Or when its turn to be sent comes.
+      expect(again.sent.flatMap((m) => m.writes.map((x) => x.transitionId))).toEqual([
+        'sent',
+        'kept',
+        'plain',
+      ]);
+      expect(outcomes.get('late')).toMatchObject({ code: 1, reason: 'CALLER_GONE' });
+      again.answer(0);
+      expect(outcomes.get('sent')).toMatchObject({ code: 0 });
+      expect(writer.pending).toBe(0);
+      expect(writer.pendingBytes).toBe(0);
+      await writer.close(0);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('counts the bytes waiting, queued, in flight or re-sent after a break, until answered', async () => {
     const streams: FakeStream[] = [];
     const writer = createStatusWriter({
