@@ -48,7 +48,11 @@ export function serviceCommand<S extends ConfigSpec>(
     const shutdown = createShutdown(logger);
     exitOnSignals(shutdown, logger);
     // Exports only when the standard OTEL_* variables ask for it; a no-op otherwise.
-    const telemetry = startTelemetry({ serviceName: `dsat-${name}` });
+    const telemetry = startTelemetry({
+      serviceName: `dsat-${name}`,
+      // Only a worker runs user code, whose spans must follow its awaits.
+      contextAcrossAwaits: name === 'worker',
+    });
     shutdown.on('flush-telemetry', 'telemetry', () => telemetry.shutdown());
     try {
       const served = config as { metricsPort?: number; host?: string };

@@ -6,6 +6,7 @@ import type * as TraceBase from '@opentelemetry/sdk-trace-base';
 import type * as SpanExport from './otlp-span-export';
 import type * as TaskSpan from './task-span';
 import { exportersFromEnv, otlpProtocol } from './otel-env';
+import { SynchronousContextManager } from './synchronous-context';
 import { dsatTracer, useTaskSpanMaker } from './task-tracing';
 
 /*
@@ -41,6 +42,12 @@ export interface TelemetryOptions {
   readonly serviceName: string;
   /** Extra processors, e.g. the span store of `dsat up`. */
   readonly spanProcessors?: readonly SpanProcessor[];
+  /**
+   * Whether the active context follows awaits (AsyncLocalStorage, the default): needed where
+   * user handlers run, so that their spans nest under their task's. The router, status and
+   * tracker run without it (synchronous-context.ts says why).
+   */
+  readonly contextAcrossAwaits?: boolean;
   readonly env?: NodeJS.ProcessEnv;
 }
 
@@ -89,6 +96,9 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const sdk = new (load.sdk().NodeSDK)({
     ...(env.OTEL_SERVICE_NAME ? {} : { serviceName: options.serviceName }),
     spanProcessors: [...processors],
+    ...(options.contextAcrossAwaits === false
+      ? { contextManager: new SynchronousContextManager() }
+      : {}),
     // Metrics are started on their own (metrics.ts), never by default to the OTLP endpoint.
     metricReaders: [],
     instrumentations: [],

@@ -8,6 +8,18 @@ jest.setTimeout(60_000);
 
 const PAYLOAD = Buffer.alloc(100_000, 7);
 
+/** Submits a 100 kB task to `idle` through the router at `address`, without retries. */
+function submitter(address: string) {
+  const client = createDsatClient(RouterServiceDefinition, createDsatChannel(address), {
+    retryMaxAttempts: 0,
+  });
+  return (deadlineMs: number) =>
+    client.submitTask(
+      { pipeline: 'idle', payload: PAYLOAD, contentType: 'application/octet-stream' },
+      { deadline: new Date(Date.now() + deadlineMs) },
+    );
+}
+
 describe('a router whose status service is away', () => {
   let mesh: ProcessMesh | undefined;
   afterEach(async () => {
@@ -21,14 +33,7 @@ describe('a router whose status service is away', () => {
     const status = mesh.procs[0]!;
     await mesh.savePipeline(linear('idle', ['waits']));
     const router = await mesh.startRouter(['--max-waiting-write-bytes', '300KiB']);
-    const client = createDsatClient(RouterServiceDefinition, createDsatChannel(router.address), {
-      retryMaxAttempts: 0,
-    });
-    const submit = (deadlineMs: number) =>
-      client.submitTask(
-        { pipeline: 'idle', payload: PAYLOAD, contentType: 'application/octet-stream' },
-        { deadline: new Date(Date.now() + deadlineMs) },
-      );
+    const submit = submitter(router.address);
     await submit(10_000);
 
     // The status service stops answering: each create waits in the router, payload and all.
@@ -70,14 +75,7 @@ describe('a router whose status service is away', () => {
     const status = mesh.procs[0]!;
     await mesh.savePipeline(linear('idle', ['waits']));
     const router = await mesh.startRouter();
-    const client = createDsatClient(RouterServiceDefinition, createDsatChannel(router.address), {
-      retryMaxAttempts: 0,
-    });
-    const submit = (deadlineMs: number) =>
-      client.submitTask(
-        { pipeline: 'idle', payload: PAYLOAD, contentType: 'application/octet-stream' },
-        { deadline: new Date(Date.now() + deadlineMs) },
-      );
+    const submit = submitter(router.address);
     const first = await submit(10_000);
 
     // The status service is gone: creates wait in the router, unsent, until their callers give up.

@@ -36,18 +36,24 @@ const w = (id: string) =>
   transitionWrite(id, 'task', TaskState.TASK_STATE_QUEUED, 1, TaskState.TASK_STATE_DISPATCHED, 1);
 const tick = () => new Promise((r) => setImmediate(r));
 
+/** A writer over fake streams; `streams` holds each one it opened, in order. */
+function writerOverFakes(window?: number) {
+  const streams: FakeStream[] = [];
+  const writer = createStatusWriter({
+    connect: () => {
+      const s = new FakeStream();
+      streams.push(s);
+      return s as unknown as ApplyStream;
+    },
+    logger: createLogger('t', 'silent'),
+    ...(window === undefined ? {} : { window }),
+  });
+  return { writer, streams };
+}
+
 describe('the status write stream', () => {
   it('sends every write of a tick in one message, pipelines up to its window, and keeps order', async () => {
-    const streams: FakeStream[] = [];
-    const writer = createStatusWriter({
-      connect: () => {
-        const s = new FakeStream();
-        streams.push(s);
-        return s as unknown as ApplyStream;
-      },
-      logger: createLogger('t', 'silent'),
-      window: 2,
-    });
+    const { writer, streams } = writerOverFakes(2);
     const done: string[] = [];
     const cb = (o: TransitionOutcome) => done.push(o.transitionId);
     writer.write(w('a'), cb);
@@ -74,16 +80,7 @@ describe('the status write stream', () => {
   it('re-sends unanswered writes on a new stream, in their order, after the old one broke', async () => {
     jest.useFakeTimers({ doNotFake: ['setImmediate'] });
     try {
-      const streams: FakeStream[] = [];
-      const writer = createStatusWriter({
-        connect: () => {
-          const s = new FakeStream();
-          streams.push(s);
-          return s as unknown as ApplyStream;
-        },
-        logger: createLogger('t', 'silent'),
-        window: 4,
-      });
+      const { writer, streams } = writerOverFakes(4);
       const done: string[] = [];
       for (const id of ['a', 'b'])
         writer.write(w(id), (o: TransitionOutcome) => done.push(o.transitionId));
@@ -109,15 +106,7 @@ describe('the status write stream', () => {
   it('withdraws a write whose caller gave up before it was first sent, never one already sent', async () => {
     jest.useFakeTimers({ doNotFake: ['setImmediate', 'queueMicrotask'] });
     try {
-      const streams: FakeStream[] = [];
-      const writer = createStatusWriter({
-        connect: () => {
-          const s = new FakeStream();
-          streams.push(s);
-          return s as unknown as ApplyStream;
-        },
-        logger: createLogger('t', 'silent'),
-      });
+      const { writer, streams } = writerOverFakes();
       const outcomes = new Map<string, TransitionOutcome>();
       const cb = (o: TransitionOutcome) => outcomes.set(o.transitionId, o);
       const callers = new Map(
@@ -160,14 +149,7 @@ describe('the status write stream', () => {
   });
 
   it('counts the bytes waiting, queued, in flight or re-sent after a break, until answered', async () => {
-    const streams: FakeStream[] = [];
-    const writer = createStatusWriter({
-      connect: () => {
-        streams.push(new FakeStream());
-        return streams[streams.length - 1] as unknown as ApplyStream;
-      },
-      logger: createLogger('t', 'silent'),
-    });
+    const { writer, streams } = writerOverFakes();
     const withPayload = (id: string, bytes: number) => ({
       ...w(id),
       payload: { data: Buffer.alloc(bytes), contentType: 'text/plain' },
