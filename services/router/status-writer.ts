@@ -219,6 +219,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       inflightWrites += writes.length;
       stream.write({ writes: writes.map((p) => p.write) });
     }
+    checkIdle(); // writes withdrawn above may have been the last
     if (head > 1024 && head * 2 > queue.length) {
       queue = queue.slice(head);
       head = 0;
@@ -227,7 +228,6 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
 
   function withdraw(p: Pending) {
     pendingBytes -= p.bytes;
-    queueMicrotask(checkIdle);
     settle(p, {
       ...givenUp(
         p.write,
