@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { createChannel, createClient } from 'nice-grpc';
 import type { TransitionOutcome } from '../gen/dsat/status/v1/status';
-import { serviceNodeFlags } from '../cli/node-flags';
+import { serviceEnv, serviceNodeFlags } from '../cli/node-flags';
 import { StatusServiceDefinition, TransitionWrite } from '../gen/dsat/status/v1/status';
 import { TaskState } from '../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../services/shared/grpc-client';
@@ -228,7 +228,7 @@ async function main() {
       'warn',
       ...(SYNC ? [] : ['--no-sync']),
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: serviceEnv() },
   );
   const exited = new Promise((r) => child.once('exit', r));
   const stop = async () => {

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
-import { serviceNodeFlags } from './node-flags';
+import { serviceEnv, serviceNodeFlags } from './node-flags';
 
 /** Restart delays after a crash: doubling from the first to the cap. */
 const BACKOFF_FIRST_MS = 500;
@@ -109,7 +109,7 @@ export class ProcessSupervisor {
         ...(child.metricsPort === undefined ? [] : ['--metrics-port', String(child.metricsPort)]),
       ],
       {
-        env: { ...process.env, ...env },
+        env: serviceEnv({ ...process.env, ...env }),
         // Its own process group: Ctrl-C in a terminal reaches only the supervisor, which then
         // stops the children in order.
         detached: true,

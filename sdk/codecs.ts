@@ -1,4 +1,4 @@
-import { Packr, Unpackr } from 'msgpackr';
+import type * as Msgpackr from 'msgpackr';
 import type { Payload } from '../gen/dsat/task/v1/task';
 import type { ContentType } from '../services/shared/content-types';
 import { checkContentType, CONTENT_TYPES } from '../services/shared/content-types';
@@ -66,13 +66,24 @@ const protobuf: Codec = {
   decode: (bytes) => asBuffer(bytes),
 };
 
-const packr = new Packr({ useRecords: false, moreTypes: false, structuredClone: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false });
+/** msgpackr (and its native addon) is loaded when a msgpack payload first meets a codec. */
+let msgpackr: { packr: Msgpackr.Packr; unpackr: Msgpackr.Unpackr } | undefined;
+function loadMsgpackr() {
+  if (msgpackr === undefined) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Packr, Unpackr } = require('msgpackr') as typeof Msgpackr;
+    msgpackr = {
+      packr: new Packr({ useRecords: false, moreTypes: false, structuredClone: false }),
+      unpackr: new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false }),
+    };
+  }
+  return msgpackr;
+}
 
 const msgpack: Codec = {
   contentType: 'application/msgpack',
   encode: (value) => {
-    const bytes = packr.pack(value);
+    const bytes = loadMsgpackr().packr.pack(value);
     try {
       assertPlainMsgpack(bytes);
     } catch {
@@ -85,7 +96,7 @@ const msgpack: Codec = {
   },
   decode: (bytes) => {
     assertPlainMsgpack(bytes);
-    return unpackr.unpack(bytes) as unknown;
+    return loadMsgpackr().unpackr.unpack(bytes) as unknown;
   },
 };
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { createChannel, createClient } from 'nice-grpc';
-import { serviceNodeFlags } from '../../cli/node-flags';
+import { serviceEnv, serviceNodeFlags } from '../../cli/node-flags';
 import { RouterServiceDefinition } from '../../gen/dsat/router/v1/router';
 import type { GetStoreStatsResponse } from '../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
@@ -58,7 +58,7 @@ function startDsat(
 ) {
   const child = spawn(process.execPath, [...serviceNodeFlags(nodeArgs()), ...DSAT_CLI, ...args], {
     cwd: ROOT,
-    env: { ...process.env, DSAT_LOG_LEVEL: 'warn', ...env },
+    env: serviceEnv({ ...process.env, DSAT_LOG_LEVEL: 'warn', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stderr!.on('data', (c: Buffer) => log.write(`[${name}] ${c.toString()}`));

@@ -1,9 +1,13 @@
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey, createSecretKey } from 'node:crypto';
 import fs from 'node:fs';
-import { errors as joseErrors, jwtVerify } from 'jose';
+import type * as Jose from 'jose';
 import type { CallContext, ServerMiddleware } from 'nice-grpc';
 import { composeServerMiddleware, ServerError, Status } from 'nice-grpc-common';
+
+/** jose is loaded only where tokens are checked: ~3 MB a process that checks none would carry. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const loadJose = (): typeof Jose => require('jose') as typeof Jose;
 
 /**
  * Bearer tokens with scopes, checked per method: `submit` (hand tasks in, cancel them), `read`
@@ -91,7 +95,7 @@ function unauthenticated(why: string): ServerError {
 }
 
 /** Why a token was refused, in words a client can act on. */
-function refusal(err: unknown): ServerError {
+function refusal(err: unknown, joseErrors: typeof Jose.errors): ServerError {
   if (err instanceof joseErrors.JWTExpired) return unauthenticated('the token has expired');
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
     return unauthenticated(`the token's ${err.claim} claim is not accepted (${err.reason})`);
@@ -109,6 +113,7 @@ function refusal(err: unknown): ServerError {
  * router opens many calls with one token).
  */
 export function createAuthMiddleware(settings: AuthSettings): ServerMiddleware {
+  const { jwtVerify, errors } = loadJose();
   const key = loadVerificationKey(settings.authKey);
   const options = {
     issuer: settings.authIssuer || undefined,
@@ -130,7 +135,7 @@ export function createAuthMiddleware(settings: AuthSettings): ServerMiddleware {
         expires: payload.exp ?? now,
       };
     } catch (err) {
-      throw refusal(err);
+      throw refusal(err, errors);
     }
     if (cache.size >= 1_000) cache.clear();
     cache.set(token, verified);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createFileRegistry, fromBinary, fromJson, toJson } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import YAML from 'yaml';
-import { SERVICE_NODE_FLAGS } from '../../cli/node-flags';
+import { SERVICE_ENV, SERVICE_NODE_FLAGS } from '../../cli/node-flags';
 import { loadConfig, serverOptions } from '../../services/shared/config';
 import { createLogger } from '../../services/shared/logger';
 import { DESCRIPTOR_SET_PATH, startGrpcServer } from '../../services/shared/grpc-server';
@@ -408,6 +408,10 @@ describe('the image', () => {
       ...SERVICE_NODE_FLAGS,
       '/app/bin/dsat.js',
     ]);
+    // ... and their environment.
+    for (const [key, value] of Object.entries(SERVICE_ENV)) {
+      expect(dockerfile).toMatch(new RegExp(`^\\s+${key}=${value} \\\\$`, 'm'));
+    }
     expect(dockerfile).toMatch(/CMD \["node", "\/app\/deploy\/health-check\.js"\]/);
     // Everything the services load at run time gets into the build context, and tests do not.
     expect(dockerignore[dockerignore.findIndex((l) => !l.startsWith('#'))]).toBe('*');

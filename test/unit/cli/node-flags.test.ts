@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { SERVICE_NODE_FLAGS, serviceNodeFlags } from '../../../cli/node-flags';
+import { SERVICE_NODE_FLAGS, serviceEnv, serviceNodeFlags } from '../../../cli/node-flags';
 
 describe('serviceNodeFlags', () => {
   it("adds dsat's flags after the launcher's own", () => {
@@ -37,5 +37,16 @@ describe('serviceNodeFlags', () => {
     });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
+  });
+});
+
+describe('serviceEnv', () => {
+  it('adds MALLOC_ARENA_MAX=2 to the environment a service starts with', () => {
+    expect(serviceEnv({ PATH: '/bin' })).toEqual({ PATH: '/bin', MALLOC_ARENA_MAX: '2' });
+  });
+
+  it("keeps the user's own value, even an empty one", () => {
+    expect(serviceEnv({ MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX).toBe('8');
+    expect(serviceEnv({ MALLOC_ARENA_MAX: '' }).MALLOC_ARENA_MAX).toBe('');
   });
 });
