@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import type { TransitionWrite } from '../../../gen/dsat/status/v1/status';
 import type { TaskState } from '../../../gen/dsat/task/v1/task';
 import type { StatusStore } from '../../../services/status/status-store';
-import { TASK_MEMORY_OVERHEAD } from '../../../services/status/status-store';
+import { SYNC_READ_MAX, TASK_MEMORY_OVERHEAD } from '../../../services/status/status-store';
 import {
   ALL_TASK_STATES,
   stateName,
@@ -590,6 +590,34 @@ describe('duplicates', () => {
     expect(reopened.stats()).toMatchObject({ tasksCreated: 0, duplicates: 1, transitions: 0 });
     const [e] = await reopened.submit([createWrite('e', { idempotencyKey: 'key-2' })]);
     expect(e).toMatchObject({ taskId: 'e', duplicate: false });
+  });
+
+  it('answers repeats of finished tasks alike when a commit reads a few keys on its thread or many in the pool', async () => {
+    const store = await open();
+    const n = SYNC_READ_MAX + 1;
+    const ids = Array.from({ length: n }, (_, i) => `t${i}`);
+    const created = await store.submit(
+      ids.map((id) => createWrite(id, { idempotencyKey: `k-${id}` })),
+    );
+    expect(created.every((o) => o.code === 0)).toBe(true);
+    await store.submit(
+      ids.map((id) =>
+        write({ taskId: id, expectedState: S.TASK_STATE_QUEUED, toState: S.TASK_STATE_CANCELLED }),
+      ),
+    );
+    // Reopened, no task is live: every answer below needs a read of the store.
+    const reopened = await reopen(store);
+    for (const batch of [ids.slice(0, 3), ids]) {
+      const byKey = await reopened.submit(
+        batch.map((id) => createWrite(`new-${id}`, { idempotencyKey: `k-${id}` })),
+      );
+      expect(byKey.map((o) => [o.code, o.taskId, o.duplicate])).toEqual(
+        batch.map((id) => [0, id, true]),
+      );
+      const byId = await reopened.submit(batch.map((id) => createWrite(id)));
+      expect(new Set(byId.map((o) => o.reason))).toEqual(new Set(['TASK_EXISTS']));
+    }
+    expect(reopened.stats()).toMatchObject({ tasksCreated: 0, transitions: 0 });
   });
 });
 
