@@ -1,4 +1,3 @@
-import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { MemberKind, TrackerServiceDefinition } from '../../gen/dsat/tracker/v1/tracker';
 import type { TrackerConfig } from '../shared/config';
 import { createDsatChannel, createDsatClient } from '../shared/grpc-client';
@@ -24,6 +23,7 @@ import {
 import type { TaskTimers } from './timers';
 import { createTaskTimers } from './timers';
 import { createTrackerService } from './tracker-service';
+import { TrackerStatusDefinition } from './timer-feed';
 import { createBatchingSink } from './transition-sink';
 
 export interface TrackerDeps extends ServiceDeps {
@@ -51,7 +51,7 @@ export async function startTrackerServer(
   const clock = deps.clock ?? systemClock;
 
   const channel = createDsatChannel(config.statusAddress, config);
-  const status = createDsatClient(StatusServiceDefinition, channel);
+  const status = createDsatClient(TrackerStatusDefinition, channel);
   const pipelineStore = statusPipelineStore(status);
   const catalog = createPipelineCatalog({ store: pipelineStore, clock });
   const sink = createBatchingSink(statusCommit(status));

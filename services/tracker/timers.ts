@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { TransitionOutcome, TransitionWrite } from '../../gen/dsat/status/v1/status';
-import type { Task, TaskError, Transition } from '../../gen/dsat/task/v1/task';
+import type { Task, TaskError } from '../../gen/dsat/task/v1/task';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import type { Logger } from '../shared/logger';
 import { formatMs } from '../shared/proto-duration';
@@ -10,6 +10,7 @@ import { createDeadlineScheduler } from './deadlines';
 import type { Clock } from './monotonic-clock';
 import type { PipelineCatalog, PipelineRef } from './pipeline-catalog';
 import type { StagePolicy } from './stage-policy';
+import type { TimerTransition } from './timer-feed';
 import type { TransitionSink } from './transition-sink';
 
 /**
@@ -88,9 +89,9 @@ export interface TimerStats {
 
 export interface TaskTimers {
   /** Loads the pipeline versions that `apply(transitions)` will need. */
-  prepare(transitions: readonly Transition[]): Promise<void>;
+  prepare(transitions: readonly TimerTransition[]): Promise<void>;
   /** Folds feed transitions in, in revision order: arms, moves or disarms deadlines. */
-  apply(transitions: readonly Transition[]): void;
+  apply(transitions: readonly TimerTransition[]): void;
   /** Loads the pipeline versions that `restore(tasks)` will need. */
   prepareRestore(tasks: readonly Task[]): Promise<void>;
   /**
@@ -198,7 +199,7 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
     }
   };
 
-  const applyOne = (t: Transition) => {
+  const applyOne = (t: TimerTransition) => {
     if (t.toState === S.TASK_STATE_SUBMITTED) return;
     const skipUpTo = restored.get(t.taskId);
     if (skipUpTo !== undefined && t.revision <= skipUpTo) return;

@@ -1,0 +1,132 @@
+import { BinaryReader } from '@bufbuild/protobuf/wire';
+import type { WatchEventsResponse } from '../../gen/dsat/status/v1/status';
+import {
+  StatusServiceDefinition,
+  WatchEventsResponse as FullWatchEventsResponse,
+} from '../../gen/dsat/status/v1/status';
+import type { Transition } from '../../gen/dsat/task/v1/task';
+import { TaskError } from '../../gen/dsat/task/v1/task';
+
+/**
+ * The status feed as the tracker's timers read it. They use a transition's revision, task id,
+ * states, stage, attempt, pipeline and error (timers.ts, applyOne); its time, sequence, worker,
+ * reason, trace id, transition id, parent and payload are skipped undecoded and left at their
+ * defaults. The feed brings the tracker every transition of the mesh, and decoding those fields
+ * (a Timestamp and a Date each, two 64-bit numbers through strings, five strings) was most of its
+ * CPU besides GC.
+ */
+export const TIMER_FIELDS = [
+  'revision',
+  'taskId',
+  'fromState',
+  'toState',
+  'stage',
+  'attempt',
+  'pipeline',
+  'error',
+] as const satisfies readonly (keyof Transition)[];
+
+/** A transition as the timers may read it: a field they start to read must be decoded first. */
+export type TimerTransition = Pick<Transition, (typeof TIMER_FIELDS)[number]>;
+
+function uint64(reader: BinaryReader): number {
+  const n = Number(reader.uint64());
+  if (!Number.isSafeInteger(n)) throw new Error('Value is larger than Number.MAX_SAFE_INTEGER');
+  return n;
+}
+
+function emptyTransition(): Transition {
+  return {
+    revision: 0,
+    taskId: '',
+    seq: 0,
+    fromState: 0,
+    toState: 0,
+    stage: '',
+    attempt: 0,
+    workerId: '',
+    reason: '',
+    at: undefined,
+    pipeline: '',
+    traceId: '',
+    error: undefined,
+    payload: undefined,
+    transitionId: '',
+    parentTaskId: '',
+  };
+}
+
+function decodeTransition(reader: BinaryReader, end: number): Transition {
+  const t = emptyTransition();
+  while (reader.pos < end) {
+    const tag = reader.uint32();
+    switch (tag) {
+      case 8: // 1 revision
+        t.revision = uint64(reader);
+        continue;
+      case 18: // 2 task_id
+        t.taskId = reader.string();
+        continue;
+      case 32: // 4 from_state
+        t.fromState = reader.int32();
+        continue;
+      case 40: // 5 to_state
+        t.toState = reader.int32();
+        continue;
+      case 50: // 6 stage
+        t.stage = reader.string();
+        continue;
+      case 56: // 7 attempt
+        t.attempt = reader.uint32();
+        continue;
+      case 90: // 11 pipeline
+        t.pipeline = reader.string();
+        continue;
+      case 106: // 13 error
+        t.error = TaskError.decode(reader, reader.uint32());
+        continue;
+    }
+    if ((tag & 7) === 4 || tag === 0) break;
+    reader.skip(tag & 7, tag >>> 3);
+  }
+  return t;
+}
+
+function decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsResponse {
+  const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+  const end = length === undefined ? reader.len : reader.pos + length;
+  const message: WatchEventsResponse = { transitions: [], revision: 0 };
+  while (reader.pos < end) {
+    const tag = reader.uint32();
+    if (tag === 10) {
+      const size = reader.uint32();
+      message.transitions.push(decodeTransition(reader, reader.pos + size));
+      continue;
+    }
+    if (tag === 16) {
+      message.revision = uint64(reader);
+      continue;
+    }
+    if ((tag & 7) === 4 || tag === 0) break;
+    reader.skip(tag & 7, tag >>> 3);
+  }
+  return message;
+}
+
+/** WatchEventsResponse decoding only TIMER_FIELDS of each transition. */
+export const TimerFeedResponse: typeof FullWatchEventsResponse = {
+  ...FullWatchEventsResponse,
+  decode,
+};
+
+/** The status service as the tracker calls it: its feed decoded for the timers alone. */
+export const TrackerStatusDefinition = {
+  ...StatusServiceDefinition,
+  methods: {
+    ...StatusServiceDefinition.methods,
+    watchEvents: {
+      ...StatusServiceDefinition.methods.watchEvents,
+      responseType: TimerFeedResponse,
+    },
+  },
+} as const;
