@@ -56,7 +56,10 @@ async function measure(rate: number, seconds: number) {
     };
     tick();
   });
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  // Every echo back (a loaded machine may take a while), then what either side spent.
+  for (const until = Date.now() + 10_000; received < sent && Date.now() < until;) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   const mine = cpuSeconds(process.pid) - mine0;
   const echoed = cpuSeconds(echo.pid!) - echo0;
   socket.destroy();
