@@ -59,6 +59,24 @@ export function fittingEnd<T>(
   return items.length;
 }
 
+/** A string field's bound: tag (2 bytes from field 16 on), length (5) and 3 UTF-8 bytes a char. */
+const str = (s: string) => 7 + 3 * s.length;
+
+/**
+ * bytesCeiling of one feed transition, field by field: a watch sizes every transition it sends
+ * with it (the tracker's feed is every transition of the mesh), and the generic walk took 113 ns
+ * a transition here against 12. Numbers get 11 bytes each (tag and a 10-byte varint), the time 24, the item's own tag
+ * and length 6.
+ */
+export function transitionCeiling(t: Transition): number {
+  let bytes = 6 + 6 * 11 + 24;
+  bytes += str(t.taskId) + str(t.stage) + str(t.workerId) + str(t.reason) + str(t.pipeline);
+  bytes += str(t.traceId) + str(t.transitionId) + str(t.parentTaskId);
+  if (t.payload !== undefined) bytes += 12 + t.payload.data.length + str(t.payload.contentType);
+  if (t.error !== undefined) bytes += 6 + bytesCeiling(t.error);
+  return bytes;
+}
+
 /**
  * An upper bound of a message's encoded bytes, from the lengths of its fields alone: ~20x cheaper
  * than encoding it, for the watch path, where a message cut early costs only one more message.

@@ -11,7 +11,7 @@ import {
   type FeedEntry,
 } from './store-codec';
 import type { StatusLevel } from './store-open';
-import { bytesCeiling, fittingEnd } from './reply-size';
+import { fittingEnd, transitionCeiling } from './reply-size';
 import { compileFilter, type CompiledFilter } from './task-filter';
 import { toTransition, type TaskSlot } from './task-log';
 import { isTerminalState } from './task-state-machine';
@@ -163,7 +163,7 @@ export async function* watchEvents(
 }
 
 /**
- * One batch as messages under the byte budget (by bytesCeiling, never by encoding), usually one.
+ * One batch as messages under the byte budget (by transitionCeiling, never by encoding), usually one.
  * A message cut short says the revision of its last transition, a resume point inside the commit;
  * the last says the batch's.
  */
@@ -175,7 +175,7 @@ function messages(
   const out: WatchEventsResponse[] = [];
   let start = 0;
   do {
-    const end = fittingEnd(transitions, start, budget, bytesCeiling);
+    const end = fittingEnd(transitions, start, budget, transitionCeiling);
     if (start === 0 && end === transitions.length) return [{ transitions, revision }];
     const chunk = transitions.slice(start, end);
     const last = chunk[chunk.length - 1] as Transition;

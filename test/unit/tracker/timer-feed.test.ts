@@ -3,64 +3,28 @@ import fc from 'fast-check';
 import { WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
 import { Transition } from '../../../gen/dsat/task/v1/task';
 import { TIMER_FIELDS, TimerFeedResponse } from '../../../services/tracker/timer-feed';
-
-const text = fc.string({ unit: 'grapheme', maxLength: 40 });
-const uint64 = fc.nat({ max: Number.MAX_SAFE_INTEGER });
-const state = fc.integer({ min: 0, max: 12 });
-
-const transition = fc.record({
-  revision: uint64,
-  taskId: text,
-  seq: uint64,
-  fromState: state,
-  toState: state,
-  stage: text,
-  attempt: fc.nat({ max: 2 ** 32 - 1 }),
-  workerId: text,
-  reason: text,
-  at: fc.option(fc.date({ min: new Date(0), max: new Date(2 ** 42), noInvalidDate: true }), {
-    nil: undefined,
-  }),
-  pipeline: text,
-  traceId: text,
-  error: fc.option(
-    fc.record({
-      code: text,
-      message: text,
-      retryable: fc.boolean(),
-      details: fc.dictionary(fc.string({ maxLength: 8 }), text, { maxKeys: 3 }),
-    }),
-    { nil: undefined },
-  ),
-  payload: fc.option(
-    fc.record({
-      data: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
-      contentType: text,
-    }),
-    {
-      nil: undefined,
-    },
-  ),
-  transitionId: text,
-  parentTaskId: text,
-});
+import { transitionArbitrary } from '../../helpers/arbitraries';
 
 describe('the tracker feed (timer-feed.ts)', () => {
   it('decodes exactly the fields the timers read, as the generated decoder does, and leaves the rest at their defaults', () => {
     fc.assert(
-      fc.property(fc.array(transition, { maxLength: 6 }), uint64, (transitions, revision) => {
-        const bytes = WatchEventsResponse.encode({ transitions, revision }).finish();
-        const full = WatchEventsResponse.decode(bytes);
-        const lean = TimerFeedResponse.decode(bytes);
-        expect(lean.revision).toBe(full.revision);
-        expect(lean.transitions).toHaveLength(full.transitions.length);
-        const defaults = Transition.fromPartial({});
-        lean.transitions.forEach((t, i) => {
-          const want: Transition = { ...defaults };
-          for (const f of TIMER_FIELDS) Object.assign(want, { [f]: full.transitions[i]![f] });
-          expect(t).toEqual(want);
-        });
-      }),
+      fc.property(
+        fc.array(transitionArbitrary, { maxLength: 6 }),
+        fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+        (transitions, revision) => {
+          const bytes = WatchEventsResponse.encode({ transitions, revision }).finish();
+          const full = WatchEventsResponse.decode(bytes);
+          const lean = TimerFeedResponse.decode(bytes);
+          expect(lean.revision).toBe(full.revision);
+          expect(lean.transitions).toHaveLength(full.transitions.length);
+          const defaults = Transition.fromPartial({});
+          lean.transitions.forEach((t, i) => {
+            const want: Transition = { ...defaults };
+            for (const f of TIMER_FIELDS) Object.assign(want, { [f]: full.transitions[i]![f] });
+            expect(t).toEqual(want);
+          });
+        },
+      ),
       { numRuns: 300 },
     );
   });
