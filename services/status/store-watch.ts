@@ -163,8 +163,8 @@ export async function* watchEvents(
 }
 
 /**
- * One batch as messages under the byte budget (by transitionCeiling, never by encoding), usually one.
- * A message cut short says the revision of its last transition, a resume point inside the commit;
+ * One batch as messages under the byte budget (by transitionCeiling, never by encoding), usually
+ * one. A message cut short says the revision of its last transition, a resume point inside the commit;
  * the last says the batch's.
  */
 function messages(

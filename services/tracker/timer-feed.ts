@@ -4,8 +4,7 @@ import {
   StatusServiceDefinition,
   WatchEventsResponse as FullWatchEventsResponse,
 } from '../../gen/dsat/status/v1/status';
-import type { Transition } from '../../gen/dsat/task/v1/task';
-import { TaskError } from '../../gen/dsat/task/v1/task';
+import { TaskError, Transition } from '../../gen/dsat/task/v1/task';
 
 /**
  * The status feed as the tracker's timers read it. They use a transition's revision, task id,
@@ -35,29 +34,18 @@ function uint64(reader: BinaryReader): number {
   return n;
 }
 
-function emptyTransition(): Transition {
-  return {
-    revision: 0,
-    taskId: '',
-    seq: 0,
-    fromState: 0,
-    toState: 0,
-    stage: '',
-    attempt: 0,
-    workerId: '',
-    reason: '',
-    at: undefined,
-    pipeline: '',
-    traceId: '',
-    error: undefined,
-    payload: undefined,
-    transitionId: '',
-    parentTaskId: '',
-  };
+/**
+ * Past a field this decoder does not read: false at the end of a group (or a zero tag), where the
+ * message ends, as the generated decoders do.
+ */
+function skipField(reader: BinaryReader, tag: number): boolean {
+  if ((tag & 7) === 4 || tag === 0) return false;
+  reader.skip(tag & 7, tag >>> 3);
+  return true;
 }
 
 function decodeTransition(reader: BinaryReader, end: number): Transition {
-  const t = emptyTransition();
+  const t = Transition.fromPartial({});
   while (reader.pos < end) {
     const tag = reader.uint32();
     switch (tag) {
@@ -86,8 +74,7 @@ function decodeTransition(reader: BinaryReader, end: number): Transition {
         t.error = TaskError.decode(reader, reader.uint32());
         continue;
     }
-    if ((tag & 7) === 4 || tag === 0) break;
-    reader.skip(tag & 7, tag >>> 3);
+    if (!skipField(reader, tag)) break;
   }
   return t;
 }
@@ -107,8 +94,7 @@ function decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsR
       message.revision = uint64(reader);
       continue;
     }
-    if ((tag & 7) === 4 || tag === 0) break;
-    reader.skip(tag & 7, tag >>> 3);
+    if (!skipField(reader, tag)) break;
   }
   return message;
 }
