@@ -13,6 +13,7 @@ import { TaskState } from '../../gen/dsat/task/v1/task';
 import { invalidArgument } from '../shared/errors';
 import type { TerminatorContext } from '../shared/terminator';
 import type { StatusStore } from './status-store';
+import { compileTransitionMask } from './transition-mask';
 
 /** Writes in one message: the store commits them in one batch anyway; this bounds one request. */
 const MAX_WRITES_PER_MESSAGE = 10_000;
@@ -66,6 +67,7 @@ export function createStatusService(
         req.fromRevision,
         context.signal,
         req.skipTransitionIdPrefix,
+        compileTransitionMask(req.transitionMask),
       );
     },
     async *applyTransitions(

@@ -31,6 +31,7 @@ import {
   transitionBytes,
 } from './reply-size';
 import { watchEvents, watchTask, type WatchSource } from './store-watch';
+import type { TransitionProjection } from './transition-mask';
 import {
   MATCH_ALL,
   compileFilter,
@@ -1253,8 +1254,16 @@ export class StatusStore {
     fromRevision: number,
     signal?: AbortSignal,
     skipTransitionIdPrefix = '',
+    project?: TransitionProjection,
   ): AsyncGenerator<WatchEventsResponse> {
-    return watchEvents(this.watchSource, filter, fromRevision, signal, skipTransitionIdPrefix);
+    return watchEvents(
+      this.watchSource,
+      filter,
+      fromRevision,
+      signal,
+      skipTransitionIdPrefix,
+      project,
+    );
   }
 
   private readonly watchSource: WatchSource;

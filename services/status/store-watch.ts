@@ -12,6 +12,7 @@ import {
 } from './store-codec';
 import type { StatusLevel } from './store-open';
 import { fittingEnd, transitionCeiling } from './reply-size';
+import type { TransitionProjection } from './transition-mask';
 import { compileFilter, type CompiledFilter } from './task-filter';
 import { toTransition, type TaskSlot } from './task-log';
 import { isTerminalState } from './task-state-machine';
@@ -99,7 +100,8 @@ export async function* watchTask(
 
 /**
  * The global feed after fromRevision (0 = from now), filtered, in revision order: stored segments
- * first, then live commits, one message per commit (or per ~1000 stored transitions).
+ * first, then live commits, one message per commit (or per ~1000 stored transitions). `project`
+ * (a transition_mask) picks the fields sent, before the messages are sized.
  */
 export async function* watchEvents(
   src: WatchSource,
@@ -107,6 +109,7 @@ export async function* watchEvents(
   fromRevision: number,
   signal?: AbortSignal,
   skipTransitionIdPrefix = '',
+  project?: TransitionProjection,
 ): AsyncGenerator<WatchEventsResponse> {
   const f = compileFilter(filter);
   checkResume(src, fromRevision);
@@ -129,7 +132,8 @@ export async function* watchEvents(
           if (isAborted(signal)) return;
           cursor = batch.revision;
           if (batch.transitions.length > 0 || cursor - told >= src.progressEvery) {
-            for (const m of messages(batch.transitions, cursor, src.replyBudget)) yield m;
+            const sent = project ? batch.transitions.map(project) : batch.transitions;
+            for (const m of messages(sent, cursor, src.replyBudget)) yield m;
             told = cursor;
           }
         }
@@ -144,7 +148,8 @@ export async function* watchEvents(
             : b.transitions.filter((t) => t.revision > cursor);
         cursor = b.revision;
         if (fresh.length > 0) {
-          for (const m of messages(fresh, cursor, src.replyBudget)) yield m;
+          const sent = project ? fresh.map(project) : fresh;
+          for (const m of messages(sent, cursor, src.replyBudget)) yield m;
           told = cursor;
         }
       }

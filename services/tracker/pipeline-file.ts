@@ -5,6 +5,7 @@ import { Decorator, Pipeline } from '../../gen/dsat/pipeline/v1/pipeline';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { FieldViolation } from '../shared/errors';
 import { DsatError } from '../shared/errors';
+import { protoFieldName } from '../shared/field-names';
 import { msDuration } from '../shared/proto-duration';
 
 /**
@@ -76,8 +77,6 @@ const STAGE_KEYS = [
 ] as const;
 const BACKOFF_KEYS = ['initial', 'max', 'multiplier', 'jitter'] as const;
 
-const snake = (key: string) => key.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
-
 class Reader {
   readonly violations: FieldViolation[] = [];
 
@@ -98,7 +97,7 @@ class Reader {
     }
     const out: Raw = {};
     for (const [k, v] of Object.entries(value as Raw)) {
-      const key = snake(k);
+      const key = protoFieldName(k);
       if (!known.includes(key)) {
         this.problem(
           field ? `${field}.${k}` : k,

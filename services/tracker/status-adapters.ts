@@ -7,6 +7,7 @@ import type { DsatClient } from '../shared/grpc-client';
 import type { TaskStore } from './dead-letters';
 import type { FeedSource } from './feed-follower';
 import type { PipelineStore } from './pipeline-catalog';
+import { TIMER_FIELD_MASK } from './timer-feed';
 
 /** The status service as the tracker calls it. */
 export type StatusClient = DsatClient<typeof StatusServiceDefinition>;
@@ -51,7 +52,11 @@ export function statusFeedSource(client: StatusClient): FeedSource {
         stage: '',
         actionKey: '',
       };
-      for await (const res of client.watchEvents({ filter, fromRevision }, { signal })) {
+      const watch = client.watchEvents(
+        { filter, fromRevision, transitionMask: [...TIMER_FIELD_MASK] },
+        { signal },
+      );
+      for await (const res of watch) {
         yield { transitions: res.transitions, revision: res.revision };
       }
     },

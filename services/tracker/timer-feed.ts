@@ -5,14 +5,17 @@ import {
   WatchEventsResponse as FullWatchEventsResponse,
 } from '../../gen/dsat/status/v1/status';
 import { TaskError, Transition } from '../../gen/dsat/task/v1/task';
+import { protoFieldName } from '../shared/field-names';
 
 /**
  * The status feed as the tracker's timers read it. They use a transition's revision, task id,
- * states, stage, attempt, pipeline and error (timers.ts, applyOne); its time, sequence, worker,
- * reason, trace id, transition id, parent and payload are skipped undecoded and left at their
- * defaults. The feed brings the tracker every transition of the mesh, and decoding those fields
- * (a Timestamp and a Date each, two 64-bit numbers through strings, five strings) was most of its
- * CPU besides GC.
+ * states, stage, attempt, pipeline and error (timers.ts, applyOne). The feed brings the tracker
+ * every transition of the mesh, so it asks for only these (TIMER_FIELD_MASK, the watch's
+ * transition_mask) and decodes only these: a status service that sends more (one from before the
+ * mask) has its time, sequence, worker, reason, trace id, transition id, parent and payload
+ * skipped undecoded and left at their defaults. Encoding and decoding those fields (a Timestamp and
+ * a Date each, two 64-bit numbers through strings, five strings) was most of the tracker's CPU
+ * besides GC, and a good part of the status service's work on the feed.
  */
 export const TIMER_FIELDS = [
   'revision',
@@ -24,6 +27,9 @@ export const TIMER_FIELDS = [
   'pipeline',
   'error',
 ] as const satisfies readonly (keyof Transition)[];
+
+/** TIMER_FIELDS by their proto names, as the watch's transition_mask names them. */
+export const TIMER_FIELD_MASK: readonly string[] = TIMER_FIELDS.map(protoFieldName);
 
 /** A transition as the timers may read it: a field they start to read must be decoded first. */
 export type TimerTransition = Pick<Transition, (typeof TIMER_FIELDS)[number]>;

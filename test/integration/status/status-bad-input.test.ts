@@ -3,7 +3,7 @@ import { refusal, violatedFields } from '../../helpers/refusal';
 import { Decorator, Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
 import type { TransitionOutcome } from '../../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition, TransitionWrite } from '../../../gen/dsat/status/v1/status';
-import { TaskState, type Task, type TaskFilter } from '../../../gen/dsat/task/v1/task';
+import { TaskState, Transition, type Task, type TaskFilter } from '../../../gen/dsat/task/v1/task';
 import { loadConfig, statusConfigSpec } from '../../../services/shared/config';
 import { createDsatChannel, createDsatClient } from '../../../services/shared/grpc-client';
 import { createLogger } from '../../../services/shared/logger';
@@ -160,6 +160,37 @@ describe('action keys', () => {
     );
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
     expect(violatedFields(err)).toEqual(['filter.action_key']);
+  });
+});
+
+describe('transition masks', () => {
+  it('refuses a watch whose mask names no Transition field, naming the path', async () => {
+    const watch = client.watchEvents({ transitionMask: ['task_id', 'taskid'] });
+    const err = await refusal(watch[Symbol.asyncIterator]().next());
+    expect(err.code).toBe(Status.INVALID_ARGUMENT);
+    expect(violatedFields(err)).toEqual(['transition_mask.paths[1]']);
+    expect(err.details).toContain('"taskid" is not a Transition field');
+  });
+
+  it('sends a masked watch only the named fields', async () => {
+    const p = await save({ name: 'masked', stages: [{ name: 's1' }] });
+    await commitOk([createWrite('first', 'masked', p.version, 's1')]);
+    const before = (await client.getStoreStats({})).revision;
+    await commitOk([createWrite('m', 'masked', p.version, 's1')]);
+    const watch = client.watchEvents({
+      fromRevision: before,
+      transitionMask: ['task_id', 'to_state', 'stage'],
+    });
+    const got = [];
+    for await (const batch of watch) {
+      got.push(...batch.transitions);
+      if (got.length >= 2) break;
+    }
+    expect(got).toEqual(
+      [S.TASK_STATE_SUBMITTED, S.TASK_STATE_QUEUED].map((toState) =>
+        Transition.fromPartial({ taskId: 'm', toState, stage: 's1' }),
+      ),
+    );
   });
 });
 

@@ -2,8 +2,9 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
 import { Decorator, Pipeline } from '../../../gen/dsat/pipeline/v1/pipeline';
-import type { Transition } from '../../../gen/dsat/task/v1/task';
+import { Transition } from '../../../gen/dsat/task/v1/task';
 import type { StatusStore } from '../../../services/status/status-store';
+import { compileTransitionMask } from '../../../services/status/transition-mask';
 import {
   S,
   cleanDirs,
@@ -478,6 +479,45 @@ describe('watch messages under the byte budget', () => {
         revisions.slice(batches[0]!.transitions.length),
       );
     }
+  });
+});
+
+describe('a watch with a transition mask', () => {
+  it('sends only the named fields, live and from the store, sized after the mask', async () => {
+    const store = await open({ maxReplyBytes: 1024 * 1024 });
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    for (const id of ids) {
+      await createTask(store, id);
+      await move(store, id, S.TASK_STATE_DISPATCHED);
+      await move(store, id, S.TASK_STATE_RUNNING);
+    }
+    const before = store.stats().revision;
+    const project = compileTransitionMask(['task_id', 'to_state']);
+    const live = store.watchEvents(undefined, 0, undefined, '', project)[Symbol.asyncIterator]();
+    const first = nextWithin(live);
+    // Six 300 KiB outputs: over the budget unmasked (the test above), one message masked.
+    const output = { data: Buffer.alloc(300 * 1024), contentType: 'text/plain' };
+    await store.submit(
+      ids.map((taskId) =>
+        write({
+          taskId,
+          expectedState: S.TASK_STATE_RUNNING,
+          toState: S.TASK_STATE_SUCCEEDED,
+          payload: output,
+        }),
+      ),
+    );
+    const stored = store.watchEvents(undefined, before, undefined, '', project);
+    for (const message of [
+      (await first).value,
+      (await nextWithin(stored[Symbol.asyncIterator]())).value,
+    ]) {
+      expect(message.transitions).toEqual(
+        ids.map((taskId) => Transition.fromPartial({ taskId, toState: S.TASK_STATE_SUCCEEDED })),
+      );
+      expect(message.revision).toBe(before + ids.length);
+    }
+    await live.return?.(undefined);
   });
 });
 

@@ -4,6 +4,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
+import { FieldMask } from "../../../google/protobuf/field_mask";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Pipeline } from "../../pipeline/v1/pipeline";
 import {
@@ -138,6 +139,13 @@ export interface WatchEventsRequest {
    * still moves past them. At most 128 characters; empty leaves out nothing.
    */
   skipTransitionIdPrefix: string;
+  /**
+   * Send only these fields of each transition (top-level Transition field names, e.g. "task_id",
+   * "to_state"); the others arrive unset. Unset or empty sends every field. A watcher that reads
+   * few fields saves the service the encoding and itself the decoding; the response's revision
+   * (the resume point) is always sent.
+   */
+  transitionMask: string[] | undefined;
 }
 
 /** WatchEventsResponse carries the matching transitions of one or more commits. */
@@ -1337,7 +1345,7 @@ export const WatchTaskResponse: MessageFns<WatchTaskResponse> = {
 };
 
 function createBaseWatchEventsRequest(): WatchEventsRequest {
-  return { filter: undefined, fromRevision: 0, skipTransitionIdPrefix: "" };
+  return { filter: undefined, fromRevision: 0, skipTransitionIdPrefix: "", transitionMask: undefined };
 }
 
 export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
@@ -1350,6 +1358,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     }
     if (message.skipTransitionIdPrefix !== "") {
       writer.uint32(26).string(message.skipTransitionIdPrefix);
+    }
+    if (message.transitionMask !== undefined) {
+      FieldMask.encode(FieldMask.wrap(message.transitionMask), writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1391,6 +1402,14 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
             message.skipTransitionIdPrefix = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.transitionMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1416,6 +1435,11 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
         : isSet(object.skip_transition_id_prefix)
         ? globalThis.String(object.skip_transition_id_prefix)
         : "",
+      transitionMask: isSet(object.transitionMask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.transitionMask))
+        : isSet(object.transition_mask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.transition_mask))
+        : undefined,
     };
   },
 
@@ -1430,6 +1454,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     if (message.skipTransitionIdPrefix !== "") {
       obj.skipTransitionIdPrefix = message.skipTransitionIdPrefix;
     }
+    if (message.transitionMask !== undefined) {
+      obj.transitionMask = FieldMask.toJSON(FieldMask.wrap(message.transitionMask));
+    }
     return obj;
   },
 
@@ -1443,6 +1470,7 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
       : undefined;
     message.fromRevision = object.fromRevision ?? 0;
     message.skipTransitionIdPrefix = object.skipTransitionIdPrefix ?? "";
+    message.transitionMask = object.transitionMask ?? undefined;
     return message;
   },
 };

@@ -1,0 +1,50 @@
+import { Transition } from '../../gen/dsat/task/v1/task';
+import { invalidArgument } from '../shared/errors';
+import { protoFieldName } from '../shared/field-names';
+
+/** A watch's view of a transition: the same object, or a copy with only the asked-for fields. */
+export type TransitionProjection = (t: Transition) => Transition;
+
+const DEFAULTS: Transition = Transition.fromPartial({});
+
+/** Transition's fields by their proto names, as a FieldMask names them ("task_id" -> taskId). */
+const FIELDS = new Map(
+  Object.keys(DEFAULTS).map((key) => [protoFieldName(key), key as keyof Transition]),
+);
+
+function fieldOf(path: string, field: string): keyof Transition {
+  const key = FIELDS.get(path);
+  if (key !== undefined) return key;
+  if (path.includes('.')) {
+    throw invalidArgument(
+      field,
+      `"${path}" names a field inside a field; name top-level Transition fields ` +
+        `("${path.split('.')[0]}" sends all of it)`,
+    );
+  }
+  const snake = protoFieldName(path);
+  const hint = FIELDS.has(snake) ? `; did you mean "${snake}"?` : '';
+  throw invalidArgument(
+    field,
+    `"${path}" is not a Transition field${hint} (fields: ${[...FIELDS.keys()].join(', ')})`,
+  );
+}
+
+/**
+ * The projection a watch's transition_mask asks for: undefined (every field) when it names none,
+ * else a copy of each transition with the named fields and defaults elsewhere, which the encoder
+ * leaves out. Refuses a path that is not a top-level Transition field, naming it.
+ */
+export function compileTransitionMask(
+  paths: readonly string[] | undefined,
+  field = 'transition_mask',
+): TransitionProjection | undefined {
+  if (paths === undefined || paths.length === 0) return undefined;
+  const keys = [...new Set(paths.map((p, i) => fieldOf(p, `${field}.paths[${i}]`)))];
+  if (keys.length === FIELDS.size) return undefined;
+  return (t) => {
+    const out: Record<string, unknown> = { ...DEFAULTS };
+    for (const key of keys) out[key] = t[key];
+    return out as unknown as Transition;
+  };
+}
