@@ -1,4 +1,10 @@
-import type { ChannelOptions, Channel, Client, CompatServiceDefinition } from 'nice-grpc';
+import type {
+  ChannelOptions,
+  Channel,
+  Client,
+  CompatServiceDefinition,
+  TsProtoServiceDefinition,
+} from 'nice-grpc';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import type { DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
 import { deadlineMiddleware } from 'nice-grpc-client-middleware-deadline';
@@ -7,6 +13,7 @@ import { retryMiddleware } from 'nice-grpc-client-middleware-retry';
 import { Status } from 'nice-grpc-common';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { tracingClientMiddleware } from './grpc-tracing';
+import { withSharedWriter } from './message-writer';
 import type { TlsSettings } from './transport-security';
 import { channelCredentials } from './transport-security';
 
@@ -53,7 +60,7 @@ export interface ClientSettings {
  * A client with a span per unary call, a default deadline, error details, and retries for methods the proto marks
  * `IDEMPOTENT` or `NO_SIDE_EFFECTS` only (the retry middleware reads `idempotency_level`).
  */
-export function createDsatClient<D extends CompatServiceDefinition>(
+export function createDsatClient<D extends TsProtoServiceDefinition>(
   definition: D,
   channel: Channel,
   settings: ClientSettings = {},
@@ -63,7 +70,11 @@ export function createDsatClient<D extends CompatServiceDefinition>(
     .use(errorDetailsClientMiddleware)
     .use(retryMiddleware)
     .use(deadlineMiddleware)
-    .create(definition, channel, defaultCallOptions(definition, settings)) as DsatClient<D>;
+    .create(
+      withSharedWriter(definition),
+      channel,
+      defaultCallOptions(definition, settings),
+    ) as DsatClient<D>;
 }
 
 /** A deadline on every unary method only: a default deadline would end long-lived streams. */

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { encodeMessage } from './message-writer';
 
 /** What ts-proto generates for a message: enough to (de)serialize it. */
 export interface MessageCodec<T> {
@@ -16,7 +17,7 @@ export interface StreamMethod<Req, Res> {
 
 export function serializer<T>(type: MessageCodec<T>): (m: T) => Buffer {
   return (m) => {
-    const bytes = type.encode(m).finish();
+    const bytes = encodeMessage(type, m);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
 }

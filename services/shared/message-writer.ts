@@ -1,0 +1,65 @@
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import type { TsProtoServiceDefinition } from 'nice-grpc';
+
+/** What ts-proto generates for a message's encoding. */
+export interface MessageEncoder<T> {
+  encode(message: T, writer?: BinaryWriter): BinaryWriter;
+}
+
+/** A writer that grew past this is dropped after its message, so one huge reply is not kept. */
+export const KEPT_WRITER_BYTES = 1024 * 1024;
+
+let shared = new BinaryWriter();
+
+/**
+ * A message's bytes, encoded with one writer this process keeps between messages. A new writer
+ * per message (ts-proto's default) starts at 128 bytes and doubles, copying as it goes, and
+ * nested messages past 127 bytes shift into place: most of the encode's time for a batch of
+ * writes or a feed message. Encoding is synchronous, so one writer serves the whole process.
+ */
+export function encodeMessage<T>(type: MessageEncoder<T>, message: T): Uint8Array {
+  let bytes: Uint8Array;
+  try {
+    bytes = type.encode(message, shared).finish();
+  } catch (err) {
+    shared = new BinaryWriter(); // a failed encode leaves its half message and open forks behind
+    throw err;
+  }
+  if (bytes.byteLength > KEPT_WRITER_BYTES) shared = new BinaryWriter();
+  return bytes;
+}
+
+type AnyMessageType = TsProtoServiceDefinition['methods'][string]['requestType'];
+
+function sharedWriterType(type: AnyMessageType): AnyMessageType {
+  const encoder = type as unknown as MessageEncoder<unknown>;
+  return {
+    ...type,
+    encode: (message: unknown) => ({ finish: () => encodeMessage(encoder, message) }),
+  };
+}
+
+const converted = new WeakMap<TsProtoServiceDefinition, TsProtoServiceDefinition>();
+
+/**
+ * The same service definition, its messages encoded by encodeMessage: what dsat's servers and
+ * clients hand nice-grpc, which otherwise encodes each message with a writer of its own.
+ */
+export function withSharedWriter<D extends TsProtoServiceDefinition>(definition: D): D {
+  let out = converted.get(definition);
+  if (out === undefined) {
+    const methods = Object.fromEntries(
+      Object.entries(definition.methods).map(([name, m]) => [
+        name,
+        {
+          ...m,
+          requestType: sharedWriterType(m.requestType),
+          responseType: sharedWriterType(m.responseType),
+        },
+      ]),
+    );
+    out = { ...definition, methods };
+    converted.set(definition, out);
+  }
+  return out as D;
+}
