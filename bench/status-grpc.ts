@@ -217,7 +217,7 @@ async function main() {
   const child = spawn(
     process.execPath,
     [
-      ...serviceNodeFlags(nodeArgs()),
+      ...serviceNodeFlags('status', nodeArgs()),
       path.join(__dirname, '../bin/dsat.js'),
       'status',
       '--port',

@@ -101,7 +101,7 @@ export class ProcessSupervisor {
     const proc = spawn(
       process.execPath,
       [
-        ...serviceNodeFlags(process.execArgv),
+        ...serviceNodeFlags(args[0]!, process.execArgv),
         process.argv[1]!,
         ...args,
         '--port',

@@ -56,11 +56,15 @@ function startDsat(
   env: NodeJS.ProcessEnv,
   log: fs.WriteStream,
 ) {
-  const child = spawn(process.execPath, [...serviceNodeFlags(nodeArgs()), ...DSAT_CLI, ...args], {
-    cwd: ROOT,
-    env: serviceEnv({ ...process.env, DSAT_LOG_LEVEL: 'warn', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...serviceNodeFlags(args[0]!, nodeArgs()), ...DSAT_CLI, ...args],
+    {
+      cwd: ROOT,
+      env: serviceEnv({ ...process.env, DSAT_LOG_LEVEL: 'warn', ...env }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   child.stderr!.on('data', (c: Buffer) => log.write(`[${name}] ${c.toString()}`));
   const ready = new Promise<string>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout! });

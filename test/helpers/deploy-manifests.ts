@@ -353,6 +353,7 @@ export function wiringProblems(objects: K8sObject[]): string[] {
 export interface ComposeService {
   image?: string;
   build?: { context?: string; dockerfile?: string } | string;
+  entrypoint?: string[] | string;
   command?: string[] | string;
   environment?: Record<string, string | number | boolean | null> | string[];
   healthcheck?: { test?: string[] | string; disable?: boolean };
@@ -418,6 +419,15 @@ export interface DsatContainer {
 
 const DSAT_IMAGE = /(^|\/)dsat(:[\w.-]+)?(@sha256:[0-9a-f]+)?$/;
 
+/** The image's script: a command that names it replaces the entrypoint, node flags and all. */
+const DSAT_SCRIPT = '/app/bin/dsat.js';
+
+/** What a container passes to dsat: its command and args, after the script when they name it. */
+function dsatArgs(words: readonly string[]): string[] {
+  const script = words.indexOf(DSAT_SCRIPT);
+  return words.slice(script + 1);
+}
+
 export function dsatContainersOfKubernetes(objects: K8sObject[]): DsatContainer[] {
   const configMaps = new Map(
     objects.filter((o) => o.kind === 'ConfigMap').map((o) => [o.metadata.name, o.data ?? {}]),
@@ -431,7 +441,7 @@ export function dsatContainersOfKubernetes(objects: K8sObject[]): DsatContainer[
       );
       out.push({
         where: `${describeObject(o)} container ${c.name}`,
-        args: [...(c.command ?? []), ...(c.args ?? [])],
+        args: dsatArgs([...(c.command ?? []), ...(c.args ?? [])]),
         env: [...fromMaps, ...(c.env ?? []).map((e) => e.name)],
       });
     }
@@ -439,12 +449,17 @@ export function dsatContainersOfKubernetes(objects: K8sObject[]): DsatContainer[
   return out;
 }
 
+/** A compose command or entrypoint as words: a string is split at spaces. */
+function composeWords(value: string[] | string): string[] {
+  return typeof value === 'string' ? value.split(/\s+/) : value;
+}
+
 export function dsatContainersOfCompose(compose: ComposeFile, file: string): DsatContainer[] {
   return Object.entries(compose.services)
     .filter(([, s]) => DSAT_IMAGE.test(s.image ?? ''))
     .map(([name, s]) => ({
       where: `${file} service ${name}`,
-      args: typeof s.command === 'string' ? s.command.split(/\s+/) : (s.command ?? []),
+      args: dsatArgs([s.entrypoint ?? [], s.command ?? []].flatMap(composeWords)),
       env: Object.keys(composeEnvironment(s)),
     }));
 }

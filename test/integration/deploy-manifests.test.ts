@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createFileRegistry, fromBinary, fromJson, toJson } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import YAML from 'yaml';
-import { SERVICE_ENV, SERVICE_NODE_FLAGS } from '../../cli/node-flags';
+import { SERVICE_ENV, SERVICE_NODE_FLAGS, nodeFlagsOf } from '../../cli/node-flags';
 import { loadConfig, serverOptions } from '../../services/shared/config';
 import { createLogger } from '../../services/shared/logger';
 import { DESCRIPTOR_SET_PATH, startGrpcServer } from '../../services/shared/grpc-server';
@@ -117,6 +117,12 @@ describe('the Kubernetes manifests (kubectl kustomize, strict Kubernetes 1.27 sc
       template: { spec: PodSpec };
     }>(byKind(base, 'StatefulSet', 'status'));
     expect(status.replicas).toBe(1);
+    // The image's entrypoint, with the status service's own node flags.
+    expect(status.template.spec.containers[0]!.command).toEqual([
+      'node',
+      ...nodeFlagsOf('status'),
+      '/app/bin/dsat.js',
+    ]);
     expect(status.podManagementPolicy).toBe('OrderedReady');
     expect(status.updateStrategy.type).toBe('RollingUpdate');
     expect(status.volumeClaimTemplates.map((t) => t.spec.accessModes)).toEqual([['ReadWriteOnce']]);
@@ -265,6 +271,12 @@ describe('the compose file', () => {
       const otlp = new URL(env.OTEL_EXPORTER_OTLP_ENDPOINT!);
       expect(Object.keys(services)).toContain(otlp.hostname);
       expect(env.OTEL_SERVICE_NAME).toBe(`dsat-${name}`);
+    }
+    // The image's entrypoint, with the status service's own node flags.
+    for (const name of SERVICES) {
+      const entrypoint =
+        name === 'status' ? ['node', ...nodeFlagsOf('status'), '/app/bin/dsat.js'] : undefined;
+      expect([name, services[name]!.entrypoint]).toEqual([name, entrypoint]);
     }
     expect(composeEnvironment(services.status!).DSAT_DATA_DIR).toBe('/data');
     expect(services.status!.volumes).toContain('status-data:/data');

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { SERVICE_ENV, SERVICE_NODE_FLAGS } from '../../cli/node-flags';
+import { SERVICE_ENV, nodeFlagsOf } from '../../cli/node-flags';
 import { healthCheck } from '../helpers/plain-grpc';
 import type { RunningProcess } from '../helpers/processes';
 import { spawnDsat, UP_FREE_PORTS, upAddress, within } from '../helpers/processes';
@@ -115,7 +115,7 @@ describe('dsat up --processes', () => {
       await expect(healthCheck(first[name].address)).resolves.toBe('SERVING');
       // Started with dsat's node flags (cli/node-flags.ts).
       const argv = fs.readFileSync(`/proc/${first[name].pid}/cmdline`, 'utf8').split('\0');
-      expect(argv).toEqual(expect.arrayContaining([...SERVICE_NODE_FLAGS]));
+      expect(argv).toEqual(expect.arrayContaining(nodeFlagsOf(name)));
       // ... and its environment (a value the user set wins).
       const environ = fs.readFileSync(`/proc/${first[name].pid}/environ`, 'utf8').split('\0');
       for (const [key, value] of Object.entries(SERVICE_ENV)) {

@@ -1,12 +1,18 @@
 import { spawnSync } from 'node:child_process';
-import { SERVICE_NODE_FLAGS, serviceEnv, serviceNodeFlags } from '../../../cli/node-flags';
+import {
+  SERVICE_NODE_FLAGS,
+  SERVICE_NODE_FLAG_OVERRIDES,
+  nodeFlagsOf,
+  serviceEnv,
+  serviceNodeFlags,
+} from '../../../cli/node-flags';
 
 describe('serviceNodeFlags', () => {
   it("adds dsat's flags after the launcher's own", () => {
     expect(SERVICE_NODE_FLAGS).toEqual(
       expect.arrayContaining(['--max-semi-space-size=4', '--heap-growing-percent=200']),
     );
-    expect(serviceNodeFlags(['--require', 'tsx/cjs'], '')).toEqual([
+    expect(serviceNodeFlags('router', ['--require', 'tsx/cjs'], '')).toEqual([
       '--require',
       'tsx/cjs',
       ...SERVICE_NODE_FLAGS,
@@ -15,28 +21,54 @@ describe('serviceNodeFlags', () => {
 
   it('leaves a flag to the user who set it, on the command line or in NODE_OPTIONS, in any spelling', () => {
     const others = (name: string) => SERVICE_NODE_FLAGS.filter((f) => !f.startsWith(name));
-    expect(serviceNodeFlags(['--max-semi-space-size=16'], '')).toEqual([
+    expect(serviceNodeFlags('router', ['--max-semi-space-size=16'], '')).toEqual([
       '--max-semi-space-size=16',
       ...others('--max-semi-space-size'),
     ]);
-    expect(serviceNodeFlags(['--heap_growing_percent=50'], '')).toEqual([
+    expect(serviceNodeFlags('router', ['--heap_growing_percent=50'], '')).toEqual([
       '--heap_growing_percent=50',
       ...others('--heap-growing-percent'),
     ]);
-    expect(serviceNodeFlags([], '--inspect  --max-semi-space-size=32')).toEqual(
+    expect(serviceNodeFlags('router', [], '--inspect  --max-semi-space-size=32')).toEqual(
       others('--max-semi-space-size'),
     );
     // Another flag of the user's is no reason to drop dsat's.
-    expect(serviceNodeFlags([], '--max-old-space-size=512')).toEqual([...SERVICE_NODE_FLAGS]);
+    expect(serviceNodeFlags('router', [], '--max-old-space-size=512')).toEqual([
+      ...SERVICE_NODE_FLAGS,
+    ]);
+  });
+
+  it('gives the status service its own young generation, in place of the common flag', () => {
+    expect(nodeFlagsOf('status')).toEqual([
+      '--max-semi-space-size=8',
+      '--heap-growing-percent=200',
+    ]);
+    for (const service of ['router', 'tracker', 'worker', '']) {
+      expect(nodeFlagsOf(service)).toEqual([...SERVICE_NODE_FLAGS]);
+    }
+    expect(serviceNodeFlags('status', ['--require', 'tsx/cjs'], '')).toEqual([
+      '--require',
+      'tsx/cjs',
+      ...nodeFlagsOf('status'),
+    ]);
+    // The user's value still wins.
+    expect(serviceNodeFlags('status', [], '--max-semi-space-size=2')).toEqual([
+      '--heap-growing-percent=200',
+    ]);
   });
 
   it('names only flags this node accepts (a node that dropped one would not start a service)', () => {
-    const run = spawnSync(process.execPath, [...SERVICE_NODE_FLAGS, '-e', ''], {
-      encoding: 'utf8',
-      env: { ...process.env, NODE_OPTIONS: '' },
-    });
-    expect(run.stderr).toBe('');
-    expect(run.status).toBe(0);
+    for (const flags of [
+      SERVICE_NODE_FLAGS,
+      ...Object.keys(SERVICE_NODE_FLAG_OVERRIDES).map(nodeFlagsOf),
+    ]) {
+      const run = spawnSync(process.execPath, [...flags, '-e', ''], {
+        encoding: 'utf8',
+        env: { ...process.env, NODE_OPTIONS: '' },
+      });
+      expect(run.stderr).toBe('');
+      expect(run.status).toBe(0);
+    }
   });
 });
 
