@@ -18,15 +18,24 @@ export const SERVICE_NODE_FLAGS: readonly string[] = [
   '--heap-growing-percent=200',
 ];
 
+/** The tracker's and a worker's heap: they hold little and use little CPU (below). */
+const LEAN_HEAP = ['--max-semi-space-size=2', '--heap-growing-percent=100'];
+
 /**
- * A service's own values of SERVICE_NODE_FLAGS. The status service's young objects are mostly the
- * copies a commit makes of the live tasks it moves, which survive a scavenge or two: with 4 MB
- * halves it scavenged ~110 times in a T run, ~3 ms each. `--max-semi-space-size=8` there (T runs
- * of 2026-12-03, 7 pairs): the status service's CPU per task -5 to -8%, T +3 to +9% tasks/s, peak
- * RSS +3 to +10 MB; 16 saved ~5% more of its CPU for ~20 MB more.
+ * A service's own values of some of SERVICE_NODE_FLAGS (T and L runs of 2026-12-03):
+ *
+ * - status: its young objects are mostly the copies a commit makes of the live tasks it moves,
+ *   which survive a scavenge or two; with 4 MB halves it scavenged ~110 times in a T run, ~3 ms
+ *   each. With 8 (7 pairs) its CPU per task fell 5-8%, T rose 3-9%, the peak 3-10 MB; 16 saved
+ *   ~5% more of its CPU for ~20 MB more.
+ * - tracker, worker: a 2 MB young generation and a major GC at twice what the last one left
+ *   (3 T pairs, 2 L pairs): each peaks ~13 MB lower (74 against 87 MB), the mesh 55 MB lower in T
+ *   and L, for +0.003-0.005 CPU ms per task each (+2% of the mesh's in T; L the same).
  */
 export const SERVICE_NODE_FLAG_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   status: ['--max-semi-space-size=8'],
+  tracker: LEAN_HEAP,
+  worker: LEAN_HEAP,
 };
 
 /** The flag's name, as node accepts it: dashes or underscores. */

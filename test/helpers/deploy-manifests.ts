@@ -417,7 +417,7 @@ export interface DsatContainer {
   readonly env: readonly string[];
 }
 
-const DSAT_IMAGE = /(^|\/)dsat(:[\w.-]+)?(@sha256:[0-9a-f]+)?$/;
+export const DSAT_IMAGE = /(^|\/)dsat(:[\w.-]+)?(@sha256:[0-9a-f]+)?$/;
 
 /** The image's script: a command that names it replaces the entrypoint, node flags and all. */
 const DSAT_SCRIPT = '/app/bin/dsat.js';

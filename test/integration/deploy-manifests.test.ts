@@ -11,6 +11,7 @@ import { DESCRIPTOR_SET_PATH, startGrpcServer } from '../../services/shared/grpc
 import type { ComposeFile, K8sObject, PodSpec } from '../helpers/deploy-manifests';
 import {
   DEPLOY_DIR,
+  DSAT_IMAGE,
   byKind,
   composeEnvironment,
   configProblems,
@@ -47,6 +48,16 @@ const validateCompose = createComposeValidator();
 const base = kustomize(K8S_DIR);
 
 /** An overlay rendered; they use kustomize features of v4 and later, so older ones fail loudly. */
+/**
+ * The command a service's container must start with: the image's entrypoint with the service's own
+ * node flags, or none where they are the image's (SERVICE_NODE_FLAGS).
+ */
+function ownEntrypoint(service: string): string[] | undefined {
+  const flags = nodeFlagsOf(service);
+  if (flags.join(' ') === SERVICE_NODE_FLAGS.join(' ')) return undefined;
+  return ['node', ...flags, '/app/bin/dsat.js'];
+}
+
 function renderOverlay(overlay: string): K8sObject[] {
   const major = Number(/^v(\d+)/.exec(kubectl.kustomize ?? '')?.[1] ?? 0);
   if (major < 4) {
@@ -117,12 +128,22 @@ describe('the Kubernetes manifests (kubectl kustomize, strict Kubernetes 1.27 sc
       template: { spec: PodSpec };
     }>(byKind(base, 'StatefulSet', 'status'));
     expect(status.replicas).toBe(1);
-    // The image's entrypoint, with the status service's own node flags.
-    expect(status.template.spec.containers[0]!.command).toEqual([
-      'node',
-      ...nodeFlagsOf('status'),
-      '/app/bin/dsat.js',
-    ]);
+    // Each dsat container, in the base and every overlay, starts with its service's node flags.
+    const containers = [base, ...OVERLAYS.map(renderOverlay)].flatMap((objects) =>
+      objects.flatMap((o) =>
+        (podTemplate(o)?.spec.containers ?? [])
+          .filter((c) => DSAT_IMAGE.test(c.image ?? ''))
+          .map((c) => ({
+            where: `${o.metadata.name}/${c.name}`,
+            service: c.args?.[0] ?? '',
+            command: c.command,
+          })),
+      ),
+    );
+    expect(new Set(containers.map((c) => c.service))).toEqual(new Set(SERVICES));
+    for (const c of containers) {
+      expect([c.where, c.command]).toEqual([c.where, ownEntrypoint(c.service)]);
+    }
     expect(status.podManagementPolicy).toBe('OrderedReady');
     expect(status.updateStrategy.type).toBe('RollingUpdate');
     expect(status.volumeClaimTemplates.map((t) => t.spec.accessModes)).toEqual([['ReadWriteOnce']]);
@@ -272,11 +293,9 @@ describe('the compose file', () => {
       expect(Object.keys(services)).toContain(otlp.hostname);
       expect(env.OTEL_SERVICE_NAME).toBe(`dsat-${name}`);
     }
-    // The image's entrypoint, with the status service's own node flags.
+    // The image's entrypoint, with the service's own node flags where they differ from it.
     for (const name of SERVICES) {
-      const entrypoint =
-        name === 'status' ? ['node', ...nodeFlagsOf('status'), '/app/bin/dsat.js'] : undefined;
-      expect([name, services[name]!.entrypoint]).toEqual([name, entrypoint]);
+      expect([name, services[name]!.entrypoint]).toEqual([name, ownEntrypoint(name)]);
     }
     expect(composeEnvironment(services.status!).DSAT_DATA_DIR).toBe('/data');
     expect(services.status!.volumes).toContain('status-data:/data');

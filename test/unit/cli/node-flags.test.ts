@@ -38,13 +38,23 @@ describe('serviceNodeFlags', () => {
     ]);
   });
 
-  it('gives the status service its own young generation, in place of the common flag', () => {
+  it('gives the status, tracker and worker services their own values, in place of the common ones', () => {
     expect(nodeFlagsOf('status')).toEqual([
       '--max-semi-space-size=8',
       '--heap-growing-percent=200',
     ]);
-    for (const service of ['router', 'tracker', 'worker', '']) {
+    for (const service of ['tracker', 'worker']) {
+      expect(nodeFlagsOf(service)).toEqual([
+        '--max-semi-space-size=2',
+        '--heap-growing-percent=100',
+      ]);
+    }
+    for (const service of ['router', ''])
       expect(nodeFlagsOf(service)).toEqual([...SERVICE_NODE_FLAGS]);
+    // An override replaces a common flag: none is added or lost.
+    const name = (f: string) => f.split('=')[0];
+    for (const own of Object.values(SERVICE_NODE_FLAG_OVERRIDES)) {
+      for (const f of own) expect(SERVICE_NODE_FLAGS.map(name)).toContain(name(f));
     }
     expect(serviceNodeFlags('status', ['--require', 'tsx/cjs'], '')).toEqual([
       '--require',
@@ -52,8 +62,8 @@ describe('serviceNodeFlags', () => {
       ...nodeFlagsOf('status'),
     ]);
     // The user's value still wins.
-    expect(serviceNodeFlags('status', [], '--max-semi-space-size=2')).toEqual([
-      '--heap-growing-percent=200',
+    expect(serviceNodeFlags('worker', [], '--max-semi-space-size=16')).toEqual([
+      '--heap-growing-percent=100',
     ]);
   });
 
