@@ -425,30 +425,41 @@ describe('watchEvents', () => {
   });
 });
 
+const SIX = ['a', 'b', 'c', 'd', 'e', 'f'];
+
+/** A store with a 1 MiB reply budget and six RUNNING tasks, SIX. */
+async function runningSix(): Promise<StatusStore> {
+  const store = await open({ maxReplyBytes: 1024 * 1024 });
+  for (const id of SIX) {
+    await createTask(store, id);
+    await move(store, id, S.TASK_STATE_DISPATCHED);
+    await move(store, id, S.TASK_STATE_RUNNING);
+  }
+  return store;
+}
+
+/** Ends SIX in one commit, each with a 300 KiB output: ~1.8 MB of transitions. */
+function finishSixLarge(store: StatusStore) {
+  const output = { data: Buffer.alloc(300 * 1024), contentType: 'text/plain' };
+  return store.submit(
+    SIX.map((taskId) =>
+      write({
+        taskId,
+        expectedState: S.TASK_STATE_RUNNING,
+        toState: S.TASK_STATE_SUCCEEDED,
+        payload: output,
+      }),
+    ),
+  );
+}
+
 describe('watch messages under the byte budget', () => {
   it('splits a commit whose transitions pass the budget, live and from the store, resumable inside it', async () => {
-    const store = await open({ maxReplyBytes: 1024 * 1024 });
-    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
-    for (const id of ids) {
-      await createTask(store, id);
-      await move(store, id, S.TASK_STATE_DISPATCHED);
-      await move(store, id, S.TASK_STATE_RUNNING);
-    }
+    const store = await runningSix();
     const before = store.stats().revision;
     const live = store.watchEvents(undefined, 0)[Symbol.asyncIterator]();
     const first = nextWithin(live);
-    // Six 300 KiB outputs in one commit: ~1.8 MB of transitions.
-    const output = { data: Buffer.alloc(300 * 1024), contentType: 'text/plain' };
-    const outcomes = await store.submit(
-      ids.map((taskId) =>
-        write({
-          taskId,
-          expectedState: S.TASK_STATE_RUNNING,
-          toState: S.TASK_STATE_SUCCEEDED,
-          payload: output,
-        }),
-      ),
-    );
+    const outcomes = await finishSixLarge(store);
     const revisions = outcomes.map((o) => o.revision);
     /** Messages until the commit's last revision, each checked under the budget. */
     const messages = async (it: AsyncIterator<WatchEventsResponse>) => {
@@ -484,38 +495,22 @@ describe('watch messages under the byte budget', () => {
 
 describe('a watch with a transition mask', () => {
   it('sends only the named fields, live and from the store, sized after the mask', async () => {
-    const store = await open({ maxReplyBytes: 1024 * 1024 });
-    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
-    for (const id of ids) {
-      await createTask(store, id);
-      await move(store, id, S.TASK_STATE_DISPATCHED);
-      await move(store, id, S.TASK_STATE_RUNNING);
-    }
+    const store = await runningSix();
     const before = store.stats().revision;
     const project = compileTransitionMask(['task_id', 'to_state']);
     const live = store.watchEvents(undefined, 0, undefined, '', project)[Symbol.asyncIterator]();
     const first = nextWithin(live);
-    // Six 300 KiB outputs: over the budget unmasked (the test above), one message masked.
-    const output = { data: Buffer.alloc(300 * 1024), contentType: 'text/plain' };
-    await store.submit(
-      ids.map((taskId) =>
-        write({
-          taskId,
-          expectedState: S.TASK_STATE_RUNNING,
-          toState: S.TASK_STATE_SUCCEEDED,
-          payload: output,
-        }),
-      ),
-    );
+    // Over the budget unmasked (the test above), one message masked.
+    await finishSixLarge(store);
     const stored = store.watchEvents(undefined, before, undefined, '', project);
     for (const message of [
       (await first).value,
       (await nextWithin(stored[Symbol.asyncIterator]())).value,
     ]) {
       expect(message.transitions).toEqual(
-        ids.map((taskId) => Transition.fromPartial({ taskId, toState: S.TASK_STATE_SUCCEEDED })),
+        SIX.map((taskId) => Transition.fromPartial({ taskId, toState: S.TASK_STATE_SUCCEEDED })),
       );
-      expect(message.revision).toBe(before + ids.length);
+      expect(message.revision).toBe(before + SIX.length);
     }
     await live.return?.(undefined);
   });
