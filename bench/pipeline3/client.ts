@@ -70,6 +70,8 @@ function dsatDriver(routerAddress: string, statusAddress: string): Driver {
             actionKey: '',
           },
           fromRevision: stats.revision,
+          // Only what the check below reads.
+          transitionMask: ['task_id', 'to_state', 'payload', 'error'],
         },
         { signal: abort.signal },
       );
