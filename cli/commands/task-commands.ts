@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ClientError, Status } from 'nice-grpc-common';
-import type { Task, Transition } from '../../gen/dsat/task/v1/task';
-import { TaskState } from '../../gen/dsat/task/v1/task';
+import type { Task } from '../../gen/dsat/task/v1/task';
+import { TaskState, Transition } from '../../gen/dsat/task/v1/task';
 import type { StoredSpan } from '../../services/shared/span-store';
 import { MAX_PRIORITY } from '../../services/router/task-intake';
 import { isTerminalState } from '../../services/status/task-state-machine';
+import { transitionFieldProblem } from '../../services/status/transition-mask';
 import type { CommandContext } from '../command-context';
 import { meshAction } from '../command-context';
 import { wholeNumberOption } from '../number-options';
@@ -88,6 +89,16 @@ function parseState(s: string): TaskState {
 }
 
 /** `--state a b` as TaskStates: a state that does not exist is a usage error naming the flag. */
+/** `--fields`: names, repeated or comma-separated, each a Transition field. */
+function transitionFields(value: string, previous: string[] | undefined): string[] {
+  const names = value.split(',').filter(Boolean);
+  for (const name of names) {
+    const problem = transitionFieldProblem(name);
+    if (problem !== undefined) throw new InvalidArgumentError(problem);
+  }
+  return [...(previous ?? []), ...names];
+}
+
 function stateOption(flags: string, description: string): Option {
   return new Option(flags, description).argParser(
     (value: string, previous: TaskState[] | undefined) => [...(previous ?? []), parseState(value)],
@@ -367,6 +378,10 @@ export function taskCommands(): Command[] {
 
   const watch = new Command('watch')
     .description('Print transitions live: of one task until it ends, or of the whole feed.')
+    .addHelpText(
+      'after',
+      `\nExamples:\n  $ dsat watch TASK_ID\n  $ dsat watch --pipeline demo --state succeeded failed\n  $ dsat watch --json --fields task_id,to_state,stage`,
+    )
     .argument('[task-id]', 'the task to follow; without it, the global feed')
     .option('--pipeline <name>', 'feed: only this pipeline')
     .option('--stage <name>', 'feed: only this stage')
@@ -383,6 +398,12 @@ export function taskCommands(): Command[] {
         0,
       ),
     )
+    .addOption(
+      new Option(
+        '--fields <name...>',
+        'feed: the status service sends only these Transition fields, by proto name (e.g. task_id to_state stage); with --json each line is the proto JSON of what was sent',
+      ).argParser(transitionFields),
+    )
     .action(
       meshAction(
         async (
@@ -394,6 +415,7 @@ export function taskCommands(): Command[] {
             state?: TaskState[];
             actionKey?: string;
             fromRevision: number;
+            fields?: string[];
           },
         ) => {
           if (taskId) {
@@ -409,10 +431,12 @@ export function taskCommands(): Command[] {
           let fromRevision = opts.fromRevision;
           // The feed has no end: it runs until Ctrl-C, resumed after the revision last seen.
           await resumingWatch<never>('the watch of the feed', async (progressed) => {
-            for await (const batch of ctx.clients.status.watchEvents({ filter, fromRevision })) {
+            const transitionMask = opts.fields;
+            const watch = ctx.clients.status.watchEvents({ filter, fromRevision, transitionMask });
+            for await (const batch of watch) {
               progressed();
               for (const t of batch.transitions) {
-                if (ctx.json) printJson(transitionJson(t));
+                if (ctx.json) printJson(transitionMask ? Transition.toJSON(t) : transitionJson(t));
                 else process.stdout.write(`${t.taskId}  ${transitionLine(t)}\n`);
               }
               fromRevision = Math.max(fromRevision, batch.revision);

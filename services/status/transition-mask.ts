@@ -12,22 +12,24 @@ const FIELDS = new Map(
   Object.keys(DEFAULTS).map((key) => [protoFieldName(key), key as keyof Transition]),
 );
 
-function fieldOf(path: string, field: string): keyof Transition {
-  const key = FIELDS.get(path);
-  if (key !== undefined) return key;
+/** What is wrong with a transition_mask path, or undefined when it names a Transition field. */
+export function transitionFieldProblem(path: string): string | undefined {
+  if (FIELDS.has(path)) return undefined;
   if (path.includes('.')) {
-    throw invalidArgument(
-      field,
+    return (
       `"${path}" names a field inside a field; name top-level Transition fields ` +
-        `("${path.split('.')[0]}" sends all of it)`,
+      `("${path.split('.')[0]}" sends all of it)`
     );
   }
   const snake = protoFieldName(path);
   const hint = FIELDS.has(snake) ? `; did you mean "${snake}"?` : '';
-  throw invalidArgument(
-    field,
-    `"${path}" is not a Transition field${hint} (fields: ${[...FIELDS.keys()].join(', ')})`,
-  );
+  return `"${path}" is not a Transition field${hint} (fields: ${[...FIELDS.keys()].join(', ')})`;
+}
+
+function fieldOf(path: string, field: string): keyof Transition {
+  const problem = transitionFieldProblem(path);
+  if (problem !== undefined) throw invalidArgument(field, problem);
+  return FIELDS.get(path)!;
 }
 
 /**

@@ -214,6 +214,41 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(traced.traces_received).toBeGreaterThanOrEqual(350);
   }, 180_000);
 
+  it('watches the feed with only the fields asked for', async () => {
+    const submit = await dsat(['submit', 'demo', '{"text":"fields"}', '--follow'], env);
+    expect(submit.code).toBe(0);
+    const taskId = /submitted (\S+)/.exec(submit.out)![1]!;
+    // From revision 1, so that the task's transitions are there however late the watch starts.
+    const watch = spawnDsat(
+      ['watch', '--json', '--from-revision', '1', '--pipeline', 'demo'].concat([
+        '--fields',
+        'task_id,to_state',
+        '--fields',
+        'stage',
+      ]),
+      env,
+    );
+    try {
+      await watch.waitForLine(new RegExp(`"taskId":"${taskId}".*"TASK_STATE_SUCCEEDED"`), 30_000);
+    } finally {
+      watch.kill('SIGKILL');
+    }
+    const lines = watch.stdout.map((l) => JSON.parse(l) as Record<string, string>);
+    for (const line of lines)
+      expect(['taskId', 'toState', 'stage']).toEqual(expect.arrayContaining(Object.keys(line)));
+    const mine = lines.filter((l) => l.taskId === taskId);
+    expect(mine.filter((l) => l.toState === 'TASK_STATE_RUNNING').map((l) => l.stage)).toEqual([
+      'parse',
+      'hash',
+      'upper',
+    ]);
+    expect(mine[mine.length - 1]).toEqual({
+      taskId,
+      toState: 'TASK_STATE_SUCCEEDED',
+      stage: 'upper',
+    });
+  });
+
   it('exits 3 when a followed task fails, and 2 naming the flag for a bad number', async () => {
     const failed = await dsat(['submit', 'demo', '{"nope":1}', '--follow'], env);
     expect(failed.code).toBe(3);
@@ -235,6 +270,8 @@ describe('the dsat CLI, as a user drives it', () => {
       [['tasks', '--limit', 'x'], /option '--limit <n>' argument 'x' is invalid/],
       [['submit', 'demo', '{}', '--priority', '1.5'], /option '--priority <n>' argument '1.5'/],
       [['watch', '--from-revision', '-1'], /option '--from-revision <n>' argument '-1'/],
+      [['watch', '--fields', 'task_id,taskid'], /"taskid" is not a Transition field/],
+      [['watch', '--fields', 'error.message'], /"error\.message" names a field inside a field/],
       [['mesh', '--watch', '--interval', '5'], /option '--interval <ms>' argument '5'/],
       [['dead-letters', 'list', '--limit', '0'], /option '--limit <n>' argument '0'/],
       [['pipelines', 'get', 'demo', 'latest'], /value 'latest' is invalid for argument 'version'/],
