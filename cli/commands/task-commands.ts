@@ -88,7 +88,6 @@ function parseState(s: string): TaskState {
   return v;
 }
 
-/** `--state a b` as TaskStates: a state that does not exist is a usage error naming the flag. */
 /** `--fields`: names, repeated or comma-separated, each a Transition field. */
 function transitionFields(value: string, previous: string[] | undefined): string[] {
   const names = value.split(',').filter(Boolean);
@@ -99,6 +98,7 @@ function transitionFields(value: string, previous: string[] | undefined): string
   return [...(previous ?? []), ...names];
 }
 
+/** `--state a b` as TaskStates: a state that does not exist is a usage error naming the flag. */
 function stateOption(flags: string, description: string): Option {
   return new Option(flags, description).argParser(
     (value: string, previous: TaskState[] | undefined) => [...(previous ?? []), parseState(value)],

@@ -1,10 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
-import type { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
-import { encodeMessage } from './message-writer';
+import type { BinaryReader } from '@bufbuild/protobuf/wire';
+import { encodeMessage, type MessageEncoder } from './message-writer';
 
 /** What ts-proto generates for a message: enough to (de)serialize it. */
-export interface MessageCodec<T> {
-  encode(message: T, writer?: BinaryWriter): BinaryWriter;
+export interface MessageCodec<T> extends MessageEncoder<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
 }
 

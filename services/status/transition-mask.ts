@@ -27,9 +27,9 @@ export function transitionFieldProblem(path: string): string | undefined {
 }
 
 function fieldOf(path: string, field: string): keyof Transition {
-  const problem = transitionFieldProblem(path);
-  if (problem !== undefined) throw invalidArgument(field, problem);
-  return FIELDS.get(path)!;
+  const key = FIELDS.get(path);
+  if (key === undefined) throw invalidArgument(field, transitionFieldProblem(path)!);
+  return key;
 }
 
 /**
