@@ -72,6 +72,8 @@ interface ReportWrite {
   outcomes: TransitionOutcome[];
   left: number;
   readonly kind: 'result' | 'failure';
+  /** The task at its next stage, held (and maybe running) before this report is committed. */
+  ahead?: HeldTask;
 }
 
 const RECENT_REPORTS = 100_000;
@@ -91,7 +93,7 @@ export const CANCEL_REASONS = {
  * The router's dispatch: the ready queue of every stage it serves, the worker streams with their
  * credit, and every attempt in flight. A task goes only to a worker with free credit (round robin
  * or least in flight), DISPATCHED and RUNNING are written without waiting, and a report is acked
- * only once its writes are committed. Everything here runs on the event loop without awaiting:
+ * only once its writes are committed; a result's next stage starts before that (holdAhead). Everything here runs on the event loop without awaiting:
  * writes complete through callbacks, and dispatch runs once per tick for everything that is ready.
  */
 export class Dispatcher {
@@ -310,9 +312,19 @@ export class Dispatcher {
     while (active.length > 0) {
       const still: StageState[] = [];
       for (const s of active) {
-        const link = this.pick(s);
+        let link = this.pick(s);
         if (link === undefined) continue;
         const t = s.queue.shift()!;
+        // Reports and Acks name (task_id, attempt) only: a stream awaiting the Ack of a task's
+        // report at one stage cannot also run the same attempt number at the next.
+        if (link.holding.has(t.attemptKey)) {
+          link = this.pick(s, link);
+          if (link === undefined) {
+            t.parked = true;
+            if (s.queue.size > 0) still.push(s);
+            continue;
+          }
+        }
         this.start(t, link, s);
         touched.add(link);
         if (s.queue.size > 0 && s.stats.inFlight < s.limit) still.push(s);
@@ -322,7 +334,8 @@ export class Dispatcher {
     for (const link of touched) link.flush();
   };
 
-  private pick(s: StageState): WorkerLink | undefined {
+  /** A stream of the stage with free credit, other than `avoid`. */
+  private pick(s: StageState, avoid?: WorkerLink): WorkerLink | undefined {
     const links = s.links;
     const n = links.length;
     if (this.strategy === 'least-in-flight') {
@@ -331,7 +344,7 @@ export class Dispatcher {
       for (let i = 0; i < n; i++) {
         const at = (s.rr + i) % n;
         const l = links[at]!;
-        if (l.credit <= 0 || l.draining) continue;
+        if (l.credit <= 0 || l.draining || l === avoid) continue;
         if (best === undefined || l.holding.size < best.holding.size) {
           best = l;
           bestAt = at;
@@ -343,7 +356,7 @@ export class Dispatcher {
     for (let i = 0; i < n; i++) {
       const at = (s.rr + i) % n;
       const l = links[at]!;
-      if (l.credit > 0 && !l.draining) {
+      if (l.credit > 0 && !l.draining && l !== avoid) {
         s.rr = (at + 1) % n;
         return l;
       }
@@ -476,6 +489,7 @@ export class Dispatcher {
   }
 
   onResults(link: WorkerLink, results: readonly Result[]): void {
+    let ahead = 0;
     for (const r of results) {
       const t = this.find(link, r.taskId, r.attempt);
       if (t === undefined) {
@@ -499,8 +513,30 @@ export class Dispatcher {
             link.workerId,
             this.ids.next,
           );
-      this.writeReport({ task: t, link, plan, outcomes: [], left: 0, kind: 'result' });
+      const report: ReportWrite = { task: t, link, plan, outcomes: [], left: 0, kind: 'result' };
+      this.writeReport(report);
+      if (this.holdAhead(report)) ahead++;
     }
+    // Dispatched now, the next stages' DISPATCHED and RUNNING ride in the results' message.
+    if (ahead > 0) this.dispatchPass();
+  }
+
+  /**
+   * Holds an advanced task at its next stage before the move is committed, so that its next
+   * worker starts while the store syncs. Its writes are queued after the move's, so the store
+   * applies them in that order; if the move is refused, the held task is dropped.
+   */
+  private holdAhead(report: ReportWrite): boolean {
+    const plan = report.plan;
+    if (this.stopped || plan.kind !== 'advanced' || !('next' in plan)) return false;
+    const next = plan.next[0]!;
+    if (plan.next.length !== 1 || next.stage.publish || !this.options.serves(next.stage.name)) {
+      return false;
+    }
+    const [init] = queuedByPlan(report.task, 0, plan.next);
+    if (!this.enqueue(init!)) return false;
+    report.ahead = this.held.get(report.task.taskId);
+    return true;
   }
 
   onFailures(link: WorkerLink, failures: readonly Failure[]): void {
@@ -611,6 +647,7 @@ export class Dispatcher {
     // A write refused as malformed would leave the task RUNNING with no router holding it: fail
     // the task instead, saying why (a failing write refused in turn is left to the timeouts).
     if (first.code === 3 && plan.kind !== 'failed') {
+      this.dropAhead(report);
       const refused = plan.writes[0]!;
       const w = transitionWrite(
         this.ids.next(),
@@ -643,6 +680,7 @@ export class Dispatcher {
       this.remember(t, accepted, reason);
     }
     if (!accepted) {
+      this.dropAhead(report);
       if (first.code !== 9 && first.code !== 14) {
         this.logger.warn(
           { taskId: t.taskId, code: first.code, reason: first.reason },
@@ -654,8 +692,26 @@ export class Dispatcher {
     const ok =
       plan.kind !== 'failed' && plan.kind !== 'dead-lettered' && plan.kind !== 'retry-wait';
     this.attemptEnded(t, ok);
+    const ahead = report.ahead;
+    if (ahead !== undefined) {
+      // Its report answered, a task parked for the reporting stream may go there now.
+      if (ahead.parked && this.held.get(ahead.taskId) === ahead) {
+        ahead.parked = false;
+        this.queue(ahead);
+        this.scheduleDispatch();
+      }
+      return;
+    }
     if ((plan.kind === 'advanced' || plan.kind === 'fanned-out') && 'next' in plan) {
       this.follow(queuedByPlan(t, first.seq, plan.next));
+    }
+  }
+
+  private dropAhead(report: ReportWrite) {
+    const ahead = report.ahead;
+    report.ahead = undefined;
+    if (ahead !== undefined && this.held.get(ahead.taskId) === ahead) {
+      this.drop(ahead.taskId, CANCEL_REASONS.dispatchRefused);
     }
   }
 

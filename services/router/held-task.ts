@@ -71,6 +71,11 @@ export class HeldTask implements Queueable {
   progressStoredAt = 0;
   /** Repeats of the report being written, each answered with the same ack. */
   repeats = 0;
+  /**
+   * Out of its queue until the report it follows is answered: the only stream free for it still
+   * awaits the Ack of that report, which names the same (task_id, attempt).
+   */
+  parked = false;
 
   constructor(init: HeldTaskInit) {
     this.attemptKey = attemptKey(init.taskId, init.attempt);

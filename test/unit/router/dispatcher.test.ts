@@ -199,6 +199,95 @@ describe('the dispatcher', () => {
     expect(link.assigned.at(-1)).toMatchObject({ taskId: 't1', stage: 's2', attempt: 1, hops: 1 });
   });
 
+  it('starts the next stage before the move is committed, its writes queued after the move, and calls it off when the move is refused', async () => {
+    const { d, writer, task, runOn } = setup();
+    const a = new FakeLink('a', ['s1']);
+    const b = new FakeLink('b', ['s2']);
+    await runOn(a, task(1), task(2), task(3));
+    d.addLink(b);
+    d.grantCredit(b, 2);
+    await tick();
+    const sent = writer.writes.length;
+    const out = (i: number) => Buffer.from(`{"r":${i}}`);
+    d.onResults(
+      a,
+      [1, 2, 3].map((i) => ({
+        taskId: `t${i}`,
+        attempt: 1,
+        output: out(i),
+        contentType: 'application/json',
+        nextStages: [],
+      })),
+    );
+    // Nothing is committed yet, and two of the three already run at s2 (b had credit for two).
+    expect(a.acks).toHaveLength(0);
+    expect(b.assigned.map((x) => [x.taskId, x.stage, x.attempt, x.hops])).toEqual([
+      ['t1', 's2', 1, 1],
+      ['t2', 's2', 1, 1],
+    ]);
+    expect(b.assigned[0]!.input?.data).toEqual(out(1));
+    // Every move is queued before the dispatches that depend on it: the store applies them in order.
+    expect(writer.writes.slice(sent).map((w) => [w.taskId, w.toState])).toEqual([
+      ['t1', S.TASK_STATE_QUEUED],
+      ['t2', S.TASK_STATE_QUEUED],
+      ['t3', S.TASK_STATE_QUEUED],
+      ['t1', S.TASK_STATE_DISPATCHED],
+      ['t1', S.TASK_STATE_RUNNING],
+      ['t2', S.TASK_STATE_DISPATCHED],
+      ['t2', S.TASK_STATE_RUNNING],
+    ]);
+    // The store refuses the moves of t2 and t3 (they were cancelled meanwhile, say), and so t2's dispatch.
+    const mismatch = { code: 9, reason: 'STATE_MISMATCH' };
+    writer.answer((w) => (w.taskId === 't1' ? undefined : mismatch));
+    expect(a.acks).toEqual([
+      { taskId: 't1', attempt: 1, accepted: true, reason: '' },
+      { taskId: 't2', attempt: 1, accepted: false, reason: 'STATE_MISMATCH' },
+      { taskId: 't3', attempt: 1, accepted: false, reason: 'STATE_MISMATCH' },
+    ]);
+    expect(b.cancelled).toEqual([
+      { ref: { taskId: 't2', attempt: 1 }, reason: 'DISPATCH_REFUSED' },
+    ]);
+    // t3 waited in s2's queue and is gone from it; t1 is not queued a second time by its commit.
+    d.grantCredit(b, 5);
+    await tick();
+    expect(b.assigned.map((x) => x.taskId)).toEqual(['t1', 't2']);
+    expect(d.counts()).toMatchObject({ held: 1, queued: 0 });
+    expect(d.load().find((l) => l.stage === 's2')).toMatchObject({ queueDepth: 0, inFlight: 1 });
+  });
+
+  it('never runs the next stage on the stream that still awaits the Ack of the same (task, attempt)', async () => {
+    const { d, writer, task, runOn } = setup();
+    const a = new FakeLink('a', ['s1', 's2']);
+    await runOn(a, task(1), task(2));
+    d.grantCredit(a, 2);
+    const result = (i: number) => ({
+      taskId: `t${i}`,
+      attempt: 1,
+      output: Buffer.from('{}'),
+      contentType: 'application/json',
+      nextStages: [],
+    });
+    d.onResults(a, [result(1)]);
+    // The only stream with credit reported t1:1: the next stage waits for the Ack.
+    expect(a.assigned.map((x) => [x.taskId, x.stage])).toEqual([
+      ['t1', 's1'],
+      ['t2', 's1'],
+    ]);
+    // Another stream of the stage takes it at once.
+    const b = new FakeLink('b', ['s1', 's2']);
+    d.addLink(b);
+    d.grantCredit(b, 1);
+    d.onResults(a, [result(2)]);
+    expect(b.assigned.map((x) => [x.taskId, x.stage])).toEqual([['t2', 's2']]);
+    writer.answer();
+    expect(a.acks.map((e) => e.taskId)).toEqual(['t1', 't2']);
+    await tick();
+    expect(a.assigned.slice(2).map((x) => [x.taskId, x.stage, x.attempt])).toEqual([
+      ['t1', 's2', 1],
+    ]);
+    expect(d.counts()).toMatchObject({ held: 2, queued: 0 });
+  });
+
   it('fails a task whose result the store refuses as malformed, instead of leaving it RUNNING', async () => {
     const { d, writer, task, runOn } = setup();
     const link = new FakeLink('a');
