@@ -22,7 +22,10 @@ export interface StatusWriterOptions {
    */
   readonly ready?: () => Promise<void>;
   readonly logger: Logger;
-  /** Most messages in flight at once; more writes wait and ride in the next, larger message. */
+  /**
+   * Most messages in flight at once; more writes wait and ride in the next, larger message. A
+   * message goes while another is in flight only when it is full (`maxMessageBytes`).
+   */
   readonly window?: number;
   /** Most bytes of writes in one message (payloads dominate), under the gRPC message limit. */
   readonly maxMessageBytes?: number;
@@ -30,7 +33,10 @@ export interface StatusWriterOptions {
 
 /**
  * The router's one long-lived write stream to the status service. Every write queued within a
- * tick goes out in one message; several messages may be in flight (pipelining). Writes are sent,
+ * tick goes out in one message. While a message is in flight, writes wait for its answer and
+ * then go together: the store commits whatever arrives during a commit in the next one anyway,
+ * so sending them at once would cost messages (and small commits) and gain nothing. Only full
+ * messages are pipelined, up to the window. Writes are sent,
  * and re-sent after a broken stream, strictly in the order they were queued, so the store applies
  * a router's writes in that order: a requeue queued after a dispatch is applied after it. Writes
  * are idempotent by transition_id, so re-sending one that was committed is answered OK again.
@@ -83,6 +89,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
   /** Messages sent and not answered, oldest first: the status service answers each, in order. */
   let sent: Pending[][] = [];
   let inflightWrites = 0;
+  let inflightBytes = 0;
   let stream: ApplyStream | undefined;
   let flushScheduled = false;
   let closed = false;
@@ -121,6 +128,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     for (let i = 0; i < writes.length; i++) {
       const p = writes[i]!;
       pendingBytes -= p.bytes;
+      inflightBytes -= p.bytes;
       const id = p.write.transitionId;
       let outcome = outcomes[i];
       if (outcome?.transitionId !== id) outcome = outcomes.find((o) => o.transitionId === id);
@@ -145,6 +153,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     const resend = sent.flat();
     sent = [];
     inflightWrites = 0;
+    inflightBytes = 0;
     queue = resend.concat(queue.slice(head));
     head = 0;
     if (closed) return;
@@ -199,6 +208,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       return;
     }
     while (queued() > 0 && sent.length < window) {
+      if (sent.length > 0 && pendingBytes - inflightBytes < maxBytes) break;
       const writes: Pending[] = [];
       let bytes = 0;
       while (queued() > 0) {
@@ -217,6 +227,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       if (writes.length === 0) break;
       sent.push(writes);
       inflightWrites += writes.length;
+      inflightBytes += bytes;
       stream.write({ writes: writes.map((p) => p.write) });
     }
     checkIdle(); // writes withdrawn above may have been the last
@@ -323,6 +334,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       head = 0;
       sent = [];
       inflightWrites = 0;
+      inflightBytes = 0;
       pendingBytes = 0;
       const s = stream;
       stream = undefined;

@@ -437,7 +437,7 @@ export const routerConfigSpec = {
   ),
   statusWindow: opt.int(
     'DSAT_STATUS_WINDOW',
-    'Most write batches in flight at once on the stream to the status service.',
+    'Most write batches in flight at once on the stream to the status service (one goes while another is in flight only when full).',
     4,
     1,
     64,

@@ -37,7 +37,7 @@ const w = (id: string) =>
 const tick = () => new Promise((r) => setImmediate(r));
 
 /** A writer over fake streams; `streams` holds each one it opened, in order. */
-function writerOverFakes(window?: number) {
+function writerOverFakes(window?: number, maxMessageBytes?: number) {
   const streams: FakeStream[] = [];
   const writer = createStatusWriter({
     connect: () => {
@@ -47,34 +47,44 @@ function writerOverFakes(window?: number) {
     },
     logger: createLogger('t', 'silent'),
     ...(window === undefined ? {} : { window }),
+    ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
   });
   return { writer, streams };
 }
 
 describe('the status write stream', () => {
-  it('sends every write of a tick in one message, pipelines up to its window, and keeps order', async () => {
-    const { writer, streams } = writerOverFakes(2);
+  it('sends every write of a tick in one message; while one is in flight, the next waits for its answer unless it is full; keeps order', async () => {
+    // Two writes without payload fill a message.
+    const { writer, streams } = writerOverFakes(2, 2 * 160);
     const done: string[] = [];
     const cb = (o: TransitionOutcome) => done.push(o.transitionId);
+    const batches = () => streams[0]!.sent.map((m) => m.writes.map((x) => x.transitionId));
     writer.write(w('a'), cb);
+    await tick();
     writer.write(w('b'), cb);
     await tick();
+    // `a` is in flight: `b` alone waits for its answer.
+    expect(batches()).toEqual([['a']]);
     writer.write(w('c'), cb);
     await tick();
+    // `b` and `c` fill a message, which goes at once: window 2.
+    expect(batches()).toEqual([['a'], ['b', 'c']]);
     writer.write(w('d'), cb);
     writer.write(w('e'), cb);
+    writer.write(w('f'), cb);
     await tick();
-    const s = streams[0]!;
-    // Window 2: the third batch waits for an answer.
-    expect(s.sent.map((m) => m.writes.map((x) => x.transitionId))).toEqual([['a', 'b'], ['c']]);
-    s.answer(0);
-    expect(done).toEqual(['a', 'b']);
-    expect(s.sent.map((m) => m.writes.map((x) => x.transitionId))).toEqual([
-      ['a', 'b'],
-      ['c'],
-      ['d', 'e'],
-    ]);
-    expect(writer.pending).toBe(3);
+    expect(batches()).toHaveLength(2);
+    streams[0]!.answer(0);
+    expect(done).toEqual(['a']);
+    // A full message goes in the freed slot; `f` waits for an answer.
+    expect(batches()).toEqual([['a'], ['b', 'c'], ['d', 'e']]);
+    streams[0]!.answer(1);
+    streams[0]!.answer(2);
+    expect(batches()).toEqual([['a'], ['b', 'c'], ['d', 'e'], ['f']]);
+    streams[0]!.answer(3);
+    expect(done).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    expect(writer.pending).toBe(0);
+    expect(writer.pendingBytes).toBe(0);
   });
 
   it('re-sends unanswered writes on a new stream, in their order, after the old one broke', async () => {
