@@ -1,6 +1,7 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { TaskState } from '../../../gen/dsat/task/v1/task';
+import type { ExecEvent } from '../../helpers/exec-log';
+import { ExecLog } from '../../helpers/exec-log';
 import { jsonEntry, ProcessMesh, submitMany } from '../../helpers/process-mesh';
 import { eventually, linear } from '../../helpers/router-mesh';
 import { tempDir } from '../../helpers/temp-dir';
@@ -9,22 +10,6 @@ jest.setTimeout(120_000);
 
 const HANDLERS = path.join(__dirname, '../../fixtures/handlers/three-stages.ts');
 const N = 400;
-
-interface Execution {
-  readonly taskId: string;
-  readonly stage: string;
-  readonly attempt: number;
-  readonly pid: number;
-}
-
-function executions(file: string): Execution[] {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Execution);
-}
 
 /**
  * The router starts a result's next stage before the move is committed. A status service killed
@@ -42,14 +27,15 @@ describe('next stages dispatched ahead of their commit', () => {
   it(`a status service killed -9 mid-run (${N} tasks, 3 stages, s2 and s3 on one worker): every task succeeds once with its three outputs, and every execution is a recorded attempt that ran once`, async () => {
     const tmp = tempDir();
     dirs.push(tmp);
-    const log = path.join(tmp.path, 'executions.jsonl');
+    const log = new ExecLog(tmp.path);
+    const executions = () => log.read();
     const m = new ProcessMesh();
     mesh = m;
     await m.startStatus();
     const status = m.procs[0]!;
     await m.startRouter();
     await m.savePipeline(linear('ahead', ['s1', 's2', 's3']));
-    const env = { DSAT_TEST_EXEC_LOG: log };
+    const env = log.env;
     const concurrency = ['--concurrency', '32'];
     await m.startWorker(HANDLERS, ['s1'], concurrency, m.routers, env);
     // One stream for s2 and s3: a task's s3 attempt 1 waits there for the Ack of its s2 attempt 1.
@@ -59,14 +45,14 @@ describe('next stages dispatched ahead of their commit', () => {
     const inputs = Array.from({ length: N }, (_, i) => jsonEntry('ahead', `t${i}`, { i }));
     const ids = await submitMany(m.router(), inputs, 50);
     await eventually(
-      () => executions(log).filter((e) => e.stage === 's2').length >= 60,
+      () => executions().filter((e) => e.stage === 's2').length >= 60,
       30_000,
       'tasks running at s2',
     );
     status.kill('SIGKILL');
     await status.exited;
     // Killed mid-run: work was left at every stage.
-    expect(executions(log).filter((e) => e.stage === 's3').length).toBeLessThan(N / 2);
+    expect(executions().filter((e) => e.stage === 's3').length).toBeLessThan(N / 2);
     await new Promise((r) => setTimeout(r, 500));
     await m.restartStatus();
 
@@ -88,8 +74,8 @@ describe('next stages dispatched ahead of their commit', () => {
       'every task SUCCEEDED',
     );
     const problems: string[] = [];
-    const byTask = new Map<string, Execution[]>();
-    for (const e of executions(log)) byTask.set(e.taskId, [...(byTask.get(e.taskId) ?? []), e]);
+    const byTask = new Map<string, ExecEvent[]>();
+    for (const e of executions()) byTask.set(e.taskId, [...(byTask.get(e.taskId) ?? []), e]);
     for (const [ref, taskId] of ids) {
       const i = Number(ref.slice(1));
       const task = tasks.find((t) => t!.taskId === taskId)!;
@@ -107,7 +93,7 @@ describe('next stages dispatched ahead of their commit', () => {
       );
       const ran = new Set<string>();
       for (const e of byTask.get(taskId) ?? []) {
-        const key = `${e.stage}#${e.attempt}`;
+        const key = `${String(e.stage)}#${e.attempt}`;
         if (!recorded.has(key)) problems.push(`${ref}: ran ${key}, which no RUNNING records`);
         if (ran.has(key)) problems.push(`${ref}: ran ${key} twice`);
         ran.add(key);
