@@ -116,6 +116,8 @@ export class Dispatcher {
   /** Reports for attempts this router does not hold (stale or not assigned to the stream). */
   staleReports = 0;
   leaseLosses = 0;
+  /** Next stages held ahead of their move's commit, by how the move ended. */
+  readonly ahead = { committed: 0, calledOff: 0 };
 
   constructor(private readonly options: DispatcherOptions) {
     this.writer = options.writer;
@@ -694,6 +696,7 @@ export class Dispatcher {
     this.attemptEnded(t, ok);
     const ahead = report.ahead;
     if (ahead !== undefined) {
+      this.ahead.committed++;
       // Its report answered, a task parked for the reporting stream may go there now.
       if (ahead.parked && this.held.get(ahead.taskId) === ahead) {
         ahead.parked = false;
@@ -709,8 +712,10 @@ export class Dispatcher {
 
   private dropAhead(report: ReportWrite) {
     const ahead = report.ahead;
+    if (ahead === undefined) return;
     report.ahead = undefined;
-    if (ahead !== undefined && this.held.get(ahead.taskId) === ahead) {
+    this.ahead.calledOff++;
+    if (this.held.get(ahead.taskId) === ahead) {
       this.drop(ahead.taskId, CANCEL_REASONS.dispatchRefused);
     }
   }

@@ -4,7 +4,7 @@ import type { Dispatcher } from './dispatcher';
 
 /**
  * A router's metrics, per stage it serves: what waits, what runs, the credit its workers grant,
- * attempts ended and their durations, results refused as stale. The gauges and counters are read
+ * attempts ended and their durations, results refused as stale, next stages dispatched ahead. The gauges and counters are read
  * from the dispatcher when scraped; only the duration is recorded as attempts end.
  */
 export interface RouterMetrics {
@@ -45,6 +45,11 @@ export function routerMetrics(): RouterMetrics {
     'Results and failures refused because they named an attempt no longer running.',
     '{report}',
   );
+  const ahead = counter(
+    'dsat.router.dispatched_ahead',
+    'Next stages dispatched before their move was committed, by how the move ended: committed, or refused by the store and the attempt called off.',
+    '{attempt}',
+  );
   const duration = seconds(
     'dsat.router.attempt.duration',
     'Seconds from an attempt’s dispatch to its end, by stage and outcome.',
@@ -66,9 +71,11 @@ export function routerMetrics(): RouterMetrics {
           result.observe(attempts, s.failed, attrs(s.stage, false));
         }
         result.observe(stale, dispatcher.staleReports);
+        result.observe(ahead, dispatcher.ahead.committed, { 'dsat.outcome': 'committed' });
+        result.observe(ahead, dispatcher.ahead.calledOff, { 'dsat.outcome': 'called_off' });
       };
       observers.push(
-        readEachCollection([queued, inFlight, workers, credit, attempts, stale], callback),
+        readEachCollection([queued, inFlight, workers, credit, attempts, stale, ahead], callback),
       );
     },
     stop() {

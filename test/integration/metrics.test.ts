@@ -125,6 +125,9 @@ describe('Prometheus metrics of dsat up', () => {
       value(m, 'dsat_router_attempts_total', { dsat_stage: 'parse', dsat_outcome: 'failed' }),
     ).toBeGreaterThanOrEqual(1);
     expect(value(m, 'dsat_router_stale_results_total')).toBe(0);
+    // The task that succeeded moved from parse to hash and from hash to upper, each held ahead.
+    expect(value(m, 'dsat_router_dispatched_ahead_total', { dsat_outcome: 'committed' })).toBe(2);
+    expect(value(m, 'dsat_router_dispatched_ahead_total', { dsat_outcome: 'called_off' })).toBe(0);
     // Two run timeouts and the retry's backoff.
     expect(value(m, 'dsat_tracker_timers_fired_total')).toBe(3);
     expect(value(m, 'dsat_tracker_members', { dsat_kind: 'ROUTER' })).toBe(1);

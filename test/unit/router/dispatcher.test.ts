@@ -253,6 +253,7 @@ describe('the dispatcher', () => {
     expect(b.assigned.map((x) => x.taskId)).toEqual(['t1', 't2']);
     expect(d.counts()).toMatchObject({ held: 1, queued: 0 });
     expect(d.load().find((l) => l.stage === 's2')).toMatchObject({ queueDepth: 0, inFlight: 1 });
+    expect(d.ahead).toEqual({ committed: 1, calledOff: 2 });
   });
 
   it('never runs the next stage on the stream that still awaits the Ack of the same (task, attempt)', async () => {
@@ -286,6 +287,7 @@ describe('the dispatcher', () => {
       ['t1', 's2', 1],
     ]);
     expect(d.counts()).toMatchObject({ held: 2, queued: 0 });
+    expect(d.ahead).toEqual({ committed: 2, calledOff: 0 });
   });
 
   it('fails a task whose result the store refuses as malformed, instead of leaving it RUNNING', async () => {
