@@ -93,8 +93,9 @@ export const CANCEL_REASONS = {
  * The router's dispatch: the ready queue of every stage it serves, the worker streams with their
  * credit, and every attempt in flight. A task goes only to a worker with free credit (round robin
  * or least in flight), DISPATCHED and RUNNING are written without waiting, and a report is acked
- * only once its writes are committed; a result's next stage starts before that (holdAhead). Everything here runs on the event loop without awaiting:
- * writes complete through callbacks, and dispatch runs once per tick for everything that is ready.
+ * only once its writes are committed; a result's next stage starts before that (holdAhead).
+ * Everything here runs on the event loop without awaiting: writes complete through callbacks, and
+ * dispatch runs once per tick for everything that is ready.
  */
 export class Dispatcher {
   private readonly stages = new Map<string, StageState>();

@@ -4,8 +4,9 @@ import type { Dispatcher } from './dispatcher';
 
 /**
  * A router's metrics, per stage it serves: what waits, what runs, the credit its workers grant,
- * attempts ended and their durations, results refused as stale, next stages dispatched ahead. The gauges and counters are read
- * from the dispatcher when scraped; only the duration is recorded as attempts end.
+ * attempts ended and their durations, results refused as stale, next stages dispatched ahead. The
+ * gauges and counters are read from the dispatcher when scraped; only the duration is recorded as
+ * attempts end.
  */
 export interface RouterMetrics {
   /** The dispatcher's `onAttemptEnded`; undefined when the process exports no metrics. */

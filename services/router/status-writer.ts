@@ -36,10 +36,10 @@ export interface StatusWriterOptions {
  * tick goes out in one message. While a message is in flight, writes wait for its answer and
  * then go together: the store commits whatever arrives during a commit in the next one anyway,
  * so sending them at once would cost messages (and small commits) and gain nothing. Only full
- * messages are pipelined, up to the window. Writes are sent,
- * and re-sent after a broken stream, strictly in the order they were queued, so the store applies
- * a router's writes in that order: a requeue queued after a dispatch is applied after it. Writes
- * are idempotent by transition_id, so re-sending one that was committed is answered OK again.
+ * messages are pipelined, up to the window. Writes are sent, and re-sent after a broken stream,
+ * strictly in the order they were queued, so the store applies a router's writes in that order:
+ * a requeue queued after a dispatch is applied after it. Writes are idempotent by transition_id,
+ * so re-sending one that was committed is answered OK again.
  */
 export interface StatusWriter {
   /**
