@@ -109,7 +109,8 @@ export class Dispatcher {
   private readonly strategy: DispatchStrategy;
   private readonly checkpointMs: number;
   private readonly maxPayload: number;
-  private dispatchScheduled = false;
+  /** The pass scheduled for the next turn; a pass run before it (after results) cancels it. */
+  private scheduledPass: NodeJS.Immediate | undefined;
   private stopped = false;
   private stopReason: string | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -299,13 +300,13 @@ export class Dispatcher {
   }
 
   private scheduleDispatch() {
-    if (this.dispatchScheduled || this.stopped) return;
-    this.dispatchScheduled = true;
-    setImmediate(this.dispatchPass);
+    if (this.scheduledPass !== undefined || this.stopped) return;
+    this.scheduledPass = setImmediate(this.dispatchPass);
   }
 
   private readonly dispatchPass = () => {
-    this.dispatchScheduled = false;
+    clearImmediate(this.scheduledPass);
+    this.scheduledPass = undefined;
     if (this.stopped) return;
     const touched = new Set<WorkerLink>();
     let active: StageState[] = [];

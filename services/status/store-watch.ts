@@ -112,6 +112,7 @@ export async function* watchEvents(
   project?: TransitionProjection,
 ): AsyncGenerator<WatchEventsResponse> {
   const f = compileFilter(filter);
+  const view = (ts: Transition[]) => (project ? ts.map(project) : ts);
   checkResume(src, fromRevision);
   const match = (fe: FeedEntry): boolean =>
     (skipTransitionIdPrefix === '' || !fe.entry.transitionId.startsWith(skipTransitionIdPrefix)) &&
@@ -132,8 +133,7 @@ export async function* watchEvents(
           if (isAborted(signal)) return;
           cursor = batch.revision;
           if (batch.transitions.length > 0 || cursor - told >= src.progressEvery) {
-            const sent = project ? batch.transitions.map(project) : batch.transitions;
-            for (const m of messages(sent, cursor, src.replyBudget)) yield m;
+            for (const m of messages(view(batch.transitions), cursor, src.replyBudget)) yield m;
             told = cursor;
           }
         }
@@ -148,8 +148,7 @@ export async function* watchEvents(
             : b.transitions.filter((t) => t.revision > cursor);
         cursor = b.revision;
         if (fresh.length > 0) {
-          const sent = project ? fresh.map(project) : fresh;
-          for (const m of messages(sent, cursor, src.replyBudget)) yield m;
+          for (const m of messages(view(fresh), cursor, src.replyBudget)) yield m;
           told = cursor;
         }
       }

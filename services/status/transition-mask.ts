@@ -39,10 +39,9 @@ function fieldOf(path: string, field: string): keyof Transition {
  */
 export function compileTransitionMask(
   paths: readonly string[] | undefined,
-  field = 'transition_mask',
 ): TransitionProjection | undefined {
   if (paths === undefined || paths.length === 0) return undefined;
-  const keys = [...new Set(paths.map((p, i) => fieldOf(p, `${field}.paths[${i}]`)))];
+  const keys = [...new Set(paths.map((p, i) => fieldOf(p, `transition_mask.paths[${i}]`)))];
   if (keys.length === FIELDS.size) return undefined;
   return (t) => {
     const out: Record<string, unknown> = { ...DEFAULTS };
