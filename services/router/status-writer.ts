@@ -125,12 +125,18 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
     if (writes === undefined) return;
     inflightWrites -= writes.length;
     const outcomes = res.outcomes;
+    // Positional outcomes (OK, ids left out) can be matched only if the answer has them all.
+    const complete = outcomes.length === writes.length;
     for (let i = 0; i < writes.length; i++) {
       const p = writes[i]!;
       pendingBytes -= p.bytes;
       inflightBytes -= p.bytes;
       const id = p.write.transitionId;
       let outcome = outcomes[i];
+      if (complete && outcome !== undefined && outcome.transitionId === '' && outcome.code === 0) {
+        outcome.transitionId = id;
+        outcome.taskId = p.write.taskId;
+      }
       if (outcome?.transitionId !== id) outcome = outcomes.find((o) => o.transitionId === id);
       outcome ??= givenUp(p.write, 'the status service answered without this write');
       // Expected refusals (a moved task, an unknown one, a full backlog) are the caller's to report.
@@ -228,7 +234,7 @@ export function createStatusWriter(options: StatusWriterOptions): StatusWriter {
       sent.push(writes);
       inflightWrites += writes.length;
       inflightBytes += bytes;
-      stream.write({ writes: writes.map((p) => p.write) });
+      stream.write({ writes: writes.map((p) => p.write), positionalOutcomes: true });
     }
     checkIdle(); // writes withdrawn above may have been the last
     if (head > 1024 && head * 2 > queue.length) {

@@ -4,6 +4,7 @@ import type {
   ApplyTransitionsRequest,
   ApplyTransitionsResponse,
   StatusServiceImplementation,
+  TransitionOutcome,
   TransitionWrite,
   WatchEventsResponse,
   WatchTaskResponse,
@@ -33,6 +34,20 @@ function checkWrites(writes: TransitionWrite[]): TransitionWrite[] {
     throw invalidArgument('writes', `more than ${MAX_WRITES_PER_MESSAGE} writes in one message`);
   }
   return writes;
+}
+
+/**
+ * `positional_outcomes`: OK outcomes that are not duplicates lose their ids (the writer knows them
+ * by position). The store made these outcomes for this answer alone, so they are changed in place.
+ */
+function unnameOk(outcomes: TransitionOutcome[]): TransitionOutcome[] {
+  for (const o of outcomes) {
+    if (o.code === 0 && !o.duplicate) {
+      o.transitionId = '';
+      o.taskId = '';
+    }
+  }
+  return outcomes;
 }
 
 /** Thin handlers: validate, call the store, return. */
@@ -87,7 +102,10 @@ export function createStatusService(
       void (async () => {
         try {
           for await (const req of requests) {
-            const answer = store.submit(checkWrites(req.writes)).then((outcomes) => ({ outcomes }));
+            const positional = req.positionalOutcomes;
+            const answer = store
+              .submit(checkWrites(req.writes))
+              .then((outcomes) => ({ outcomes: positional ? unnameOk(outcomes) : outcomes }));
             // A failed answer ends the stream; those queued behind it are never awaited.
             answer.catch(() => undefined);
             answers.push(answer);

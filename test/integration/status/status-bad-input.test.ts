@@ -438,3 +438,38 @@ describe('creates', () => {
     });
   });
 });
+
+describe('ApplyTransitions with positional outcomes', () => {
+  it('leaves the ids out of OK outcomes only, one outcome per write in order; duplicates and refusals keep them', async () => {
+    const p = await save({ name: 'pos', stages: [{ name: 's1' }] });
+    const first = createWrite('pos-1', 'pos', p.version, 's1');
+    const answer = async (positionalOutcomes: boolean, writes: TransitionWrite[]) => {
+      async function* one() {
+        yield { writes, positionalOutcomes };
+      }
+      for await (const res of client.applyTransitions(one())) {
+        return res.outcomes;
+      }
+      throw new Error('no answer');
+    };
+    const outcomes = await answer(true, [
+      first,
+      createWrite('pos-2', 'pos', p.version, 'ghost'),
+      createWrite('pos-3', 'pos', p.version, 's1'),
+      first,
+    ]);
+    expect(outcomes.map((o) => [o.transitionId, o.taskId, o.code, o.duplicate])).toEqual([
+      ['', '', 0, false],
+      [expect.stringMatching(/^t-/), 'pos-2', Status.INVALID_ARGUMENT, false],
+      ['', '', 0, false],
+      [first.transitionId, 'pos-1', 0, true],
+    ]);
+    // The numbers stay: a writer needs the seq a move leaves.
+    expect([outcomes[2]!.seq > 0, outcomes[2]!.revision > 0]).toEqual([true, true]);
+    // Without the flag every outcome names its write.
+    const named = await answer(false, [createWrite('pos-4', 'pos', p.version, 's1')]);
+    expect(named.map((o) => [o.transitionId.startsWith('t-'), o.taskId])).toEqual([
+      [true, 'pos-4'],
+    ]);
+  });
+});

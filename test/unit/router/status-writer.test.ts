@@ -219,4 +219,60 @@ describe('the status write stream', () => {
     expect(writer.pending).toBe(0);
     await writer.close(0);
   });
+
+  it('asks for positional outcomes and names each unnamed OK one after the write at its position; an incomplete answer is not guessed', async () => {
+    const stream = new FakeStream();
+    const writer = createStatusWriter({
+      connect: () => stream as unknown as ApplyStream,
+      logger: createLogger('t', 'silent'),
+    });
+    const seen: [string, string, number, string][] = [];
+    const cb = (o: TransitionOutcome, id: string) =>
+      seen.push([id, o.transitionId, o.code, o.taskId]);
+    const write = (id: string) =>
+      transitionWrite(
+        id,
+        `task-${id}`,
+        TaskState.TASK_STATE_QUEUED,
+        1,
+        TaskState.TASK_STATE_DISPATCHED,
+        1,
+      );
+    for (const id of ['a', 'b', 'c']) writer.write(write(id), cb, id);
+    await tick();
+    expect(stream.sent[0]!.positionalOutcomes).toBe(true);
+    const unnamed = (seq: number): TransitionOutcome => ({
+      transitionId: '',
+      taskId: '',
+      code: 0,
+      reason: '',
+      message: '',
+      revision: 7,
+      seq,
+      duplicate: false,
+    });
+    const refused: TransitionOutcome = {
+      ...unnamed(1),
+      transitionId: 'b',
+      taskId: 'task-b',
+      code: 9,
+      reason: 'STATE_MISMATCH',
+    };
+    stream.emit('data', { outcomes: [unnamed(1), refused, unnamed(3)] });
+    expect(seen).toEqual([
+      ['a', 'a', 0, 'task-a'],
+      ['b', 'b', 9, 'task-b'],
+      ['c', 'c', 0, 'task-c'],
+    ]);
+    // Two writes answered by one unnamed outcome: neither can be told apart, both are given up.
+    seen.length = 0;
+    for (const id of ['d', 'e']) writer.write(write(id), cb, id);
+    await tick();
+    stream.emit('data', { outcomes: [unnamed(1)] });
+    expect(seen.map(([id, , code]) => [id, code])).toEqual([
+      ['d', 14],
+      ['e', 14],
+    ]);
+    await writer.close(0);
+  });
 });
