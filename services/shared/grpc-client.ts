@@ -13,7 +13,7 @@ import { retryMiddleware } from 'nice-grpc-client-middleware-retry';
 import { Status } from 'nice-grpc-common';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { tracingClientMiddleware } from './grpc-tracing';
-import { withSharedWriter } from './message-writer';
+import { withWireCodecs } from './message-writer';
 import type { TlsSettings } from './transport-security';
 import { channelCredentials } from './transport-security';
 
@@ -71,7 +71,7 @@ export function createDsatClient<D extends TsProtoServiceDefinition>(
     .use(retryMiddleware)
     .use(deadlineMiddleware)
     .create(
-      withSharedWriter(definition),
+      withWireCodecs(definition),
       channel,
       defaultCallOptions(definition, settings),
     ) as DsatClient<D>;

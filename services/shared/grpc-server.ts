@@ -10,7 +10,7 @@ import type { ServerConfig } from './config';
 import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
-import { withSharedWriter } from './message-writer';
+import { withWireCodecs } from './message-writer';
 import type { TerminatorContext } from './terminator';
 import { createAccessMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
@@ -34,7 +34,7 @@ export function serviceEntry<D extends TsProtoServiceDefinition>(
 ): ServiceEntry {
   return {
     fullName: definition.fullName,
-    add: (server) => server.add(withSharedWriter(definition), implementation),
+    add: (server) => server.add(withWireCodecs(definition), implementation),
   };
 }
 

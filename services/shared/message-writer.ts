@@ -1,5 +1,6 @@
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import type { TsProtoServiceDefinition } from 'nice-grpc';
+import { NumberBinaryReader, NumberBinaryWriter } from './wire-numbers';
 
 /** What ts-proto generates for a message's encoding. */
 export interface MessageEncoder<T> {
@@ -9,7 +10,7 @@ export interface MessageEncoder<T> {
 /** A writer that grew past this is dropped after its message, so one huge reply is not kept. */
 export const KEPT_WRITER_BYTES = 1024 * 1024;
 
-let shared = new BinaryWriter();
+let shared: BinaryWriter = new NumberBinaryWriter();
 
 /**
  * A message's bytes, encoded with one writer this process keeps between messages. A new writer
@@ -22,30 +23,44 @@ export function encodeMessage<T>(type: MessageEncoder<T>, message: T): Uint8Arra
   try {
     bytes = type.encode(message, shared).finish();
   } catch (err) {
-    shared = new BinaryWriter(); // a failed encode leaves its half message and open forks behind
+    shared = new NumberBinaryWriter(); // a failed encode leaves its half message and open forks behind
     throw err;
   }
-  if (bytes.byteLength > KEPT_WRITER_BYTES) shared = new BinaryWriter();
+  if (bytes.byteLength > KEPT_WRITER_BYTES) shared = new NumberBinaryWriter();
   return bytes;
+}
+
+/** What ts-proto generates for a message's decoding. */
+export interface MessageDecoder<T> {
+  decode(input: BinaryReader | Uint8Array, length?: number): T;
+}
+
+/** A message decoded with a NumberBinaryReader: its 64-bit numbers read without a BigInt. */
+export function decodeMessage<T>(type: MessageDecoder<T>, bytes: Uint8Array): T {
+  return type.decode(new NumberBinaryReader(bytes));
 }
 
 type AnyMessageType = TsProtoServiceDefinition['methods'][string]['requestType'];
 
-function sharedWriterType(type: AnyMessageType): AnyMessageType {
+function wireCodecsType(type: AnyMessageType): AnyMessageType {
   const encoder = type as unknown as MessageEncoder<unknown>;
+  const decoder = type as unknown as MessageDecoder<unknown>;
   return {
     ...type,
     encode: (message: unknown) => ({ finish: () => encodeMessage(encoder, message) }),
-  };
+    decode: (input: BinaryReader | Uint8Array, length?: number) =>
+      input instanceof BinaryReader ? decoder.decode(input, length) : decodeMessage(decoder, input),
+  } as AnyMessageType;
 }
 
 const converted = new WeakMap<TsProtoServiceDefinition, TsProtoServiceDefinition>();
 
 /**
- * The same service definition, its messages encoded by encodeMessage: what dsat's servers and
- * clients hand nice-grpc, which otherwise encodes each message with a writer of its own.
+ * The same service definition, its messages encoded by encodeMessage and decoded by
+ * decodeMessage: what dsat's servers and clients hand nice-grpc, which otherwise encodes each
+ * message with a writer of its own and decodes with the wire library's BigInt path.
  */
-export function withSharedWriter<D extends TsProtoServiceDefinition>(definition: D): D {
+export function withWireCodecs<D extends TsProtoServiceDefinition>(definition: D): D {
   let out = converted.get(definition);
   if (out === undefined) {
     const methods = Object.fromEntries(
@@ -53,8 +68,8 @@ export function withSharedWriter<D extends TsProtoServiceDefinition>(definition:
         name,
         {
           ...m,
-          requestType: sharedWriterType(m.requestType),
-          responseType: sharedWriterType(m.responseType),
+          requestType: wireCodecsType(m.requestType),
+          responseType: wireCodecsType(m.responseType),
         },
       ]),
     );

@@ -1,11 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
-import type { BinaryReader } from '@bufbuild/protobuf/wire';
-import { encodeMessage, type MessageEncoder } from './message-writer';
+import {
+  decodeMessage,
+  encodeMessage,
+  type MessageDecoder,
+  type MessageEncoder,
+} from './message-writer';
 
 /** What ts-proto generates for a message: enough to (de)serialize it. */
-export interface MessageCodec<T> extends MessageEncoder<T> {
-  decode(input: BinaryReader | Uint8Array, length?: number): T;
-}
+export interface MessageCodec<T> extends MessageEncoder<T>, MessageDecoder<T> {}
 
 /** A method of a generated service definition. */
 export interface StreamMethod<Req, Res> {
@@ -22,7 +24,7 @@ export function serializer<T>(type: MessageCodec<T>): (m: T) => Buffer {
 }
 
 export function deserializer<T>(type: MessageCodec<T>): (b: Buffer) => T {
-  return (b) => type.decode(b);
+  return (b) => decodeMessage(type, b);
 }
 
 /** A grpc-js client on an existing channel, for the hot streams that skip nice-grpc's layers. */

@@ -6,6 +6,7 @@ import {
 } from '../../gen/dsat/status/v1/status';
 import { TaskError, Transition } from '../../gen/dsat/task/v1/task';
 import { protoFieldName } from '../shared/field-names';
+import { NumberBinaryReader, readUint64Number } from '../shared/wire-numbers';
 
 /**
  * The status feed as the tracker's timers read it. They use a transition's revision, task id,
@@ -34,11 +35,8 @@ export const TIMER_FIELD_MASK: readonly string[] = TIMER_FIELDS.map(protoFieldNa
 /** A transition as the timers may read it: a field they start to read must be decoded first. */
 export type TimerTransition = Pick<Transition, (typeof TIMER_FIELDS)[number]>;
 
-function uint64(reader: BinaryReader): number {
-  const n = Number(reader.uint64());
-  if (!Number.isSafeInteger(n)) throw new Error('Value is larger than Number.MAX_SAFE_INTEGER');
-  return n;
-}
+/** Every field at its default (all are scalars): each decoded transition starts as a copy. */
+const EMPTY_TRANSITION: Readonly<Transition> = Object.freeze(Transition.fromPartial({}));
 
 /**
  * Past a field this decoder does not read: false at the end of a group (or a zero tag), where the
@@ -51,12 +49,12 @@ function skipField(reader: BinaryReader, tag: number): boolean {
 }
 
 function decodeTransition(reader: BinaryReader, end: number): Transition {
-  const t = Transition.fromPartial({});
+  const t: Transition = { ...EMPTY_TRANSITION };
   while (reader.pos < end) {
     const tag = reader.uint32();
     switch (tag) {
       case 8: // 1 revision
-        t.revision = uint64(reader);
+        t.revision = readUint64Number(reader);
         continue;
       case 18: // 2 task_id
         t.taskId = reader.string();
@@ -86,7 +84,7 @@ function decodeTransition(reader: BinaryReader, end: number): Transition {
 }
 
 function decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsResponse {
-  const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+  const reader = input instanceof BinaryReader ? input : new NumberBinaryReader(input);
   const end = length === undefined ? reader.len : reader.pos + length;
   const message: WatchEventsResponse = { transitions: [], revision: 0 };
   while (reader.pos < end) {
@@ -97,7 +95,7 @@ function decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsR
       continue;
     }
     if (tag === 16) {
-      message.revision = uint64(reader);
+      message.revision = readUint64Number(reader);
       continue;
     }
     if (!skipField(reader, tag)) break;

@@ -1,11 +1,12 @@
 import { describe, expect, it } from '@jest/globals';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
 import fc from 'fast-check';
 import { StatusServiceDefinition, WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
 import { Transition } from '../../../gen/dsat/task/v1/task';
 import {
   KEPT_WRITER_BYTES,
   encodeMessage,
-  withSharedWriter,
+  withWireCodecs,
 } from '../../../services/shared/message-writer';
 import { transitionArbitrary } from '../../helpers/arbitraries';
 
@@ -50,16 +51,16 @@ describe('encodeMessage', () => {
   });
 });
 
-describe('withSharedWriter', () => {
-  it('keeps the definition and its decoders, encoding through encodeMessage', () => {
-    const d = withSharedWriter(StatusServiceDefinition);
-    expect(withSharedWriter(StatusServiceDefinition)).toBe(d);
+describe('withWireCodecs', () => {
+  it('keeps the definition, encoding through encodeMessage and decoding through decodeMessage', () => {
+    const d = withWireCodecs(StatusServiceDefinition);
+    expect(withWireCodecs(StatusServiceDefinition)).toBe(d);
     expect(d.fullName).toBe(StatusServiceDefinition.fullName);
     const method = d.methods.watchEvents;
-    expect(method.responseType.decode).toBe(WatchEventsResponse.decode);
     const m = { transitions: [Transition.fromPartial({ taskId: 't', stage: 's' })], revision: 9 };
     const bytes = method.responseType.encode(m).finish();
     expect(method.responseType.decode(bytes)).toEqual(m);
+    expect(method.responseType.decode(new BinaryReader(bytes))).toEqual(m);
     expect(Object.keys(d.methods)).toEqual(Object.keys(StatusServiceDefinition.methods));
   });
 });
