@@ -35,8 +35,6 @@ export const TIMER_FIELD_MASK: readonly string[] = TIMER_FIELDS.map(protoFieldNa
 /** A transition as the timers may read it: a field they start to read must be decoded first. */
 export type TimerTransition = Pick<Transition, (typeof TIMER_FIELDS)[number]>;
 
-/** Every field at its default (all are scalars): each decoded transition starts as a copy. */
-const EMPTY_TRANSITION: Readonly<Transition> = Object.freeze(Transition.fromPartial({}));
 
 /**
  * Past a field this decoder does not read: false at the end of a group (or a zero tag), where the
@@ -49,7 +47,7 @@ function skipField(reader: BinaryReader, tag: number): boolean {
 }
 
 function decodeTransition(reader: BinaryReader, end: number): Transition {
-  const t: Transition = { ...EMPTY_TRANSITION };
+  const t = Transition.fromPartial({});
   while (reader.pos < end) {
     const tag = reader.uint32();
     switch (tag) {
