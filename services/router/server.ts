@@ -205,6 +205,7 @@ export async function startRouterServer(
           maxSubmitPending: config.maxSubmitPending,
           logger,
         }),
+        ['connectWorker', 'submitTasks'],
       ),
     ],
   });

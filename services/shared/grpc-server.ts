@@ -28,14 +28,36 @@ export interface ServiceEntry {
   add(server: DsatServer): void;
 }
 
+/**
+ * One service to serve. `fullResponses` names streaming methods whose implementation is typed to
+ * yield whole messages (the generated type, not nice-grpc's DeepPartial): their responses are
+ * encoded as they are, where nice-grpc would first copy each one with `fromPartial` to fill in
+ * defaults. On the hot streams (the feed, write answers, Assigns) that copy was 2-6% of a
+ * service's allocations.
+ */
 export function serviceEntry<D extends TsProtoServiceDefinition>(
   definition: D,
   implementation: ServiceImplementation<D, TerminatorContext>,
+  fullResponses: readonly (keyof D['methods'] & string)[] = [],
 ): ServiceEntry {
   return {
     fullName: definition.fullName,
-    add: (server) => server.add(withWireCodecs(definition), implementation),
+    add: (server) =>
+      server.add(withoutResponseCopy(withWireCodecs(definition), fullResponses), implementation),
   };
+}
+
+export function withoutResponseCopy<D extends TsProtoServiceDefinition>(
+  definition: D,
+  methods: readonly string[],
+): D {
+  if (methods.length === 0) return definition;
+  const copy = { ...definition.methods };
+  for (const name of methods) {
+    const m = copy[name]!;
+    copy[name] = { ...m, responseType: { ...m.responseType, fromPartial: undefined } };
+  }
+  return { ...definition, methods: copy };
 }
 
 export interface GrpcServerOptions {

@@ -42,7 +42,13 @@ export async function startStatusServer(
       name: 'status',
       config,
       logger: deps.logger,
-      services: [serviceEntry(StatusServiceDefinition, createStatusService(store))],
+      services: [
+        serviceEntry(StatusServiceDefinition, createStatusService(store), [
+          'applyTransitions',
+          'watchEvents',
+          'watchTask',
+        ]),
+      ],
     });
   } catch (err) {
     metrics.stop();

@@ -35,7 +35,6 @@ export const TIMER_FIELD_MASK: readonly string[] = TIMER_FIELDS.map(protoFieldNa
 /** A transition as the timers may read it: a field they start to read must be decoded first. */
 export type TimerTransition = Pick<Transition, (typeof TIMER_FIELDS)[number]>;
 
-
 /**
  * Past a field this decoder does not read: false at the end of a group (or a zero tag), where the
  * message ends, as the generated decoders do.

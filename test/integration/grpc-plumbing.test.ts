@@ -1,12 +1,20 @@
 import { ClientError, ServerError, Status } from 'nice-grpc-common';
 import { BadRequest, ErrorInfo, RichClientError } from 'nice-grpc-error-details';
-import type { StatusServiceImplementation } from '../../gen/dsat/status/v1/status';
+import type {
+  StatusServiceImplementation,
+  WatchEventsResponse,
+} from '../../gen/dsat/status/v1/status';
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
+import { Transition } from '../../gen/dsat/task/v1/task';
 import { loadConfig, statusConfigSpec } from '../../services/shared/config';
 import { invalidArgument } from '../../services/shared/errors';
 import { createDsatChannel, createDsatClient } from '../../services/shared/grpc-client';
 import type { GrpcServer } from '../../services/shared/grpc-server';
-import { serviceEntry, startGrpcServer } from '../../services/shared/grpc-server';
+import {
+  serviceEntry,
+  startGrpcServer,
+  withoutResponseCopy,
+} from '../../services/shared/grpc-server';
 import { createLogger } from '../../services/shared/logger';
 import type { TerminatorContext } from '../../services/shared/terminator';
 import { withUnimplemented } from '../../services/shared/unimplemented';
@@ -98,6 +106,46 @@ describe('the server factory', () => {
       ],
     });
     expect(await listServices(server.address)).toContain('dsat.status.v1.StatusService');
+  });
+
+  it('sends the responses of fullResponses methods without the fromPartial copy, and others with it', async () => {
+    const d = withoutResponseCopy(StatusServiceDefinition, ['watchEvents']);
+    expect(d.methods.watchEvents.responseType.fromPartial).toBeUndefined();
+    expect(d.methods.watchTask.responseType.fromPartial).toBeDefined();
+    expect(d.methods.watchEvents.requestType).toBe(
+      StatusServiceDefinition.methods.watchEvents.requestType,
+    );
+    const whole: WatchEventsResponse = {
+      transitions: [Transition.fromPartial({ taskId: 't1', stage: 's1', revision: 7 })],
+      revision: 7,
+    };
+    server = await startGrpcServer({
+      name: 'test',
+      config: config(),
+      logger,
+      services: [
+        serviceEntry(
+          StatusServiceDefinition,
+          withUnimplemented(StatusServiceDefinition, {
+            async *watchEvents() {
+              yield whole;
+            },
+            // A partial response, filled in by the copy.
+            async *watchTask() {
+              yield { event: { $case: 'transition', value: { taskId: 't1', attempt: 2 } } };
+            },
+          }),
+          ['watchEvents'],
+        ),
+      ],
+    });
+    const client = createDsatClient(StatusServiceDefinition, createDsatChannel(server.address));
+    for await (const m of client.watchEvents({})) expect(m).toEqual(whole);
+    for await (const m of client.watchTask({ taskId: 't1' })) {
+      expect(m).toEqual({
+        event: { $case: 'transition', value: Transition.fromPartial({ taskId: 't1', attempt: 2 }) },
+      });
+    }
   });
 
   it('reports NOT_SERVING once shutdown starts', async () => {
