@@ -1,6 +1,6 @@
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import type { TsProtoServiceDefinition } from 'nice-grpc';
-import { NumberBinaryReader, NumberBinaryWriter } from './wire-numbers';
+import { LeanBinaryReader, LeanBinaryWriter } from './lean-wire';
 
 /** What ts-proto generates for a message's encoding. */
 export interface MessageEncoder<T> {
@@ -10,7 +10,7 @@ export interface MessageEncoder<T> {
 /** A writer that grew past this is dropped after its message, so one huge reply is not kept. */
 export const KEPT_WRITER_BYTES = 1024 * 1024;
 
-let shared: BinaryWriter = new NumberBinaryWriter();
+let shared: BinaryWriter = new LeanBinaryWriter();
 
 /**
  * A message's bytes, encoded with one writer this process keeps between messages. A new writer
@@ -23,10 +23,10 @@ export function encodeMessage<T>(type: MessageEncoder<T>, message: T): Uint8Arra
   try {
     bytes = type.encode(message, shared).finish();
   } catch (err) {
-    shared = new NumberBinaryWriter(); // a failed encode leaves its half message and open forks behind
+    shared = new LeanBinaryWriter(); // a failed encode leaves its half message and open forks behind
     throw err;
   }
-  if (bytes.byteLength > KEPT_WRITER_BYTES) shared = new NumberBinaryWriter();
+  if (bytes.byteLength > KEPT_WRITER_BYTES) shared = new LeanBinaryWriter();
   return bytes;
 }
 
@@ -35,9 +35,9 @@ export interface MessageDecoder<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
 }
 
-/** A message decoded with a NumberBinaryReader: its 64-bit numbers read without a BigInt. */
+/** A message decoded with a LeanBinaryReader: its 64-bit numbers read without a BigInt. */
 export function decodeMessage<T>(type: MessageDecoder<T>, bytes: Uint8Array): T {
-  return type.decode(new NumberBinaryReader(bytes));
+  return type.decode(new LeanBinaryReader(bytes));
 }
 
 type AnyMessageType = TsProtoServiceDefinition['methods'][string]['requestType'];

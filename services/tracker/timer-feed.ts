@@ -6,7 +6,7 @@ import {
 } from '../../gen/dsat/status/v1/status';
 import { TaskError, Transition } from '../../gen/dsat/task/v1/task';
 import { protoFieldName } from '../shared/field-names';
-import { NumberBinaryReader, readUint64Number } from '../shared/wire-numbers';
+import { LeanBinaryReader, readUint64Number } from '../shared/lean-wire';
 
 /**
  * The status feed as the tracker's timers read it. They use a transition's revision, task id,
@@ -81,7 +81,7 @@ function decodeTransition(reader: BinaryReader, end: number): Transition {
 }
 
 function decode(input: BinaryReader | Uint8Array, length?: number): WatchEventsResponse {
-  const reader = input instanceof BinaryReader ? input : new NumberBinaryReader(input);
+  const reader = input instanceof BinaryReader ? input : new LeanBinaryReader(input);
   const end = length === undefined ? reader.len : reader.pos + length;
   const message: WatchEventsResponse = { transitions: [], revision: 0 };
   while (reader.pos < end) {

@@ -3,10 +3,10 @@ import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import fc from 'fast-check';
 import { WatchEventsResponse } from '../../../gen/dsat/status/v1/status';
 import {
-  NumberBinaryReader,
-  NumberBinaryWriter,
+  LeanBinaryReader,
+  LeanBinaryWriter,
   readUint64Number,
-} from '../../../services/shared/wire-numbers';
+} from '../../../services/shared/lean-wire';
 import { transitionArbitrary } from '../../helpers/arbitraries';
 
 const unsigned = fc.oneof(
@@ -22,13 +22,13 @@ function written(writer: BinaryWriter, values: readonly [number, number][]): Uin
   return writer.finish();
 }
 
-describe('NumberBinaryWriter and NumberBinaryReader', () => {
+describe('LeanBinaryWriter and LeanBinaryReader', () => {
   it("write the library's bytes and read back its numbers, for every safe integer", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(unsigned, signed), { maxLength: 20 }), (values) => {
-        const bytes = written(new NumberBinaryWriter(), values);
+        const bytes = written(new LeanBinaryWriter(), values);
         expect(Buffer.from(bytes)).toEqual(Buffer.from(written(new BinaryWriter(), values)));
-        const fast = new NumberBinaryReader(bytes);
+        const fast = new LeanBinaryReader(bytes);
         const plain = new BinaryReader(bytes);
         for (const [u, i] of values) {
           expect(Number(fast.uint64())).toBe(u);
@@ -49,8 +49,8 @@ describe('NumberBinaryWriter and NumberBinaryReader', () => {
     });
     fc.assert(
       fc.property(feed, (m) => {
-        const bytes = WatchEventsResponse.encode(m, new NumberBinaryWriter()).finish();
-        expect(WatchEventsResponse.decode(new NumberBinaryReader(bytes))).toEqual(
+        const bytes = WatchEventsResponse.encode(m, new LeanBinaryWriter()).finish();
+        expect(WatchEventsResponse.decode(new LeanBinaryReader(bytes))).toEqual(
           WatchEventsResponse.decode(bytes),
         );
       }),
@@ -58,13 +58,44 @@ describe('NumberBinaryWriter and NumberBinaryReader', () => {
     );
   });
 
+  it('read every string as the library does, from a Buffer slice or a plain Uint8Array', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.string({ unit: 'binary', maxLength: 80 }),
+    );
+    fc.assert(
+      fc.property(fc.array(text, { maxLength: 12 }), fc.nat({ max: 7 }), (strings, offset) => {
+        const w = new BinaryWriter();
+        for (const t of strings) w.string(t);
+        const bytes = w.finish();
+        // grpc-js hands decoders a view into a larger buffer.
+        const big = Buffer.alloc(offset + bytes.length + 3, 0xff);
+        big.set(bytes, offset);
+        const slice = big.subarray(offset, offset + bytes.length);
+        for (const input of [slice, new Uint8Array(bytes)]) {
+          const lean = new LeanBinaryReader(input);
+          for (const t of strings) expect(lean.string()).toBe(t);
+          expect(lean.pos).toBe(bytes.length);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('replace invalid UTF-8 as the library does, refuse a string cut short, and leave strict reads to it', () => {
+    const bad = new Uint8Array([5, 0x61, 0xff, 0xc3, 0x28, 0x62]);
+    expect(new LeanBinaryReader(bad).string()).toBe(new BinaryReader(bad).string());
+    expect(() => new LeanBinaryReader(bad).string(true)).toThrow();
+    expect(() => new LeanBinaryReader(new Uint8Array([9, 0x61])).string()).toThrow(/premature EOF/);
+  });
+
   it('refuse a varint cut short, and a uint64 past 2^53 as a number', () => {
     const cut = new Uint8Array([0x80, 0x80]);
-    expect(() => new NumberBinaryReader(cut).uint64()).toThrow();
-    expect(() => new NumberBinaryReader(new Uint8Array([0xff])).int64()).toThrow();
+    expect(() => new LeanBinaryReader(cut).uint64()).toThrow();
+    expect(() => new LeanBinaryReader(new Uint8Array([0xff])).int64()).toThrow();
     const huge = new BinaryWriter().uint64(2n ** 60n).finish();
-    expect(new NumberBinaryReader(huge).uint64()).toBe(2n ** 60n);
-    expect(() => readUint64Number(new NumberBinaryReader(huge))).toThrow(/MAX_SAFE_INTEGER/);
+    expect(new LeanBinaryReader(huge).uint64()).toBe(2n ** 60n);
+    expect(() => readUint64Number(new LeanBinaryReader(huge))).toThrow(/MAX_SAFE_INTEGER/);
     expect(readUint64Number(new BinaryReader(new BinaryWriter().uint64(300).finish()))).toBe(300);
   });
 });
