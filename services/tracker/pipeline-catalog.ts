@@ -47,12 +47,23 @@ export interface PipelineCatalogOptions {
 export function createPipelineCatalog(options: PipelineCatalogOptions): PipelineCatalog {
   const { store, clock } = options;
   const ttl = options.latestTtlMs ?? 2_000;
-  const versions = new Map<string, ReadonlyMap<string, StagePolicy> | null>();
+  // By name, then version: `policy` runs for every feed transition, and a joined key was a new
+  // string each time.
+  const versions = new Map<string, Map<number, ReadonlyMap<string, StagePolicy> | null>>();
   const latest = new Map<string, { version: number; readAt: number }>();
-  const key = (name: string, version: number) => `${name}@${version}`;
+  const setVersion = (
+    name: string,
+    version: number,
+    policies: ReadonlyMap<string, StagePolicy> | null,
+  ) => {
+    let byVersion = versions.get(name);
+    if (byVersion === undefined) versions.set(name, (byVersion = new Map()));
+    byVersion.set(version, policies);
+  };
+  const known = (name: string, version: number) => versions.get(name)?.has(version) === true;
 
   const remember = (p: Pipeline, isLatest: boolean) => {
-    versions.set(key(p.name, p.version), pipelinePolicies(p));
+    setVersion(p.name, p.version, pipelinePolicies(p));
     if (isLatest) latest.set(p.name, { version: p.version, readAt: clock.monotonicMs() });
   };
 
@@ -62,7 +73,7 @@ export function createPipelineCatalog(options: PipelineCatalogOptions): Pipeline
       if (p === undefined) latest.set(ref.name, { version: 0, readAt: clock.monotonicMs() });
       else remember(p, true);
     } else if (p === undefined) {
-      versions.set(key(ref.name, ref.version), null);
+      setVersion(ref.name, ref.version, null);
     } else {
       remember(p, false);
     }
@@ -74,19 +85,19 @@ export function createPipelineCatalog(options: PipelineCatalogOptions): Pipeline
       const now = clock.monotonicMs();
       for (const ref of refs) {
         if (ref.name === '') continue;
-        const k = key(ref.name, ref.version);
-        if (wanted.has(k)) continue;
         if (ref.version === 0) {
           const l = latest.get(ref.name);
           if (l !== undefined && now - l.readAt < ttl) continue;
-        } else if (versions.has(k)) continue;
-        wanted.set(k, ref);
+        } else if (known(ref.name, ref.version)) continue;
+        // Only refs still to load get a key: one per pipeline version a batch lacks.
+        const k = `${ref.name}@${ref.version}`;
+        if (!wanted.has(k)) wanted.set(k, ref);
       }
-      await Promise.all([...wanted.values()].map(load));
+      if (wanted.size > 0) await Promise.all([...wanted.values()].map(load));
     },
     policy(name, version, stage) {
       const v = version === 0 ? (latest.get(name)?.version ?? 0) : version;
-      return versions.get(key(name, v))?.get(stage) ?? defaultStagePolicy(stage);
+      return versions.get(name)?.get(v)?.get(stage) ?? defaultStagePolicy(stage);
     },
     latestVersion: (name) => latest.get(name)?.version ?? 0,
     remember,

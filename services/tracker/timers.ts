@@ -414,11 +414,16 @@ export function createTaskTimers(options: TaskTimersOptions): TaskTimers {
 
   return {
     async prepare(transitions) {
+      // A batch's transitions mostly share one pipeline version: a ref like the one before it
+      // is left out.
       const refs: PipelineRef[] = [];
+      let last: PipelineRef | undefined;
       for (const t of transitions) {
         if (t.pipeline === '') continue;
-        const pinned = pins.get(t.taskId);
-        refs.push({ name: t.pipeline, version: pinned ?? 0 });
+        const version = pins.get(t.taskId) ?? 0;
+        if (last !== undefined && last.name === t.pipeline && last.version === version) continue;
+        last = { name: t.pipeline, version };
+        refs.push(last);
       }
       await catalog.ensure(refs);
     },
