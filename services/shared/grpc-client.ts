@@ -13,7 +13,7 @@ import { retryMiddleware } from 'nice-grpc-client-middleware-retry';
 import { Status } from 'nice-grpc-common';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { tracingClientMiddleware } from './grpc-tracing';
-import { withWireCodecs } from './message-writer';
+import { withWireCodecs } from './message-codecs';
 import type { TlsSettings } from './transport-security';
 import { channelCredentials } from './transport-security';
 

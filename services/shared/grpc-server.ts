@@ -10,7 +10,7 @@ import type { ServerConfig } from './config';
 import type { Logger } from './logger';
 import { createErrorMiddleware, createLoggingMiddleware } from './grpc-errors';
 import { tracingServerMiddleware } from './grpc-tracing';
-import { withWireCodecs } from './message-writer';
+import { withWireCodecs } from './message-codecs';
 import type { TerminatorContext } from './terminator';
 import { createAccessMiddleware } from './auth';
 import { createTerminatorMiddleware } from './terminator';
@@ -47,6 +47,7 @@ export function serviceEntry<D extends TsProtoServiceDefinition>(
   };
 }
 
+/** The definition with `fromPartial` taken off the responses of `methods`. */
 export function withoutResponseCopy<D extends TsProtoServiceDefinition>(
   definition: D,
   methods: readonly string[],

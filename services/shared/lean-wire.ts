@@ -14,6 +14,7 @@ import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
  *   bytes from an Array of its char codes (8 bytes a character, garbage at once) and a longer one
  *   through a subarray and TextDecoder. Invalid UTF-8 becomes U+FFFD either way.
  */
+
 /** Largest value read on the direct path: seven varint bytes, 49 bits, always a safe integer. */
 const DIRECT_READ_BYTES = 7;
 

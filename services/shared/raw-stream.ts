@@ -4,7 +4,7 @@ import {
   encodeMessage,
   type MessageDecoder,
   type MessageEncoder,
-} from './message-writer';
+} from './message-codecs';
 
 /** What ts-proto generates for a message: enough to (de)serialize it. */
 export interface MessageCodec<T> extends MessageEncoder<T>, MessageDecoder<T> {}

@@ -7,7 +7,7 @@ import {
   KEPT_WRITER_BYTES,
   encodeMessage,
   withWireCodecs,
-} from '../../../services/shared/message-writer';
+} from '../../../services/shared/message-codecs';
 import { transitionArbitrary } from '../../helpers/arbitraries';
 
 const feedMessage = fc.record({
