@@ -4,6 +4,7 @@ import type { SubmitTasksEntry, SubmitTasksRequest } from '../../gen/dsat/router
 import { StatusServiceDefinition } from '../../gen/dsat/status/v1/status';
 import { TaskState } from '../../gen/dsat/task/v1/task';
 import { clientChannelOptions } from '../../services/shared/grpc-client';
+import { withWireCodecs } from '../../services/shared/message-codecs';
 import type { Driver } from './loops';
 import { closedLoop, latencyStats, nowMs, openLoop, Phase, percentile, round } from './loops';
 import type { BenchTask, StageDoc } from './workload';
@@ -30,12 +31,13 @@ const TAG = env('BENCH_TAG', `r${process.pid}`);
 const PIPELINE = env('BENCH_PIPELINE', 'pipeline3');
 
 function dsatDriver(routerAddress: string, statusAddress: string): Driver {
+  // dsat's own codecs, as its services and CLI use them.
   const router = createClient(
-    RouterServiceDefinition,
+    withWireCodecs(RouterServiceDefinition),
     createChannel(routerAddress, undefined, clientChannelOptions()),
   );
   const status = createClient(
-    StatusServiceDefinition,
+    withWireCodecs(StatusServiceDefinition),
     createChannel(statusAddress, undefined, clientChannelOptions()),
   );
   const abort = new AbortController();
