@@ -7,6 +7,7 @@ import {
   startTaskSpan,
 } from '../services/shared/task-tracing';
 import type { Span } from '@opentelemetry/api';
+import { isThenable } from './thenable';
 
 /** What the hook reads from a task's context (the worker's TaskContext has these). */
 interface AttemptFacts {
@@ -29,7 +30,7 @@ interface AttemptFacts {
  */
 export function processSpanHooks(workerId: () => string) {
   return {
-    aroundTask(ctx: AttemptFacts, run: () => Promise<unknown>): Promise<unknown> {
+    aroundTask(ctx: AttemptFacts, run: () => unknown): unknown {
       const span = startTaskSpan(
         SPAN_NAMES.process(ctx.stage),
         SpanKind.CONSUMER,
@@ -47,7 +48,7 @@ export function processSpanHooks(workerId: () => string) {
       ctx.span = span;
       // No SDK: nothing would record the span, so no context needs to carry it.
       if (span === NO_TASK_SPAN) return run();
-      const failed = (err: unknown) => {
+      const failed = (err: unknown): never => {
         const e = err as { code?: unknown; message?: unknown } | null;
         endTaskSpan(span, {
           code: typeof e?.code === 'string' ? e.code : undefined,
@@ -55,21 +56,22 @@ export function processSpanHooks(workerId: () => string) {
         });
         throw err;
       };
-      // Promise callbacks rather than an async function: one promise less per attempt.
-      let running: Promise<unknown>;
-      try {
-        running = context.with(trace.setSpan(context.active(), span), run);
-      } catch (err) {
-        running = Promise.reject(err);
-      }
-      return running.then((out) => {
+      const ended = (out: unknown) => {
         // A handler that ignores its signal still returns; the attempt was taken away all the same.
         const aborted = ctx.abortReason;
         if (aborted !== undefined) {
           endTaskSpan(span, { code: 'ATTEMPT_ABORTED', message: aborted });
         } else endTaskSpan(span);
         return out;
-      }, failed);
+      };
+      let out: unknown;
+      try {
+        out = context.with(trace.setSpan(context.active(), span), run);
+      } catch (err) {
+        return failed(err);
+      }
+      // A synchronous handler's span ends at once; an async one's when its promise settles.
+      return isThenable(out) ? Promise.resolve(out).then(ended, failed) : ended(out);
     },
   };
 }

@@ -21,6 +21,7 @@ import { channelCredentials } from '../services/shared/transport-security';
 import { createLogger } from '../services/shared/logger';
 import { openBidiStream } from '../services/shared/raw-stream';
 import { codecFor } from './codecs';
+import { isThenable } from './thenable';
 
 export { WorkerPhase };
 
@@ -140,10 +141,12 @@ export function stageOutput(
 
 export interface WorkerHooks {
   /**
-   * Runs around every attempt; `run` calls the handler. The place for tracing to start the
+   * Runs around every attempt; `run` calls the handler and gives back what it returns: its value
+   * when it is synchronous, its promise when not (and throws what a synchronous handler throws).
+   * Return what `run` returned, or a promise of it. The place for tracing to start the
    * `dsat.process <stage>` span and set `ctx.span`.
    */
-  aroundTask?(ctx: TaskContext, run: () => Promise<unknown>): Promise<unknown>;
+  aroundTask?(ctx: TaskContext, run: () => unknown): unknown;
 }
 
 export interface WorkerOptions {
@@ -245,6 +248,87 @@ class Running {
     if (this.abortReason !== undefined) return;
     this.abortReason = reason;
     this.controller?.abort(new StreamLost(reason));
+  }
+}
+
+/**
+ * The TaskContext of one attempt. Its getters are the prototype's, so an attempt makes one object
+ * and no closure; what is kept private is out of sight of a handler that logs its context.
+ */
+class AttemptContext implements TaskContext {
+  readonly taskId: string;
+  readonly stage: string;
+  readonly attempt: number;
+  readonly pipeline: string;
+  readonly pipelineVersion: number;
+  readonly parentTaskId: string;
+  readonly priority: number;
+  readonly hops: number;
+  readonly deadline: Date | undefined;
+  readonly previousProgress: TaskProgress | undefined;
+  readonly traceparent: string;
+  span: Span | undefined = undefined;
+  readonly #r: Running;
+  readonly #workerLogger: WorkerLogger;
+  #logger: WorkerLogger | undefined;
+  #heartbeat: ((progress?: ProgressUpdate) => void) | undefined;
+
+  constructor(
+    r: Running,
+    readonly contentType: string,
+    workerLogger: WorkerLogger,
+  ) {
+    const a = r.a;
+    this.taskId = a.taskId;
+    this.stage = a.stage;
+    this.attempt = a.attempt;
+    this.pipeline = a.pipeline;
+    this.pipelineVersion = a.pipelineVersion;
+    this.parentTaskId = a.parentTaskId;
+    this.priority = a.priority;
+    this.hops = a.hops;
+    this.deadline = a.deadline;
+    this.previousProgress = a.progress;
+    this.traceparent = a.traceparent;
+    this.#r = r;
+    this.#workerLogger = workerLogger;
+  }
+
+  get asyncToken(): string {
+    return asyncToken(this);
+  }
+
+  get signal(): AbortSignal {
+    return this.#r.signal;
+  }
+
+  get abortReason(): string | undefined {
+    return this.#r.abortReason;
+  }
+
+  get logger(): WorkerLogger {
+    this.#logger ??= this.#workerLogger.child({
+      taskId: this.taskId,
+      stage: this.stage,
+      attempt: this.attempt,
+    });
+    return this.#logger;
+  }
+
+  /** A function of its own (made on first use), so `const { heartbeat } = ctx` works too. */
+  get heartbeat(): (progress?: ProgressUpdate) => void {
+    const r = this.#r;
+    this.#heartbeat ??= (progress?: ProgressUpdate) => {
+      if (progress) {
+        r.progress = {
+          fraction: progress.fraction ?? 0,
+          message: progress.message ?? '',
+          details: progress.details ? Buffer.from(progress.details) : Buffer.alloc(0),
+        };
+      }
+      r.beat = true;
+    };
+    return this.#heartbeat;
   }
 }
 
@@ -490,7 +574,17 @@ export function createWorker(options: WorkerOptions): Worker {
     const r = new Running(a, conn);
     conn.running.set(r.key, r);
     busy++;
-    runAttempt(r).then(
+    let pending: Promise<void> | undefined;
+    try {
+      pending = runAttempt(r);
+    } catch (err) {
+      logger.error({ err, taskId: a.taskId }, 'attempt bookkeeping failed');
+    }
+    if (pending === undefined) {
+      finished(r);
+      return;
+    }
+    pending.then(
       () => finished(r),
       (err: unknown) => {
         logger.error({ err, taskId: a.taskId }, 'attempt bookkeeping failed');
@@ -499,7 +593,12 @@ export function createWorker(options: WorkerOptions): Worker {
     );
   }
 
-  async function runAttempt(r: Running) {
+  /**
+   * Runs one attempt and reports it. A synchronous handler's attempt ends before this returns
+   * (undefined): its garbage dies before the next task of the Assign batch starts, and it costs
+   * no promise. Otherwise the promise of the report.
+   */
+  function runAttempt(r: Running): Promise<void> | undefined {
     const a = r.a;
     const handler = handlers.get(a.stage);
     if (!handler) {
@@ -513,7 +612,7 @@ export function createWorker(options: WorkerOptions): Worker {
           details: {},
         },
       });
-      return;
+      return undefined;
     }
     const inputType = a.input?.contentType || 'application/octet-stream';
     let input: unknown;
@@ -525,59 +624,37 @@ export function createWorker(options: WorkerOptions): Worker {
         attempt: a.attempt,
         error: { ...errorOf(err), code: 'DECODE_ERROR', retryable: false },
       });
-      return;
+      return undefined;
     }
-    let taskLogger: WorkerLogger | undefined;
-    const ctx: TaskContext = {
-      taskId: a.taskId,
-      stage: a.stage,
-      attempt: a.attempt,
-      pipeline: a.pipeline,
-      pipelineVersion: a.pipelineVersion,
-      parentTaskId: a.parentTaskId,
-      priority: a.priority,
-      hops: a.hops,
-      contentType: inputType,
-      deadline: a.deadline,
-      previousProgress: a.progress,
-      asyncToken: asyncToken({
-        taskId: a.taskId,
-        stage: a.stage,
-        attempt: a.attempt,
-      }),
-      traceparent: a.traceparent,
-      get signal() {
-        return r.signal;
-      },
-      get abortReason() {
-        return r.abortReason;
-      },
-      get logger() {
-        taskLogger ??= logger.child({ taskId: a.taskId, stage: a.stage, attempt: a.attempt });
-        return taskLogger;
-      },
-      span: undefined,
-      heartbeat(progress?: ProgressUpdate) {
-        if (progress) {
-          r.progress = {
-            fraction: progress.fraction ?? 0,
-            message: progress.message ?? '',
-            details: progress.details ? Buffer.from(progress.details) : Buffer.alloc(0),
-          };
-        }
-        r.beat = true;
-      },
-    };
+    const ctx = new AttemptContext(r, inputType, logger);
     let out: unknown;
     try {
-      const run = async () => handler(input, ctx);
-      out = hooks.aroundTask ? await hooks.aroundTask(ctx, run) : await handler(input, ctx);
+      out = hooks.aroundTask
+        ? hooks.aroundTask(ctx, () => handler(input, ctx))
+        : handler(input, ctx);
     } catch (err) {
-      if (r.aborted) return;
-      report(r, undefined, { taskId: a.taskId, attempt: a.attempt, error: errorOf(err) });
-      return;
+      handlerFailed(r, err);
+      return undefined;
     }
+    if (!isThenable(out)) {
+      reportOutput(r, inputType, out);
+      return undefined;
+    }
+    return Promise.resolve(out).then(
+      (value) => reportOutput(r, inputType, value),
+      (err: unknown) => handlerFailed(r, err),
+    );
+  }
+
+  function handlerFailed(r: Running, err: unknown) {
     if (r.aborted) return;
+    report(r, undefined, { taskId: r.a.taskId, attempt: r.a.attempt, error: errorOf(err) });
+  }
+
+  /** Encodes what the handler returned and reports it as the attempt's result. */
+  function reportOutput(r: Running, inputType: string, out: unknown) {
+    if (r.aborted) return;
+    const a = r.a;
     let value = out;
     let contentType = options.outputContentType ?? inputType;
     let next: readonly string[] = [];

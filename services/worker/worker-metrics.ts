@@ -1,4 +1,5 @@
 import type { TaskContext, Worker, WorkerHooks } from '../../sdk/worker';
+import { isThenable } from '../../sdk/thenable';
 import { dsatMeter, metricsActive, observableInts, attributeSets } from '../shared/metrics';
 
 /**
@@ -48,11 +49,21 @@ export function workerMetrics(): WorkerMetrics {
         ...hooks,
         aroundTask(ctx, run) {
           const started = performance.now();
-          const running = hooks.aroundTask ? hooks.aroundTask(ctx, run) : run();
-          return running.then(
-            (out) => {
+          let out: unknown;
+          try {
+            out = hooks.aroundTask ? hooks.aroundTask(ctx, run) : run();
+          } catch (err) {
+            record(ctx, 'failed', started);
+            throw err;
+          }
+          if (!isThenable(out)) {
+            record(ctx, 'succeeded', started);
+            return out;
+          }
+          return Promise.resolve(out).then(
+            (value) => {
               record(ctx, 'succeeded', started);
-              return out;
+              return value;
             },
             (err: unknown) => {
               record(ctx, 'failed', started);

@@ -1,3 +1,4 @@
+import { trace } from '@opentelemetry/api';
 import { processSpanHooks } from '../../../sdk/process-span';
 import { startTestTracing } from '../../helpers/trace-checker';
 
@@ -42,5 +43,29 @@ describe('the worker process span', () => {
       }),
     });
     expect(byTask.get('t-ok')?.attributes).not.toHaveProperty('dsat.parent_task_id');
+  });
+
+  it("ends a synchronous handler's span before returning its value, and its throw as the span's error", async () => {
+    const hooks = processSpanHooks(() => 'w-1');
+    const ctx = { ...facts(undefined), taskId: 't-sync' };
+    let active: unknown;
+    const out = hooks.aroundTask(ctx, () => {
+      active = trace.getActiveSpan();
+      return 'now';
+    });
+    // A plain value, not a promise: the worker reports it with no microtask.
+    expect(out).toBe('now');
+    expect(active).toBe(ctx.span);
+    const thrown = new Error('handler threw');
+    expect(() =>
+      hooks.aroundTask({ ...facts(undefined), taskId: 't-throw' }, () => {
+        throw thrown;
+      }),
+    ).toThrow(thrown);
+    for (let i = 0; i < 200 && tracing.spans().length < 4; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    const byTask = new Map(tracing.spans().map((s) => [s.attributes['dsat.task_id'], s]));
+    expect(byTask.get('t-sync')).toMatchObject({ name: 'dsat.process parse', statusCode: 1 });
+    expect(byTask.get('t-throw')).toMatchObject({ statusCode: 2, statusMessage: 'handler threw' });
   });
 });
