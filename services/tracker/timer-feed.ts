@@ -4,7 +4,8 @@ import {
   StatusServiceDefinition,
   WatchEventsResponse as FullWatchEventsResponse,
 } from '../../gen/dsat/status/v1/status';
-import { TaskError, Transition } from '../../gen/dsat/task/v1/task';
+import type { Transition } from '../../gen/dsat/task/v1/task';
+import { TaskError } from '../../gen/dsat/task/v1/task';
 import { protoFieldName } from '../shared/field-names';
 import { LeanBinaryReader, readUint64Number } from '../shared/lean-wire';
 
