@@ -148,6 +148,8 @@ export async function closedLoop(
   let tLast = 0;
   for (let i = 0; i < ph.n; i++)
     if (ph.count[i]! > 0 && ph.recvAt[i]! > tLast) tLast = ph.recvAt[i]!;
+  // Nothing came back: the run lasted until the wait gave up, not a negative time.
+  if (tLast === 0) tLast = nowMs();
   return { how, t0, tLast, submitted: next };
 }
 
@@ -184,5 +186,7 @@ export async function openLoop(
   let tLast = 0;
   for (let i = 0; i < ph.n; i++)
     if (ph.count[i]! > 0 && ph.recvAt[i]! > tLast) tLast = ph.recvAt[i]!;
+  // Nothing came back: the run lasted until the wait gave up, not a negative time.
+  if (tLast === 0) tLast = nowMs();
   return { how, t0, tLast, tLastSubmit, submitted: next, maxLag };
 }

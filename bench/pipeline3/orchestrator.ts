@@ -43,7 +43,7 @@ export interface BenchOptions {
   readonly onTasks?: (run: string, done: number, total: number) => void;
 }
 
-interface Proc {
+export interface Proc {
   readonly name: string;
   readonly role: 'server' | 'stage' | 'client';
   readonly child: ChildProcess;
@@ -76,6 +76,25 @@ function startDsat(
     child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready`)));
   });
   return { proc: { name, role, child } as Proc, ready };
+}
+
+/**
+ * Why a run that did not get every task back ended: the services that exited meanwhile (with their
+ * code or signal), else how the client's wait ended. Undefined for a complete run.
+ */
+export function endedEarly(
+  procs: readonly Proc[],
+  result: { readonly how?: unknown; readonly warmup?: { readonly how?: unknown } },
+): string | undefined {
+  const hows = [result.warmup?.how, result.how].filter((h) => h !== undefined);
+  if (hows.every((h) => h === 'complete')) return undefined;
+  const exited = procs
+    .filter((p) => p.role !== 'client')
+    .filter((p) => p.child.exitCode !== null || p.child.signalCode !== null)
+    .map((p) => `${p.name} exited (${p.child.signalCode ?? `code ${String(p.child.exitCode)}`})`);
+  const why = exited.length > 0 ? exited.join(', ') : 'no service exited';
+  const how = hows.find((h) => h !== 'complete');
+  return `the run ${how === 'deadline' ? 'ran past its deadline' : String(how)} (${why})`;
 }
 
 async function waitFor(what: string, ms: number, check: () => Promise<boolean>) {
@@ -246,6 +265,11 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     });
     delete result.type;
     Object.assign(record, result);
+    const ended = endedEarly(procs, result);
+    if (ended !== undefined) {
+      record.log = path.join(dir, 'processes.log');
+      record.error = `${ended}; their output: ${record.log}`;
+    }
     let hwmTotal = 0;
     let hwmSystem = 0;
     let cpuMeasure = 0;
