@@ -10,7 +10,11 @@ import {
 describe('serviceNodeFlags', () => {
   it("adds dsat's flags after the launcher's own", () => {
     expect(SERVICE_NODE_FLAGS).toEqual(
-      expect.arrayContaining(['--max-semi-space-size=4', '--heap-growing-percent=200']),
+      expect.arrayContaining([
+        '--max-semi-space-size=4',
+        '--heap-growing-percent=200',
+        '--no-parallel-scavenge',
+      ]),
     );
     expect(serviceNodeFlags('router', ['--require', 'tsx/cjs'], '')).toEqual([
       '--require',
@@ -32,6 +36,14 @@ describe('serviceNodeFlags', () => {
     expect(serviceNodeFlags('router', [], '--inspect  --max-semi-space-size=32')).toEqual(
       others('--max-semi-space-size'),
     );
+    // A boolean flag is the user's in either form.
+    expect(serviceNodeFlags('router', ['--parallel-scavenge'], '')).toEqual([
+      '--parallel-scavenge',
+      ...others('--no-parallel-scavenge'),
+    ]);
+    expect(serviceNodeFlags('router', [], '--no_parallel_scavenge')).toEqual(
+      others('--no-parallel-scavenge'),
+    );
     // Another flag of the user's is no reason to drop dsat's.
     expect(serviceNodeFlags('router', [], '--max-old-space-size=512')).toEqual([
       ...SERVICE_NODE_FLAGS,
@@ -42,11 +54,13 @@ describe('serviceNodeFlags', () => {
     expect(nodeFlagsOf('status')).toEqual([
       '--max-semi-space-size=8',
       '--heap-growing-percent=200',
+      '--no-parallel-scavenge',
     ]);
     for (const service of ['tracker', 'worker']) {
       expect(nodeFlagsOf(service)).toEqual([
         '--max-semi-space-size=2',
         '--heap-growing-percent=100',
+        '--no-parallel-scavenge',
       ]);
     }
     for (const service of ['router', ''])
@@ -64,6 +78,7 @@ describe('serviceNodeFlags', () => {
     // The user's value still wins.
     expect(serviceNodeFlags('worker', [], '--max-semi-space-size=16')).toEqual([
       '--heap-growing-percent=100',
+      '--no-parallel-scavenge',
     ]);
   });
 
