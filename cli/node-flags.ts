@@ -15,7 +15,7 @@
  *
  * - `--no-parallel-scavenge`: each process scavenges its young generation on its own thread. The
  *   helper threads of a parallel scavenge only compete for the same two cores with the other
- *   processes: 7 of 8 T pairs (2026-12-03 23:00–23:20) took less CPU per task without them, by
+ *   processes: 7 of 8 T pairs (2026-12-03 23:03–23:12) took less CPU per task without them, by
  *   the median 0.276 against 0.282 ms, with the same peak RSS.
  */
 export const SERVICE_NODE_FLAGS: readonly string[] = [
