@@ -7,7 +7,7 @@ import {
   startTaskSpan,
 } from '../services/shared/task-tracing';
 import type { Span } from '@opentelemetry/api';
-import { isThenable } from './thenable';
+import { settle } from './thenable';
 
 /** What the hook reads from a task's context (the worker's TaskContext has these). */
 interface AttemptFacts {
@@ -64,14 +64,8 @@ export function processSpanHooks(workerId: () => string) {
         } else endTaskSpan(span);
         return out;
       };
-      let out: unknown;
-      try {
-        out = context.with(trace.setSpan(context.active(), span), run);
-      } catch (err) {
-        return failed(err);
-      }
       // A synchronous handler's span ends at once; an async one's when its promise settles.
-      return isThenable(out) ? Promise.resolve(out).then(ended, failed) : ended(out);
+      return settle(() => context.with(trace.setSpan(context.active(), span), run), ended, failed);
     },
   };
 }

@@ -21,7 +21,7 @@ import { channelCredentials } from '../services/shared/transport-security';
 import { createLogger } from '../services/shared/logger';
 import { openBidiStream } from '../services/shared/raw-stream';
 import { codecFor } from './codecs';
-import { isThenable } from './thenable';
+import { settle } from './thenable';
 
 export { WorkerPhase };
 
@@ -578,19 +578,19 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       pending = runAttempt(r);
     } catch (err) {
-      logger.error({ err, taskId: a.taskId }, 'attempt bookkeeping failed');
+      pending = Promise.reject(err);
     }
-    if (pending === undefined) {
-      finished(r);
-      return;
+    // A synchronous handler's attempt is over already: no promise to wait for.
+    if (pending === undefined) finished(r);
+    else {
+      pending.then(
+        () => finished(r),
+        (err: unknown) => {
+          logger.error({ err, taskId: a.taskId }, 'attempt bookkeeping failed');
+          finished(r);
+        },
+      );
     }
-    pending.then(
-      () => finished(r),
-      (err: unknown) => {
-        logger.error({ err, taskId: a.taskId }, 'attempt bookkeeping failed');
-        finished(r);
-      },
-    );
   }
 
   /**
@@ -627,23 +627,14 @@ export function createWorker(options: WorkerOptions): Worker {
       return undefined;
     }
     const ctx = new AttemptContext(r, inputType, logger);
-    let out: unknown;
-    try {
-      out = hooks.aroundTask
-        ? hooks.aroundTask(ctx, () => handler(input, ctx))
-        : handler(input, ctx);
-    } catch (err) {
-      handlerFailed(r, err);
-      return undefined;
-    }
-    if (!isThenable(out)) {
-      reportOutput(r, inputType, out);
-      return undefined;
-    }
-    return Promise.resolve(out).then(
-      (value) => reportOutput(r, inputType, value),
-      (err: unknown) => handlerFailed(r, err),
+    const call = () => handler(input, ctx);
+    const reported = settle(
+      // Called as a method: a hook may be an object that uses `this`.
+      hooks.aroundTask ? () => hooks.aroundTask?.(ctx, call) : call,
+      (out) => reportOutput(r, inputType, out),
+      (err) => handlerFailed(r, err),
     );
+    return reported instanceof Promise ? reported : undefined;
   }
 
   function handlerFailed(r: Running, err: unknown) {

@@ -96,6 +96,14 @@ export function latencyStats(ph: Phase, from: Float64Array) {
   };
 }
 
+/** When the phase's last result came back; with none, now (the wait gave up), never 0. */
+function lastResultAt(ph: Phase): number {
+  let tLast = 0;
+  for (let i = 0; i < ph.n; i++)
+    if (ph.count[i]! > 0 && ph.recvAt[i]! > tLast) tLast = ph.recvAt[i]!;
+  return tLast === 0 ? nowMs() : tLast;
+}
+
 export type Ending = 'complete' | 'stalled' | 'deadline';
 
 export function waitAll(ph: Phase, hardDeadline: number, stallMs: number): Promise<Ending> {
@@ -145,11 +153,7 @@ export async function closedLoop(
   ph.lastProgress = t0;
   pump();
   const how = await waitAll(ph, t0 + limits.hardMs, limits.stallMs);
-  let tLast = 0;
-  for (let i = 0; i < ph.n; i++)
-    if (ph.count[i]! > 0 && ph.recvAt[i]! > tLast) tLast = ph.recvAt[i]!;
-  // Nothing came back: the run lasted until the wait gave up, not a negative time.
-  if (tLast === 0) tLast = nowMs();
+  const tLast = lastResultAt(ph);
   return { how, t0, tLast, submitted: next };
 }
 
@@ -183,10 +187,6 @@ export async function openLoop(
   const tLastSubmit = nowMs();
   ph.lastProgress = Math.max(ph.lastProgress, tLastSubmit);
   const how = await waitAll(ph, tLastSubmit + limits.hardMs, limits.stallMs);
-  let tLast = 0;
-  for (let i = 0; i < ph.n; i++)
-    if (ph.count[i]! > 0 && ph.recvAt[i]! > tLast) tLast = ph.recvAt[i]!;
-  // Nothing came back: the run lasted until the wait gave up, not a negative time.
-  if (tLast === 0) tLast = nowMs();
+  const tLast = lastResultAt(ph);
   return { how, t0, tLast, tLastSubmit, submitted: next, maxLag };
 }

@@ -135,7 +135,8 @@ export type RunRecord = Record<string, unknown> & { mode: string; rep: number };
 
 async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promise<RunRecord> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-'));
-  const log = fs.createWriteStream(path.join(dir, 'processes.log'));
+  const logPath = path.join(dir, 'processes.log');
+  const log = fs.createWriteStream(logPath);
   const env = opts.env ?? {};
   const procs: Proc[] = [];
   const record: RunRecord = { type: 'run', system: opts.system ?? 'dsat', mode, rep };
@@ -267,8 +268,8 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     Object.assign(record, result);
     const ended = endedEarly(procs, result);
     if (ended !== undefined) {
-      record.log = path.join(dir, 'processes.log');
-      record.error = `${ended}; their output: ${record.log}`;
+      record.log = logPath;
+      record.error = `${ended}; their output: ${logPath}`;
     }
     let hwmTotal = 0;
     let hwmSystem = 0;
@@ -317,7 +318,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     }
   } catch (e) {
     record.error = String(e instanceof Error ? e.message : e);
-    record.log = path.join(dir, 'processes.log');
+    record.log = logPath;
   } finally {
     for (const role of ['client', 'stage', 'server'] as const)
       await stopAll(procs.filter((p) => p.role === role));

@@ -1,5 +1,5 @@
 import type { TaskContext, Worker, WorkerHooks } from '../../sdk/worker';
-import { isThenable } from '../../sdk/thenable';
+import { settle } from '../../sdk/thenable';
 import { dsatMeter, metricsActive, observableInts, attributeSets } from '../shared/metrics';
 
 /**
@@ -49,21 +49,11 @@ export function workerMetrics(): WorkerMetrics {
         ...hooks,
         aroundTask(ctx, run) {
           const started = performance.now();
-          let out: unknown;
-          try {
-            out = hooks.aroundTask ? hooks.aroundTask(ctx, run) : run();
-          } catch (err) {
-            record(ctx, 'failed', started);
-            throw err;
-          }
-          if (!isThenable(out)) {
-            record(ctx, 'succeeded', started);
-            return out;
-          }
-          return Promise.resolve(out).then(
-            (value) => {
+          return settle(
+            () => (hooks.aroundTask ? hooks.aroundTask(ctx, run) : run()),
+            (out) => {
               record(ctx, 'succeeded', started);
-              return value;
+              return out;
             },
             (err: unknown) => {
               record(ctx, 'failed', started);
