@@ -27,7 +27,8 @@ const DSAT_CLI = [...LOADER, path.join(ROOT, EXT === '.ts' ? 'cli/main.ts' : 'di
 export interface BenchOptions {
   readonly tasks: number;
   readonly window: number;
-  readonly rate: number;
+  /** Tasks per second of the L runs: L is measured at each rate in turn. */
+  readonly rates: readonly number[];
   readonly durationS: number;
   readonly warmup: number;
   readonly runs: number;
@@ -41,6 +42,24 @@ export interface BenchOptions {
   readonly progress?: (line: string) => void;
   /** Called about four times a second while a run's client waits for tasks. */
   readonly onTasks?: (run: string, done: number, total: number) => void;
+}
+
+/** One measurement: T, or L at one offered rate. */
+export type Measurement = { readonly mode: 'T' } | { readonly mode: 'L'; readonly rate: number };
+
+/** The measurements of a benchmark, in order: each mode, and L once per rate. */
+export function measurements(
+  modes: readonly ('T' | 'L')[],
+  rates: readonly number[],
+): Measurement[] {
+  return modes.flatMap((mode): Measurement[] =>
+    mode === 'T' ? [{ mode }] : rates.map((rate) => ({ mode, rate })),
+  );
+}
+
+/** How progress lines name a measurement: T, or L with its rate. */
+export function measurementLabel(m: Measurement): string {
+  return m.mode === 'T' ? 'T' : `L at ${m.rate}/s`;
 }
 
 export interface Proc {
@@ -133,7 +152,8 @@ async function stopAll(procs: Proc[]) {
 
 export type RunRecord = Record<string, unknown> & { mode: string; rep: number };
 
-async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promise<RunRecord> {
+async function runOnce(opts: BenchOptions, m: Measurement, rep: number): Promise<RunRecord> {
+  const mode = m.mode;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsat-bench-'));
   const logPath = path.join(dir, 'processes.log');
   const log = fs.createWriteStream(logPath);
@@ -234,7 +254,7 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
         BENCH_MODE: mode,
         BENCH_N: String(opts.tasks),
         BENCH_WINDOW: String(opts.window),
-        BENCH_RATE: String(opts.rate),
+        BENCH_RATE: String(m.mode === 'L' ? m.rate : 0),
         BENCH_DURATION_S: String(opts.durationS),
         BENCH_WARMUP: String(opts.warmup),
         BENCH_TAG: `r${rep}${mode}`,
@@ -246,21 +266,21 @@ async function runOnce(opts: BenchOptions, mode: 'T' | 'L', rep: number): Promis
     client.stderr!.on('data', (c: Buffer) => log.write(`[client] ${c.toString()}`));
     procs.push({ name: 'client', role: 'client', child: client });
     const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      client.on('message', (m: { type: string; name?: string }) => {
-        if (m.type === 'tasks') {
-          const t = m as { done?: number; total?: number; phase?: string };
+      client.on('message', (msg: { type: string; name?: string }) => {
+        if (msg.type === 'tasks') {
+          const t = msg as { done?: number; total?: number; phase?: string };
           opts.onTasks?.(
-            `run ${rep}/${opts.runs} ${mode}${t.phase === 'warmup' ? ' (warm-up)' : ''}`,
+            `run ${rep}/${opts.runs} ${measurementLabel(m)}${t.phase === 'warmup' ? ' (warm-up)' : ''}`,
             t.done ?? 0,
             t.total ?? 0,
           );
-        } else if (m.type === 'mark' && m.name) {
-          marks[m.name] = Object.fromEntries(
+        } else if (msg.type === 'mark' && msg.name) {
+          marks[msg.name] = Object.fromEntries(
             procs.map((p) => [p.name, procStats(p.child.pid!) ?? null]),
           );
-          storeAt[m.name] = statusClient.getStoreStats({}).catch(() => undefined);
-          selfAt[m.name] = process.cpuUsage();
-        } else if (m.type === 'result') resolve(m as Record<string, unknown>);
+          storeAt[msg.name] = statusClient.getStoreStats({}).catch(() => undefined);
+          selfAt[msg.name] = process.cpuUsage();
+        } else if (msg.type === 'result') resolve(msg as Record<string, unknown>);
       });
       client.once('exit', (code) => reject(new Error(`client exited (${code}) without a result`)));
     });
@@ -347,13 +367,13 @@ function nested(runs: RunRecord[], outer: string, key: string) {
 }
 
 /** One summary line per measurement, in the peers' shape. */
-export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
+export function summarize(system: string, m: Measurement, runs: RunRecord[]) {
   const sum = (k: string) =>
     runs.reduce((a, r) => a + (typeof r[k] === 'number' ? (r[k] as number) : 0), 0);
   const base = {
     type: 'summary',
     system,
-    measurement: mode,
+    measurement: m.mode,
     reps: runs.length,
     lost_total: sum('lost'),
     dups_total: sum('dups'),
@@ -363,7 +383,7 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
     peak_rss_system_mb: aggregate(runs, 'peak_rss_system_mb'),
     cpu_ms_per_task: aggregate(runs, 'cpu_ms_per_task'),
   };
-  if (mode === 'T')
+  if (m.mode === 'T')
     return {
       ...base,
       tasks_per_s: aggregate(runs, 'tasks_per_s'),
@@ -371,6 +391,7 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
     };
   return {
     ...base,
+    offered_rate: m.rate,
     achieved_rate: aggregate(runs, 'achieved_rate'),
     p50_ms: nested(runs, 'latency', 'p50_ms'),
     p90_ms: nested(runs, 'latency', 'p90_ms'),
@@ -385,13 +406,14 @@ export function summarize(system: string, mode: 'T' | 'L', runs: RunRecord[]) {
  */
 export function summarizeTracingCost(
   system: string,
-  mode: 'T' | 'L',
+  m: Measurement,
   untraced: readonly RunRecord[],
   traced: readonly RunRecord[],
 ) {
   const num = (r: RunRecord, key: string) =>
     typeof r[key] === 'number' ? (r[key] as number) : NaN;
   const p99 = (r: RunRecord) => (r.latency as Record<string, number> | undefined)?.p99_ms ?? NaN;
+  const mode = m.mode;
   const pairs: RunRecord[] = untraced.flatMap((u, i) => {
     const t = traced[i];
     if (!t || u.error || t.error) return [];
@@ -415,9 +437,9 @@ export function summarizeTracingCost(
     system,
     measurement: mode,
     pairs: pairs.length,
-    ...(mode === 'T'
+    ...(m.mode === 'T'
       ? { throughput_drop_pct: finite('throughput_drop_pct') }
-      : { p99_ms_added: finite('p99_ms_added') }),
+      : { offered_rate: m.rate, p99_ms_added: finite('p99_ms_added') }),
     cpu_ms_per_task_added: finite('cpu_ms_per_task_added'),
   };
 }
@@ -433,21 +455,21 @@ export async function runPipeline3(opts: BenchOptions) {
     runs: [],
     summaries: [],
   };
-  for (const mode of opts.modes) {
+  for (const m of measurements(opts.modes, opts.rates)) {
     const runs: RunRecord[] = [];
     for (let rep = 1; rep <= opts.runs; rep++) {
-      const r = await runOnce({ ...opts, system }, mode, rep);
+      const r = await runOnce({ ...opts, system }, m, rep);
       runs.push(r);
       opts.progress?.(
-        `run ${rep}/${opts.runs} ${mode}: ` +
-          (mode === 'T'
+        `run ${rep}/${opts.runs} ${measurementLabel(m)}: ` +
+          (m.mode === 'T'
             ? `tasks/s=${String(r.tasks_per_s)}`
             : `p50=${String((r.latency as Record<string, unknown> | undefined)?.p50_ms)} p99=${String((r.latency as Record<string, unknown> | undefined)?.p99_ms)}`) +
           ` lost=${String(r.lost)} dups=${String(r.dups)} cpu ms/task=${String(r.cpu_ms_per_task)} rss=${String(r.peak_rss_system_mb)}MB${r.error ? ` ERROR ${String(r.error)}` : ''}`,
       );
     }
     out.runs.push(...runs);
-    out.summaries.push(summarize(system, mode, runs));
+    out.summaries.push(summarize(system, m, runs));
   }
   return out;
 }

@@ -6,6 +6,7 @@ import type { EmbeddedMesh, EmbeddedMeshOptions } from '../../bench/embedded-mes
 import { startEmbeddedMesh } from '../../bench/embedded-mesh';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
 import {
+  measurements,
   runPipeline3,
   summarize,
   summarizeTracingCost,
@@ -88,7 +89,11 @@ export function benchCommand(): Command {
     )
     .option('--tasks <n>', 'tasks in a T run (with --pipeline: 1000)', '20000')
     .option('--window <n>', 'most tasks in flight in a T run (with --pipeline: 100)', '2000')
-    .option('--rate <n>', 'tasks per second in an L run', '1000')
+    .option(
+      '--rate <n[,n...]>',
+      'tasks per second in an L run; a list (50,200,1000) measures L at each rate, for latency against load',
+      '1000',
+    )
     .option('--duration <s>', 'seconds of an L run', '10')
     .option('--warmup <n>', 'tasks before each measured run', '1000')
     .option('--runs <n>', 'runs of each measurement', '3')
@@ -107,7 +112,7 @@ export function benchCommand(): Command {
     )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory\n  $ dsat bench --pipeline pipelines/demo.yaml --payload \'{"text":"hi"}\' --tasks 2000 --window 50\n  $ dsat bench --pipeline demo --router 10.0.0.5:7402 --status 10.0.0.5:7401 --json\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --stage-ms 20   # no mesh needed\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --handler ./handlers.js\n\nEnvironment:\n  DSAT_BENCH_NODE_ARGS  node flags for the services pipeline3 starts (status, router, tracker,\n                        workers); each also gets --max-semi-space-size=4 and\n                        --heap-growing-percent=200 unless this sets them. E.g.\n                        "--cpu-prof --cpu-prof-dir=prof" profiles each service',
+      '\nExamples:\n  $ dsat bench --json\n  $ dsat bench --tasks 500 --runs 1 --modes T\n  $ dsat bench --modes T --runs-file runs.jsonl   # per-process CPU and memory\n  $ dsat bench --modes L --rate 50,200,1000 --json   # latency against load\n  $ dsat bench --pipeline pipelines/demo.yaml --payload \'{"text":"hi"}\' --tasks 2000 --window 50\n  $ dsat bench --pipeline demo --router 10.0.0.5:7402 --status 10.0.0.5:7401 --json\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --stage-ms 20   # no mesh needed\n  $ dsat bench --pipeline pipelines/etl.yaml --embedded --handler ./handlers.js\n\nEnvironment:\n  DSAT_BENCH_NODE_ARGS  node flags for the services pipeline3 starts (status, router, tracker,\n                        workers); each also gets --max-semi-space-size=4 and\n                        --heap-growing-percent=200 unless this sets them. E.g.\n                        "--cpu-prof --cpu-prof-dir=prof" profiles each service',
     )
     .action(async (_opts: unknown, command: Command) => {
       // --json is also a global option of dsat; read both levels.
@@ -180,7 +185,9 @@ export function benchCommand(): Command {
       const base: BenchOptions = {
         tasks: wholeNumber(opts.tasks, 'tasks'),
         window: wholeNumber(opts.window, 'window'),
-        rate: wholeNumber(opts.rate, 'rate'),
+        rates: String(opts.rate)
+          .split(',')
+          .map((r) => wholeNumber(r.trim(), 'rate')),
         durationS: wholeNumber(opts.duration, 'duration'),
         warmup: wholeNumber(opts.warmup, 'warmup', 0),
         runs: wholeNumber(opts.runs, 'runs'),
@@ -211,11 +218,11 @@ export function benchCommand(): Command {
         if (opts.json) printJson(s);
         else {
           const figure =
-            s.measurement === 'T'
-              ? `${String((s as { tasks_per_s?: { median: number } }).tasks_per_s?.median)} tasks/s`
-              : `p50 ${String((s as { p50_ms?: { median: number } }).p50_ms?.median)} ms, p99 ${String((s as { p99_ms?: { median: number } }).p99_ms?.median)} ms`;
+            'tasks_per_s' in s
+              ? `T: ${String(s.tasks_per_s?.median)} tasks/s`
+              : `L at ${s.offered_rate}/s: p50 ${String(s.p50_ms?.median)} ms, p99 ${String(s.p99_ms?.median)} ms`;
           process.stdout.write(
-            `${s.system} ${s.measurement}: ${figure}, ${String(s.cpu_ms_per_task?.median)} CPU ms/task, peak RSS ${String(s.peak_rss_system_mb?.median)} MB, lost ${s.lost_total}, dups ${s.dups_total}\n`,
+            `${s.system} ${figure}, ${String(s.cpu_ms_per_task?.median)} CPU ms/task, peak RSS ${String(s.peak_rss_system_mb?.median)} MB, lost ${s.lost_total}, dups ${s.dups_total}\n`,
           );
         }
       }
@@ -231,7 +238,7 @@ export function benchCommand(): Command {
               ? `throughput ${range(c.throughput_drop_pct, '%')} lower`
               : `p99 ${range(c.p99_ms_added, ' ms')} higher`;
           process.stdout.write(
-            `tracing cost ${c.measurement}, median of ${c.pairs} pair${c.pairs === 1 ? '' : 's'}: ${effect}, CPU per task ${range(c.cpu_ms_per_task_added, ' ms')} more\n`,
+            `tracing cost ${'offered_rate' in c ? `L at ${c.offered_rate}/s` : c.measurement}, median of ${c.pairs} pair${c.pairs === 1 ? '' : 's'}: ${effect}, CPU per task ${range(c.cpu_ms_per_task_added, ' ms')} more\n`,
           );
         }
       }
@@ -279,13 +286,18 @@ async function runTraced(base: BenchOptions, both: boolean) {
     costs: [] as ReturnType<typeof summarizeTracingCost>[],
   };
   try {
-    for (const mode of base.modes) {
+    for (const m of measurements(base.modes, base.rates)) {
       const bySystem = new Map<string, RunRecord[]>();
       for (let rep = 1; rep <= base.runs; rep++) {
         // Each pair in the other order from the last, so that neither kind always runs second.
         const order = rep % 2 === 1 ? [plain, traced] : [traced, plain];
         for (const opts of both ? order : [traced]) {
-          const { runs } = await runPipeline3({ ...opts, modes: [mode], runs: 1 });
+          const { runs } = await runPipeline3({
+            ...opts,
+            modes: [m.mode],
+            rates: m.mode === 'L' ? [m.rate] : opts.rates,
+            runs: 1,
+          });
           const run: RunRecord = { ...runs[0]!, rep };
           if (opts === traced) {
             run.spans_received = receiver.decodeHeld();
@@ -298,12 +310,12 @@ async function runTraced(base: BenchOptions, both: boolean) {
           bySystem.set(opts.system!, [...(bySystem.get(opts.system!) ?? []), run]);
         }
       }
-      for (const [name, runs] of bySystem) out.summaries.push(summarize(name, mode, runs));
+      for (const [name, runs] of bySystem) out.summaries.push(summarize(name, m, runs));
       if (both) {
         out.costs.push(
           summarizeTracingCost(
             system,
-            mode,
+            m,
             bySystem.get(plain.system!) ?? [],
             bySystem.get(traced.system!) ?? [],
           ),

@@ -164,6 +164,38 @@ describe('the dsat CLI, as a user drives it', () => {
     expect(run.procs.status.cpu_measure_s).toBeGreaterThan(0);
   });
 
+  it('measures L at each rate of a --rate list, every task back once', async () => {
+    const bench = await dsat(
+      [
+        'bench',
+        '--modes',
+        'L',
+        '--rate',
+        '20,40',
+        '--duration',
+        '1',
+        '--warmup',
+        '10',
+        '--runs',
+        '1',
+        '--json',
+      ],
+      {},
+      120_000,
+    );
+    expect(bench.code).toBe(0);
+    const lines = bench.out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toEqual([
+      expect.objectContaining({ measurement: 'L', offered_rate: 20, lost_total: 0, dups_total: 0 }),
+      expect.objectContaining({ measurement: 'L', offered_rate: 40, lost_total: 0, dups_total: 0 }),
+    ]);
+    for (const l of lines) expect((l.p99_ms as { median: number }).median).toBeGreaterThan(0);
+    expect(bench.err).toMatch(/run 1\/1 L at 20\/s: .*\n.*run 1\/1 L at 40\/s: /);
+  });
+
   it('measures what tracing costs, untraced and traced runs in pairs, every span received', async () => {
     const runsFile = path.join(tmp.path, 'runs.jsonl');
     const bench = await dsat(
@@ -520,6 +552,10 @@ describe('dsat bench --pipeline FILE --embedded', () => {
         /--router applies to a running mesh, not with --embedded/,
       ],
       [['--pipeline', file, '--embedded', '--stage-ms', 'x'], /--stage-ms must be a whole number/],
+      [
+        ['--modes', 'L', '--rate', '50,fast'],
+        /--rate must be a whole number of at least 1, not "fast"/,
+      ],
     ];
     await expectUsageErrors(
       cases.map(([args, message]) => [['bench', ...args], message]),
