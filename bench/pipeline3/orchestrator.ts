@@ -57,8 +57,8 @@ export function measurements(
   );
 }
 
-/** How progress lines name a measurement: T, or L with its rate. */
-export function measurementLabel(m: Measurement): string {
+/** How progress and summary lines name a measurement: T, or L with its rate. */
+export function measurementLabel(m: { readonly mode: 'T' | 'L'; readonly rate?: number }): string {
   return m.mode === 'T' ? 'T' : `L at ${m.rate}/s`;
 }
 
@@ -413,13 +413,12 @@ export function summarizeTracingCost(
   const num = (r: RunRecord, key: string) =>
     typeof r[key] === 'number' ? (r[key] as number) : NaN;
   const p99 = (r: RunRecord) => (r.latency as Record<string, number> | undefined)?.p99_ms ?? NaN;
-  const mode = m.mode;
   const pairs: RunRecord[] = untraced.flatMap((u, i) => {
     const t = traced[i];
     if (!t || u.error || t.error) return [];
     return [
       {
-        mode,
+        mode: m.mode,
         rep: u.rep,
         throughput_drop_pct: round((1 - num(t, 'tasks_per_s') / num(u, 'tasks_per_s')) * 100, 1),
         cpu_ms_per_task_added: round(num(t, 'cpu_ms_per_task') - num(u, 'cpu_ms_per_task'), 4),
@@ -435,7 +434,7 @@ export function summarizeTracingCost(
   return {
     type: 'tracing_cost',
     system,
-    measurement: mode,
+    measurement: m.mode,
     pairs: pairs.length,
     ...(m.mode === 'T'
       ? { throughput_drop_pct: finite('throughput_drop_pct') }

@@ -6,6 +6,7 @@ import type { EmbeddedMesh, EmbeddedMeshOptions } from '../../bench/embedded-mes
 import { startEmbeddedMesh } from '../../bench/embedded-mesh';
 import type { BenchOptions, RunRecord } from '../../bench/pipeline3/orchestrator';
 import {
+  measurementLabel,
   measurements,
   runPipeline3,
   summarize,
@@ -219,10 +220,10 @@ export function benchCommand(): Command {
         else {
           const figure =
             'tasks_per_s' in s
-              ? `T: ${String(s.tasks_per_s?.median)} tasks/s`
-              : `L at ${s.offered_rate}/s: p50 ${String(s.p50_ms?.median)} ms, p99 ${String(s.p99_ms?.median)} ms`;
+              ? `${String(s.tasks_per_s?.median)} tasks/s`
+              : `p50 ${String(s.p50_ms?.median)} ms, p99 ${String(s.p99_ms?.median)} ms`;
           process.stdout.write(
-            `${s.system} ${figure}, ${String(s.cpu_ms_per_task?.median)} CPU ms/task, peak RSS ${String(s.peak_rss_system_mb?.median)} MB, lost ${s.lost_total}, dups ${s.dups_total}\n`,
+            `${s.system} ${lineLabel(s)}: ${figure}, ${String(s.cpu_ms_per_task?.median)} CPU ms/task, peak RSS ${String(s.peak_rss_system_mb?.median)} MB, lost ${s.lost_total}, dups ${s.dups_total}\n`,
           );
         }
       }
@@ -238,7 +239,7 @@ export function benchCommand(): Command {
               ? `throughput ${range(c.throughput_drop_pct, '%')} lower`
               : `p99 ${range(c.p99_ms_added, ' ms')} higher`;
           process.stdout.write(
-            `tracing cost ${'offered_rate' in c ? `L at ${c.offered_rate}/s` : c.measurement}, median of ${c.pairs} pair${c.pairs === 1 ? '' : 's'}: ${effect}, CPU per task ${range(c.cpu_ms_per_task_added, ' ms')} more\n`,
+            `tracing cost ${lineLabel(c)}, median of ${c.pairs} pair${c.pairs === 1 ? '' : 's'}: ${effect}, CPU per task ${range(c.cpu_ms_per_task_added, ' ms')} more\n`,
           );
         }
       }
@@ -256,6 +257,11 @@ export function benchCommand(): Command {
  * untraced and traced runs alternate (plain first in odd pairs, traced first in even ones), so
  * that both see the same machine.
  */
+/** The measurement a summary or tracing-cost line is about, named as the progress lines name it. */
+function lineLabel(line: { readonly measurement: 'T' | 'L'; readonly offered_rate?: number }) {
+  return measurementLabel({ mode: line.measurement, rate: line.offered_rate });
+}
+
 async function runTraced(base: BenchOptions, both: boolean) {
   const spans = new SpanStore(2_000_000);
   const receiver = await startOtlpReceiver(spans, {

@@ -22,6 +22,14 @@ async function dsat(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000) 
 }
 
 /** Each command exits 2 with its message on stderr (a usage error, nothing sent). */
+/** Each non-empty line of a --json output or a runs file, parsed. */
+function jsonLines<T>(text: string): T[] {
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as T);
+}
+
 async function expectUsageErrors(cases: [string[], RegExp][], env: NodeJS.ProcessEnv) {
   for (const [args, message] of cases) {
     const run = await dsat(args, env);
@@ -184,10 +192,7 @@ describe('the dsat CLI, as a user drives it', () => {
       120_000,
     );
     expect(bench.code).toBe(0);
-    const lines = bench.out
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = jsonLines<Record<string, unknown>>(bench.out);
     expect(lines).toEqual([
       expect.objectContaining({ measurement: 'L', offered_rate: 20, lost_total: 0, dups_total: 0 }),
       expect.objectContaining({ measurement: 'L', offered_rate: 40, lost_total: 0, dups_total: 0 }),
@@ -219,10 +224,7 @@ describe('the dsat CLI, as a user drives it', () => {
       150_000,
     );
     expect(bench.code).toBe(0);
-    const lines = bench.out
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = jsonLines<Record<string, unknown>>(bench.out);
     expect(lines.map((l) => [l.type, l.system])).toEqual([
       ['summary', 'dsat'],
       ['summary', 'dsat-traced'],
@@ -234,11 +236,7 @@ describe('the dsat CLI, as a user drives it', () => {
       throughput_drop_pct: { median: expect.any(Number), runs: 1 },
       cpu_ms_per_task_added: { median: expect.any(Number), runs: 1 },
     });
-    const runs = fs
-      .readFileSync(runsFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as Record<string, number | string>);
+    const runs = jsonLines<Record<string, number | string>>(fs.readFileSync(runsFile, 'utf8'));
     const traced = runs.find((r) => r.system === 'dsat-traced')!;
     // Seven spans a task (submit, then dispatch and process at each of three stages), warm-up
     // tasks included, each task its own trace.
